@@ -1,0 +1,179 @@
+"""The actor base class and the declaration of the messages an actor handles."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import attrs
+
+from ._exceptions import InvalidStateError
+
+if TYPE_CHECKING:
+    from ._cell import ActorCell
+    from ._ref import ActorRef
+
+__all__ = ["Actor", "handles"]
+
+ReqT = TypeVar("ReqT")
+ReplyT = TypeVar("ReplyT")
+F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+_HANDLES_ATTR = "__corral_handles__"
+
+
+def handles(*types_: type[Any]) -> Callable[[F], F]:
+    """Declare that the decorated ``async`` method handles these message types.
+
+    ::
+
+        class Tools(corral.Actor[Search, Results]):
+            async def handle(self, msg: Search) -> Results: ...
+
+            @corral.handles(Fetch, Head)
+            async def fetch(self, msg: Fetch | Head) -> Page: ...
+
+    Messages are dispatched by type; a subclass of a declared type goes to
+    the handler of its nearest declared base class.
+
+    Raises:
+        TypeError: A type is not an attrs class, or none is given.
+    """
+    if not types_:
+        raise TypeError("@corral.handles needs at least one message type")
+    for t in types_:
+        if not (isinstance(t, type) and attrs.has(t)):
+            raise TypeError(f"@corral.handles takes attrs message classes, got {t!r}")
+
+    def mark(fn: F) -> F:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"@corral.handles needs an async def method, got {fn!r}")
+        setattr(fn, _HANDLES_ATTR, (*getattr(fn, _HANDLES_ATTR, ()), *types_))
+        return fn
+
+    return mark
+
+
+def _request_types(cls: type) -> list[type]:
+    """Return the request types named by ``Actor[Req, Reply]`` in *cls*'s bases."""
+    found: list[type] = []
+    for base in getattr(cls, "__orig_bases__", ()):
+        origin = typing.get_origin(base)
+        if not (isinstance(origin, type) and issubclass(origin, Actor)):
+            continue
+        args = typing.get_args(base)
+        if not args:
+            continue
+        req = args[0]
+        members = (
+            typing.get_args(req)
+            if typing.get_origin(req) in (typing.Union, types.UnionType)
+            else (req,)
+        )
+        for member in members:
+            if isinstance(member, TypeVar) or member is Any:
+                continue
+            if not (isinstance(member, type) and attrs.has(member)):
+                raise TypeError(
+                    f"{cls.__qualname__}: the request type of Actor[...] must be an attrs "
+                    f"message class (or a union of them), got {member!r}"
+                )
+            found.append(member)
+    return found
+
+
+class Actor(Generic[ReqT, ReplyT]):
+    """Base class of the actors that serve one kind of service.
+
+    Subclass it with the request and reply types and write :meth:`handle`::
+
+        @corral.message
+        class Add:
+            a: int
+            b: int
+
+        class Calculator(corral.Actor[Add, int]):
+            async def handle(self, msg: Add) -> int:
+                return msg.a + msg.b
+
+    More message types can go to other methods with :func:`handles`. The
+    runtime makes the instance (a restart makes a new one), so keep the
+    state of one incarnation on ``self``. A handler's exception fails only
+    its own call, unless its type is listed in :attr:`fatal` (or it is
+    :class:`corral.Crash`): then the actor crashes and its supervisor decides
+    what happens next.
+
+    Class attributes:
+        fatal: Exception types that crash the actor instead of failing one call.
+    """
+
+    fatal: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    #: Message type -> name of the method that handles it (built per class).
+    __corral_dispatch__: ClassVar[dict[type, str]] = {}
+
+    _corral_cell: ActorCell
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table: dict[type, str] = {}
+        for base in reversed(cls.__mro__[1:]):
+            table.update(getattr(base, "__corral_dispatch__", {}))
+        for t in _request_types(cls):
+            table[t] = "handle"
+        for attr_name, value in vars(cls).items():
+            for t in getattr(value, _HANDLES_ATTR, ()):
+                table[t] = attr_name
+        if not isinstance(cls.fatal, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in cls.fatal
+        ):
+            raise TypeError(
+                f"{cls.__qualname__}.fatal must be a tuple of exception classes, got {cls.fatal!r}"
+            )
+        if "handle" in vars(cls) and not inspect.iscoroutinefunction(vars(cls)["handle"]):
+            raise TypeError(f"{cls.__qualname__}.handle must be an async def method")
+        cls.__corral_dispatch__ = table
+
+    async def handle(self, msg: ReqT) -> ReplyT:
+        """Serve one request and return the reply.
+
+        Raise to fail this call only; raise :class:`corral.Crash` (or a type in
+        :attr:`fatal`) to crash the actor.
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} does not implement handle()")
+
+    async def on_start(self) -> None:
+        """Run once per incarnation before the first call; an exception here is a crash.
+
+        Open clients and connections here. Calls sent meanwhile wait in the mailbox.
+        """
+
+    async def on_stop(self) -> None:
+        """Run once per incarnation after the last call, on a normal stop or a crash.
+
+        Close what :meth:`on_start` opened. It runs shielded from outside
+        cancellation but within the actor's shutdown time. It does not run if
+        :meth:`on_start` failed.
+        """
+
+    @property
+    def ref(self) -> ActorRef[ReqT, ReplyT]:
+        """This actor's own ref (valid across restarts)."""
+        return self._cell_or_raise().ref
+
+    @property
+    def name(self) -> str:
+        """The name this actor was spawned under."""
+        return self._cell_or_raise().name
+
+    def _cell_or_raise(self) -> ActorCell:
+        try:
+            return self._corral_cell
+        except AttributeError:
+            raise InvalidStateError(
+                f"{type(self).__qualname__} instance is not running in a corral runtime "
+                "(ref and name exist once the runtime has spawned it)"
+            ) from None

@@ -1,0 +1,518 @@
+"""The actor cell: mailbox, pile and workers of one actor, across its instances."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.lowlevel
+import attrs
+
+from ._actor import Actor
+from ._exceptions import (
+    ActorCrashed,
+    ActorStopped,
+    Crash,
+    DeadlineExceeded,
+    UnhandledMessage,
+)
+from ._future import _PENDING
+from ._instrument import Instruments
+from ._mailbox import Mailbox
+from ._messages import Envelope, Kind, Pong, new_id
+from ._pile import ActorState, ActorStatus, Call, CallStatus, Handler, Pile
+
+if TYPE_CHECKING:
+    from ._ref import ActorRef
+
+__all__ = ["DEFAULT_SHUTDOWN", "ActorCell"]
+
+logger = logging.getLogger("corral")
+
+#: Seconds an actor gets to drain its calls and run ``on_stop`` when stopped.
+DEFAULT_SHUTDOWN: Final = 5.0
+
+# A worker that never has to wait for work still yields after this many calls
+# in a row, so a busy actor cannot starve the other tasks of the event loop.
+_BURST: Final = 32
+
+_QUEUED = CallStatus.QUEUED
+_RUNNING = CallStatus.RUNNING
+_SUCCEEDED = CallStatus.SUCCEEDED
+_FAILED = CallStatus.FAILED
+_CANCELLED = CallStatus.CANCELLED
+_EXPIRED = CallStatus.EXPIRED
+_current_time = anyio.current_time
+_CancelScope = anyio.CancelScope
+
+
+async def _pong(instance: Actor[Any, Any], msg: Any) -> Pong:
+    return Pong(name=instance.name)
+
+
+def check_timeout(timeout: float | None, what: str = "timeout") -> None:
+    """Refuse a negative or NaN timeout with an error that names it."""
+    if timeout is not None and not (timeout >= 0):
+        raise ValueError(f"{what} must be >= 0 seconds or None, got {timeout!r}")
+
+
+class ActorCell:
+    """Everything of one actor that outlives its instances.
+
+    The cell owns the mailbox and the pile, makes and serves calls, and runs
+    one incarnation of the actor at a time (:meth:`run`). Whoever owns the
+    cell (the runtime, or a supervisor) decides after each incarnation whether
+    to run another one or to end the cell for good (:meth:`finalize`).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        factory: Callable[[], Actor[Any, Any]],
+        instance: Actor[Any, Any],
+        capacity: int,
+        max_concurrency: int,
+        shutdown: float | None,
+        instruments: Instruments,
+    ) -> None:
+        from ._ref import ActorRef
+
+        cls = type(instance)
+        if not cls.__corral_dispatch__:
+            raise TypeError(
+                f"{cls.__qualname__} handles no message types: declare them as "
+                f"Actor[Request, Reply] or with @corral.handles(...)"
+            )
+        self.name = name
+        self.actor_class = cls
+        self.factory = factory
+        self.instance = instance
+        instance._corral_cell = self
+        self.max_concurrency = max_concurrency
+        self.shutdown = shutdown
+        self.mailbox = Mailbox(capacity, name)
+        self.mailbox.on_accept = self._accepted_late
+        self.pile = Pile(self.mailbox.queue)
+        self.state = ActorState.STARTING
+        self.crash: BaseException | None = None
+        self.start_failed = False
+        self.restarts = 0
+        self.ref: ActorRef[Any, Any] = ActorRef._make(self)
+        self._dispatch: dict[type, Handler] = {
+            t: getattr(cls, attr) for t, attr in cls.__corral_dispatch__.items()
+        }
+        self._fatal: tuple[type[BaseException], ...] = (Crash, *cls.fatal)
+        self._instruments = instruments
+        self._scope = _CancelScope()
+        self._final = False
+        self._done: anyio.Event | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._workers = 0
+        self._starting = 0
+        self._main_event: anyio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<ActorCell {self.name!r} {self.actor_class.__qualname__} {self.state.value}>"
+
+    # --- making calls ----------------------------------------------------------
+
+    def lookup(self, msg: object) -> Handler:
+        """Return the handler for *msg*, or refuse it before anything is queued."""
+        func = self._dispatch.get(type(msg))
+        if func is not None:
+            return func
+        t = type(msg)
+        if not attrs.has(t):
+            raise UnhandledMessage(
+                f"messages must be attrs instances (corral messages); actor {self.name!r} "
+                f"was sent {t.__qualname__} {msg!r:.80}"
+            )
+        for base in t.__mro__[1:]:
+            func = self._dispatch.get(base)
+            if func is not None:
+                self._dispatch[t] = func
+                return func
+        handled = ", ".join(sorted({c.__qualname__ for c in self.actor_class.__corral_dispatch__}))
+        raise UnhandledMessage(
+            f"actor {self.name!r} ({self.actor_class.__qualname__}) does not handle "
+            f"{t.__qualname__}; it handles: {handled}"
+        )
+
+    def new_call(
+        self, msg: object, kind: Kind, timeout: float | None, func: Handler | None = None
+    ) -> Call:
+        """Build the call for *msg* (validated), not yet queued."""
+        if func is None:
+            func = self.lookup(msg)
+        now = _current_time()
+        created = time.time()
+        if timeout is None:
+            deadline = wall_deadline = None
+        else:
+            check_timeout(timeout)
+            deadline = now + timeout
+            wall_deadline = created + timeout
+        envelope = Envelope(
+            payload=msg,
+            target=self.name,
+            kind=kind,
+            id=new_id(),
+            deadline=wall_deadline,
+            created_at=created,
+        )
+        call = Call(self, envelope, func, deadline)
+        call._enqueued_at = now
+        return call
+
+    def call_from_envelope(self, envelope: Envelope, func: Handler) -> Call:
+        """Build the call for an envelope that arrived from elsewhere."""
+        now = _current_time()
+        deadline = None
+        if envelope.deadline is not None:
+            deadline = now + (envelope.deadline - time.time())
+        call = Call(self, envelope, func, deadline)
+        call._enqueued_at = now
+        return call
+
+    async def enqueue(self, call: Call) -> None:
+        """Queue *call*, waiting for room while the mailbox is full."""
+        if self.mailbox.put_nowait(call):
+            self._accepted(call)
+        else:
+            await self.mailbox.put(call)
+
+    def enqueue_nowait(self, call: Call, *, force: bool = False) -> bool:
+        """Queue *call* if there is room (or *force*); return whether it was queued."""
+        if self.mailbox.put_nowait(call, force=force):
+            self._accepted(call)
+            return True
+        return False
+
+    def _accepted(self, call: Call) -> None:
+        call._status = _QUEUED
+        if self._instruments:
+            self._instruments.call("call_submitted", call)
+        if (
+            self._main_event is not None
+            and self._workers < self.max_concurrency
+            and not self.mailbox.idle_getters
+        ):
+            self._wake_main()
+
+    def _accepted_late(self, call: Call) -> None:
+        # A sender that waited for room: the call counts from its admission.
+        call._enqueued_at = _current_time()
+        self._accepted(call)
+
+    # --- resolving calls -------------------------------------------------------
+
+    def _resolve(
+        self,
+        call: Call,
+        outcome: CallStatus,
+        value: Any = None,
+        exc: BaseException | None = None,
+    ) -> bool:
+        fut = call._future
+        if fut._state is not _PENDING:
+            return False
+        call._outcome = outcome
+        if outcome is _CANCELLED:
+            fut._set_cancelled()
+        elif exc is not None:
+            fut._set_exception(exc)
+            if call._envelope.kind is Kind.ONE_WAY and outcome is _FAILED:
+                # Nobody holds a one-way message's future: the error is kept
+                # in the pile's history and reported here.
+                logger.warning(
+                    "one-way %s to actor %r failed",
+                    type(call._envelope.payload).__qualname__,
+                    self.name,
+                    exc_info=exc,
+                )
+        else:
+            fut._set_result(value)
+        if self._instruments:
+            self._instruments.call("call_resolved", call)
+        return True
+
+    def _leave(self, call: Call) -> None:
+        call._status = call._outcome
+        call._finished_at = _current_time()
+        self.pile.record(call)
+        if self._instruments:
+            self._instruments.call("call_finished", call)
+
+    def _drop(self, call: Call, outcome: CallStatus, exc: BaseException | None) -> None:
+        """End a call that never ran (or is out of the queue already)."""
+        self._resolve(call, outcome, None, exc)
+        self._leave(call)
+
+    def _deadline_error(self, call: Call, where: str) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"{type(call._envelope.payload).__qualname__} call to actor {self.name!r} "
+            f"passed its deadline while {where}"
+        )
+
+    def _stopped_error(self, what: str) -> ActorStopped:
+        if self.crash is not None:
+            err: ActorStopped = ActorCrashed(f"actor {self.name!r} crashed {what}")
+            err.__cause__ = self.crash
+            return err
+        return ActorStopped(f"actor {self.name!r} stopped {what}")
+
+    def _cancel_call(self, call: Call) -> None:
+        status = call._status
+        if status is _QUEUED:
+            if self.mailbox.remove(call):
+                self._drop(call, _CANCELLED, None)
+            return
+        if self._resolve(call, _CANCELLED):
+            scope = call._scope
+            if scope is not None:
+                scope.cancel()
+
+    def _expire_call(self, call: Call) -> None:
+        status = call._status
+        if status is _QUEUED:
+            if self.mailbox.remove(call):
+                self._drop(call, _EXPIRED, self._deadline_error(call, "queued"))
+            return
+        if self._resolve(call, _EXPIRED, None, self._deadline_error(call, "running")):
+            scope = call._scope
+            if scope is not None:
+                scope.cancel()
+
+    # --- serving ---------------------------------------------------------------
+
+    async def _run_call(self, call: Call) -> None:
+        fut = call._future
+        now = _current_time()
+        deadline = call._deadline
+        if deadline is not None and now >= deadline:
+            self._drop(call, _EXPIRED, self._deadline_error(call, "queued"))
+            return
+        call._status = _RUNNING
+        call._started_at = now
+        running = self.pile.running
+        running[call] = None
+        instruments = self._instruments
+        if instruments:
+            instruments.call("call_started", call)
+        scope = call._scope = _CancelScope() if deadline is None else _CancelScope(deadline=deadline)
+        try:
+            with scope:
+                try:
+                    result = await call._func(self.instance, call._envelope.payload)
+                except Exception as exc:
+                    if isinstance(exc, self._fatal):
+                        self._crashed(exc)
+                    self._resolve(call, _FAILED, None, exc)
+                else:
+                    self._resolve(call, _SUCCEEDED, result)
+            if fut._state is _PENDING:
+                # Only the deadline cancels this scope without resolving first.
+                self._resolve(call, _EXPIRED, None, self._deadline_error(call, "running"))
+        finally:
+            if fut._state is _PENDING:
+                # Cancelled from outside: the actor is stopping or crashed.
+                self._resolve(call, _FAILED, None, self._stopped_error("while serving this call"))
+            call._scope = None
+            del running[call]
+            self._leave(call)
+
+    def _crashed(self, exc: BaseException) -> None:
+        if self.crash is None:
+            self.crash = exc
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def _work(self) -> None:
+        mailbox = self.mailbox
+        streak = 0
+        while self.crash is None:
+            call = mailbox.get_nowait()
+            if call is None:
+                if mailbox.closed:
+                    return
+                streak = 0
+                await mailbox.wait_readable()
+                continue
+            await self._run_call(call)
+            streak += 1
+            if streak >= _BURST:
+                streak = 0
+                await anyio.lowlevel.checkpoint()
+
+    async def _worker(self) -> None:
+        self._starting -= 1
+        try:
+            await self._work()
+        finally:
+            self._workers -= 1
+
+    def _wake_main(self) -> None:
+        event = self._main_event
+        if event is not None:
+            self._main_event = None
+            event.set()
+
+    async def _serve_concurrently(self) -> None:
+        # Workers are started lazily, from this task (so they inherit the
+        # actor's context, not a caller's), up to max_concurrency; an idle
+        # worker parks on the mailbox and is reused.
+        mailbox = self.mailbox
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                while self.crash is None:
+                    want = min(
+                        self.max_concurrency - self._workers,
+                        len(mailbox.queue) - mailbox.idle_getters - self._starting,
+                    )
+                    for _ in range(want):
+                        self._workers += 1
+                        self._starting += 1
+                        tg.start_soon(self._worker)
+                    if mailbox.closed:
+                        break
+                    event = self._main_event = anyio.Event()
+                    await event.wait()
+            finally:
+                self._main_event = None
+        self._tg = None
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run one incarnation: ``on_start``, serve until stopped or crashed, ``on_stop``.
+
+        Reports ready on *task_status* once ``on_start`` finished (or failed).
+        Returns normally on a stop and on a crash alike; read :attr:`crash`.
+        Calls still queued stay in the mailbox for the next incarnation or
+        for :meth:`finalize`; calls that were running are failed.
+        """
+        instance = self.instance
+        reported = False
+        try:
+            with self._scope:
+                if type(instance).on_start is not Actor.on_start:
+                    try:
+                        await instance.on_start()
+                    except Exception as exc:
+                        self.crash = exc
+                        self.start_failed = True
+                if self.crash is None:
+                    if self.state is ActorState.STARTING or self.state is ActorState.RESTARTING:
+                        self.state = ActorState.RUNNING
+                    task_status.started()
+                    reported = True
+                    if self.max_concurrency == 1:
+                        await self._work()
+                    else:
+                        await self._serve_concurrently()
+        finally:
+            if not reported:
+                task_status.started()
+            if not self.start_failed:
+                await self._run_on_stop()
+
+    async def _run_on_stop(self) -> None:
+        instance = self.instance
+        if type(instance).on_stop is Actor.on_stop:
+            return
+        timeout = self.shutdown
+        # Shielded so that cleanup also runs when the runtime is being
+        # cancelled, and bounded so that it cannot hang the shutdown.
+        with _CancelScope(shield=True) as scope:
+            if timeout is not None:
+                scope.deadline = _current_time() + timeout
+            try:
+                await instance.on_stop()
+            except Exception as exc:
+                if self.crash is None:
+                    self.crash = exc
+                else:
+                    logger.exception(
+                        "on_stop of actor %r raised while it was handling a crash", self.name
+                    )
+        if scope.cancelled_caught:
+            logger.warning("on_stop of actor %r was cancelled after %ss", self.name, timeout)
+
+    def request_stop(self, timeout: float | None) -> None:
+        """Stop intake and drain; after *timeout* seconds cancel what is still running."""
+        check_timeout(timeout, "stop timeout")
+        if self._final:
+            return
+        if self.state is not ActorState.STOPPING:
+            self.state = ActorState.STOPPING
+        self.mailbox.close()
+        self._wake_main()
+        if timeout is not None:
+            deadline = _current_time() + timeout
+            if deadline < self._scope.deadline:
+                self._scope.deadline = deadline
+
+    def finalize(self) -> None:
+        """End the cell for good: refuse calls, fail the queued ones, release waiters."""
+        if self._final:
+            return
+        self._final = True
+        mailbox = self.mailbox
+        mailbox.close()
+        while (call := mailbox.get_nowait()) is not None:
+            self._drop(call, _FAILED, self._stopped_error("before serving this call"))
+        self.state = ActorState.CRASHED if self.crash is not None else ActorState.STOPPED
+        if self._done is not None:
+            self._done.set()
+
+    async def wait_finalized(self) -> None:
+        """Wait until :meth:`finalize` has run."""
+        if self._final:
+            return
+        if self._done is None:
+            self._done = anyio.Event()
+        await self._done.wait()
+
+    @property
+    def final(self) -> bool:
+        """Whether the cell has ended for good."""
+        return self._final
+
+    # --- status ----------------------------------------------------------------
+
+    def status(self) -> ActorStatus:
+        """Return a snapshot of the pile."""
+        pile = self.pile
+        queue = pile.queue
+        counts = pile.outcomes()
+        counts[CallStatus.QUEUED] = len(queue)
+        counts[CallStatus.RUNNING] = len(pile.running)
+        try:
+            now: float | None = _current_time()
+        except Exception:  # no event loop: a status read from synchronous code
+            now = None
+        oldest = None
+        if queue and now is not None:
+            oldest = max(0.0, now - queue[0]._enqueued_at)
+        return ActorStatus(
+            name=self.name,
+            actor_class=self.actor_class.__qualname__,
+            state=self.state,
+            counts=counts,
+            queue_depth=len(queue),
+            in_flight=len(pile.running),
+            oldest_wait=oldest,
+            mailbox_capacity=self.mailbox.capacity,
+            max_concurrency=self.max_concurrency,
+            restarts=self.restarts,
+            active=tuple(c.info() for c in pile.active()),
+            recent=tuple(c.info() for c in pile.recent()),
+        )
+
+    def ensure_accepting(self) -> None:
+        """Raise :class:`ActorStopped` if the cell takes no more calls."""
+        if self.mailbox.closed:
+            raise self.mailbox._stopped_error()

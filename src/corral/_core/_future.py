@@ -1,0 +1,222 @@
+"""A one-shot future that works on every anyio backend."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+
+from ._exceptions import CallCancelled, InvalidStateError
+
+if TYPE_CHECKING:
+    from ._pile import Call
+
+__all__ = ["Future"]
+
+T = TypeVar("T")
+logger = logging.getLogger("corral")
+
+
+class _State(enum.Enum):
+    PENDING = "pending"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+_PENDING = _State.PENDING
+_DONE = _State.DONE
+_CANCELLED = _State.CANCELLED
+
+
+class Future(Generic[T]):
+    """The eventual outcome of one call: its reply, or the error that ended it.
+
+    Made by :meth:`ActorRef.submit`; it has no public constructor. Await it
+    for the reply (or the exception), or poll it with :meth:`done`,
+    :meth:`result` and :meth:`exception`. It needs no event loop of its own,
+    so it works the same on asyncio and trio.
+
+    Every future resolves: with the reply, with the handler's exception, with
+    :class:`DeadlineExceeded` when the call's deadline passes, with
+    :class:`CallCancelled` after :meth:`cancel`, or with
+    :class:`ActorStopped` (:class:`ActorCrashed`) when its actor stops.
+
+    Awaiting a future and being cancelled while waiting does not cancel the
+    call (the future may have other readers); :meth:`cancel` does, and so does
+    cancelling a caller of :meth:`ActorRef.ask`, which owns its future.
+    """
+
+    __slots__ = ("_callbacks", "_call", "_event", "_exc", "_result", "_state")
+
+    def __init__(self, call: Call | None = None) -> None:
+        self._state = _PENDING
+        self._result: Any = None
+        self._exc: BaseException | None = None
+        self._event: anyio.Event | None = None
+        self._callbacks: list[Callable[[Future[T]], object]] | None = None
+        self._call = call
+
+    def __repr__(self) -> str:
+        if self._state is _PENDING:
+            detail = "pending"
+        elif self._state is _CANCELLED:
+            detail = "cancelled"
+        elif self._exc is not None:
+            detail = f"failed {type(self._exc).__name__}"
+        else:
+            detail = "done"
+        return f"<corral.Future {detail}>"
+
+    # --- reading -----------------------------------------------------------
+
+    def done(self) -> bool:
+        """Return whether the future has an outcome (reply, error or cancellation)."""
+        return self._state is not _PENDING
+
+    def cancelled(self) -> bool:
+        """Return whether the future was cancelled."""
+        return self._state is _CANCELLED
+
+    def result(self) -> T:
+        """Return the reply, or raise the error the call ended with.
+
+        Raises:
+            InvalidStateError: The future is still pending.
+            CallCancelled: The future was cancelled.
+        """
+        if self._state is _PENDING:
+            raise InvalidStateError("the future is pending; await it or check done() first")
+        if self._exc is not None:
+            raise self._exc
+        return self._result  # type: ignore[no-any-return]
+
+    def exception(self) -> BaseException | None:
+        """Return the error the call ended with, or ``None`` if it succeeded.
+
+        Raises:
+            InvalidStateError: The future is still pending.
+        """
+        if self._state is _PENDING:
+            raise InvalidStateError("the future is pending; await it or check done() first")
+        return self._exc
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._wait_result().__await__()
+
+    async def _wait_result(self) -> T:
+        if self._state is _PENDING:
+            await self._wait_done()
+        if self._exc is not None:
+            raise self._exc
+        return self._result  # type: ignore[no-any-return]
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the future is done, at most *timeout* seconds.
+
+        Returns whether it is done. Never raises the call's error; read it with
+        :meth:`result` or :meth:`exception`. Timing out does not cancel the call.
+        """
+        if self._state is _PENDING:
+            if timeout is None:
+                await self._wait_done()
+            else:
+                with anyio.move_on_after(timeout):
+                    await self._wait_done()
+        else:
+            await anyio.lowlevel.checkpoint()
+        return self._state is not _PENDING
+
+    async def _wait_done(self) -> None:
+        event = self._event
+        if event is None:
+            event = self._event = anyio.Event()
+        call = self._call
+        deadline = call._deadline if call is not None else None
+        if deadline is None:
+            await event.wait()
+            return
+        # Whoever waits enforces the deadline, so a call that nobody runs in
+        # time still resolves exactly at its deadline without a timer per call.
+        with anyio.CancelScope(deadline=deadline):
+            await event.wait()
+        if self._state is _PENDING and call is not None and anyio.current_time() >= deadline:
+            call._expire()
+
+    # --- cancelling and callbacks -------------------------------------------
+
+    def cancel(self) -> bool:
+        """Cancel the call: take it out of the queue, or cancel its running handler.
+
+        The future resolves with :class:`CallCancelled` at once. Returns
+        ``False`` if the future was already done.
+        """
+        if self._state is not _PENDING:
+            return False
+        call = self._call
+        if call is not None:
+            call._cancel()
+        if self._state is _PENDING:
+            self._set_cancelled()
+        return True
+
+    def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
+        """Call ``fn(future)`` when the future is done (at once if it already is).
+
+        Callbacks run synchronously in the task that resolves the future, in
+        the order they were added; they must not block. An exception from a
+        callback is logged on the ``corral`` logger and does not affect the
+        call or the other callbacks.
+        """
+        if self._state is not _PENDING:
+            self._run_callback(fn)
+            return
+        if self._callbacks is None:
+            self._callbacks = []
+        self._callbacks.append(fn)
+
+    def remove_done_callback(self, fn: Callable[[Future[T]], object]) -> int:
+        """Remove every registration of *fn*; return how many were removed."""
+        if not self._callbacks:
+            return 0
+        before = len(self._callbacks)
+        self._callbacks = [cb for cb in self._callbacks if cb != fn]
+        return before - len(self._callbacks)
+
+    # --- resolving (runtime only) -------------------------------------------
+
+    def _set_result(self, value: Any) -> None:
+        if self._state is _PENDING:
+            self._result = value
+            self._state = _DONE
+            self._wake()
+
+    def _set_exception(self, exc: BaseException) -> None:
+        if self._state is _PENDING:
+            self._exc = exc
+            self._state = _DONE
+            self._wake()
+
+    def _set_cancelled(self) -> None:
+        if self._state is _PENDING:
+            self._exc = CallCancelled("the call was cancelled")
+            self._state = _CANCELLED
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._event is not None:
+            self._event.set()
+        if self._callbacks:
+            callbacks, self._callbacks = self._callbacks, None
+            for fn in callbacks:
+                self._run_callback(fn)
+
+    def _run_callback(self, fn: Callable[[Future[T]], object]) -> None:
+        try:
+            fn(self)
+        except Exception:
+            # The resolver cannot take a callback's error (it may be the
+            # runtime itself), and the call's outcome is already settled.
+            logger.exception("done-callback %r of %r raised", fn, self)

@@ -1,0 +1,291 @@
+"""The pile: every call an actor accepted, with its status, in arrival order."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import attrs
+
+from ._future import Future
+from ._messages import Envelope
+
+if TYPE_CHECKING:
+    from ._cell import ActorCell
+
+__all__ = [
+    "DEFAULT_HISTORY",
+    "ActorState",
+    "ActorStatus",
+    "Call",
+    "CallInfo",
+    "CallStatus",
+    "Pile",
+]
+
+#: How many finished calls an actor keeps for its status view.
+DEFAULT_HISTORY: Final = 32
+
+Handler = Callable[[Any, Any], Coroutine[Any, Any, Any]]
+
+
+class CallStatus(enum.Enum):
+    """Where a call is in its life."""
+
+    #: Accepted into the mailbox, waiting for a worker.
+    QUEUED = "queued"
+    #: A worker is running its handler.
+    RUNNING = "running"
+    #: Between attempts, waiting to try again (set by retry policies).
+    RETRYING = "retrying"
+    #: The handler returned a reply.
+    SUCCEEDED = "succeeded"
+    #: The handler raised, or the actor stopped before the call finished.
+    FAILED = "failed"
+    #: The caller cancelled the call.
+    CANCELLED = "cancelled"
+    #: The call's deadline passed.
+    EXPIRED = "expired"
+
+
+#: The statuses a call can leave the pile with.
+FINISHED: Final = (
+    CallStatus.SUCCEEDED,
+    CallStatus.FAILED,
+    CallStatus.CANCELLED,
+    CallStatus.EXPIRED,
+)
+
+
+class ActorState(enum.Enum):
+    """Lifecycle state of an actor (its cell, which outlives instances)."""
+
+    #: ``on_start`` is running; calls are accepted and wait.
+    STARTING = "starting"
+    #: Serving calls.
+    RUNNING = "running"
+    #: Waiting to be restarted by its supervisor; calls are accepted and wait.
+    RESTARTING = "restarting"
+    #: Draining: no new calls are accepted, queued ones still run.
+    STOPPING = "stopping"
+    #: Stopped for good after a normal stop.
+    STOPPED = "stopped"
+    #: Stopped for good after a crash that was not repaired by a restart.
+    CRASHED = "crashed"
+
+
+_seq = itertools.count()
+
+
+class Call:
+    """One accepted call, as the pile and instruments see it.
+
+    Calls are made by the runtime; read them, do not construct them. The
+    attributes are read-only views of the runtime's own record.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_cell",
+        "_deadline",
+        "_enqueued_at",
+        "_envelope",
+        "_finished_at",
+        "_func",
+        "_future",
+        "_outcome",
+        "_scope",
+        "_seq",
+        "_started_at",
+        "_status",
+        "instrument_data",
+    )
+
+    def __init__(
+        self,
+        cell: ActorCell,
+        envelope: Envelope,
+        func: Handler,
+        deadline: float | None,
+    ) -> None:
+        self._cell = cell
+        self._envelope = envelope
+        self._func = func
+        self._deadline = deadline
+        self._future: Future[Any] = Future(self)
+        self._status: CallStatus | None = None
+        self._outcome: CallStatus | None = None
+        self._seq = next(_seq)
+        self._enqueued_at = 0.0
+        self._started_at: float | None = None
+        self._finished_at: float | None = None
+        self._scope: anyio.CancelScope | None = None
+        #: Free slot for one instrument's per-call state (the tracing
+        #: instrument keeps its spans here); ``None`` otherwise.
+        self.instrument_data: Any = None
+
+    def __repr__(self) -> str:
+        status = self._status.value if self._status is not None else "unaccepted"
+        return (
+            f"<corral.Call {type(self._envelope.payload).__name__} to "
+            f"{self._envelope.target!r} {status}>"
+        )
+
+    @property
+    def envelope(self) -> Envelope:
+        """The envelope the call arrived in."""
+        return self._envelope
+
+    @property
+    def actor_name(self) -> str:
+        """Name of the actor serving the call."""
+        return self._cell.name
+
+    @property
+    def future(self) -> Future[Any]:
+        """The call's future."""
+        return self._future
+
+    @property
+    def status(self) -> CallStatus | None:
+        """Current status; ``None`` while the call waits for room in a full mailbox."""
+        return self._status
+
+    @property
+    def attempt(self) -> int:
+        """Attempt number of the current or last attempt, from 1."""
+        return self._envelope.attempt
+
+    @property
+    def deadline(self) -> float | None:
+        """Local deadline on the anyio clock (:func:`anyio.current_time`), or ``None``."""
+        return self._deadline
+
+    @property
+    def enqueued_at(self) -> float:
+        """When the call was accepted, on the anyio clock."""
+        return self._enqueued_at
+
+    @property
+    def started_at(self) -> float | None:
+        """When a worker first started the call, on the anyio clock."""
+        return self._started_at
+
+    @property
+    def finished_at(self) -> float | None:
+        """When the call left the pile, on the anyio clock."""
+        return self._finished_at
+
+    def info(self) -> CallInfo:
+        """Return a frozen snapshot of the call for status views."""
+        fut = self._future
+        error = None
+        if fut.done() and fut._exc is not None:
+            error = f"{type(fut._exc).__name__}: {fut._exc}"
+        return CallInfo(
+            id=str(self._envelope.id),
+            message_type=type(self._envelope.payload).__qualname__,
+            status=self._status if self._status is not None else CallStatus.QUEUED,
+            attempt=self._envelope.attempt,
+            enqueued_at=self._enqueued_at,
+            started_at=self._started_at,
+            finished_at=self._finished_at,
+            error=error,
+        )
+
+    # Called by Future.cancel() and by waiters whose deadline passed.
+    def _cancel(self) -> None:
+        self._cell._cancel_call(self)
+
+    def _expire(self) -> None:
+        self._cell._expire_call(self)
+
+
+@attrs.frozen(kw_only=True)
+class CallInfo:
+    """A snapshot of one call, for status views."""
+
+    #: The envelope id, as a string.
+    id: str
+    #: The message class name.
+    message_type: str
+    status: CallStatus
+    attempt: int
+    #: Times on the anyio clock.
+    enqueued_at: float
+    started_at: float | None
+    finished_at: float | None
+    #: ``"ErrorType: message"`` for a call that ended with an error.
+    error: str | None
+
+
+@attrs.frozen(kw_only=True)
+class ActorStatus:
+    """A snapshot of one actor's pile, returned by :meth:`ActorRef.status`.
+
+    ``counts`` holds the calls queued and running now, and the calls that
+    finished with each outcome since the actor was spawned.
+    """
+
+    name: str
+    actor_class: str
+    state: ActorState
+    counts: Mapping[CallStatus, int]
+    #: Calls waiting in the mailbox.
+    queue_depth: int
+    #: Calls whose handler is running.
+    in_flight: int
+    #: Seconds the oldest queued call has waited, or ``None`` when none waits.
+    oldest_wait: float | None
+    mailbox_capacity: int
+    max_concurrency: int
+    #: How often the actor was restarted by its supervisor.
+    restarts: int
+    #: The calls queued and running now, in arrival order.
+    active: tuple[CallInfo, ...]
+    #: The most recent finished calls, oldest first.
+    recent: tuple[CallInfo, ...]
+
+
+class Pile:
+    """The inventory of one actor's calls.
+
+    Queued calls live in the mailbox (its queue is the pile's queued part, in
+    arrival order); running calls in an ordered dict; finished calls leave the
+    pile, and the last few are kept in a bounded history. The pile is bounded
+    by the mailbox capacity plus the concurrency limit.
+    """
+
+    __slots__ = ("_history", "_outcomes", "queue", "running")
+
+    def __init__(self, queue: deque[Call]) -> None:
+        self.queue = queue
+        self.running: dict[Call, None] = {}
+        self._outcomes: dict[CallStatus, int] = dict.fromkeys(FINISHED, 0)
+        self._history: deque[Call] | None = None
+
+    def record(self, call: Call) -> None:
+        """Count a call that left the pile with its final status."""
+        status = call._status
+        assert status is not None
+        self._outcomes[status] += 1
+        history = self._history
+        if history is None:
+            history = self._history = deque(maxlen=DEFAULT_HISTORY)
+        history.append(call)
+
+    def outcomes(self) -> dict[CallStatus, int]:
+        """Return how many calls finished with each outcome."""
+        return dict(self._outcomes)
+
+    def active(self) -> list[Call]:
+        """Return the queued and running calls in arrival order."""
+        return sorted([*self.running, *self.queue], key=lambda c: c._seq)
+
+    def recent(self) -> tuple[Call, ...]:
+        """Return the most recent finished calls, oldest first."""
+        return tuple(self._history) if self._history is not None else ()

@@ -1,0 +1,194 @@
+"""Refs: how callers reach an actor."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio.lowlevel
+
+from ._exceptions import MailboxFull
+from ._future import _PENDING, Future
+from ._messages import UNSET, Kind, Ping, _Unset
+from ._pile import ActorState, ActorStatus
+
+if TYPE_CHECKING:
+    from ._cell import ActorCell
+
+__all__ = ["ActorRef"]
+
+ReqT = TypeVar("ReqT")
+ReplyT = TypeVar("ReplyT")
+
+_REQUEST = Kind.REQUEST
+_ONE_WAY = Kind.ONE_WAY
+_checkpoint_if_cancelled = anyio.lowlevel.checkpoint_if_cancelled
+
+
+class ActorRef(Generic[ReqT, ReplyT]):
+    """A handle for sending calls to one actor.
+
+    Returned by :meth:`Runtime.spawn` and :meth:`Runtime.ref`; it has no public
+    constructor. A ref stays valid across restarts of its actor; once the
+    actor has stopped for good, sending raises :class:`ActorStopped`.
+
+    Every send checks the message first: a message the actor does not handle
+    is refused with :class:`UnhandledMessage` and nothing is queued.
+
+    The awaiting sends (``submit``, ``ask``, ``tell``) are cancellation
+    points; they only switch tasks when they have to wait, like trio's
+    ``*_nowait`` calls plus a cancellation check.
+    """
+
+    __slots__ = ("_cell",)
+
+    _cell: ActorCell
+
+    def __init__(self) -> None:
+        raise TypeError("ActorRef has no public constructor; use Runtime.spawn() or Runtime.ref()")
+
+    @classmethod
+    def _make(cls, cell: ActorCell) -> ActorRef[Any, Any]:
+        ref = object.__new__(cls)
+        ref._cell = cell
+        return ref
+
+    def __repr__(self) -> str:
+        return f"<corral.ActorRef {self._cell.name!r} {self._cell.state.value}>"
+
+    @property
+    def name(self) -> str:
+        """The actor's registered name."""
+        return self._cell.name
+
+    @property
+    def state(self) -> ActorState:
+        """The actor's lifecycle state."""
+        return self._cell.state
+
+    async def submit(self, msg: ReqT, *, timeout: float | None = None) -> Future[ReplyT]:
+        """Send a request and return its future once the mailbox accepted it.
+
+        Waits while the mailbox is full (back-pressure), first come first
+        served. *timeout* sets the call's deadline, counted from now: it
+        covers the wait for room, the queue and the handler.
+
+        Raises:
+            UnhandledMessage: The actor does not handle this message type.
+            ActorStopped: The actor is stopping or stopped.
+            ValueError: *timeout* is negative.
+        """
+        await _checkpoint_if_cancelled()
+        call = self._cell.new_call(msg, _REQUEST, timeout)
+        await self._cell.enqueue(call)
+        return call._future
+
+    def try_submit(self, msg: ReqT, *, timeout: float | None = None) -> Future[ReplyT]:
+        """Send a request if the mailbox has room, else refuse at once.
+
+        Raises:
+            MailboxFull: The mailbox is full; nothing was queued.
+            UnhandledMessage: The actor does not handle this message type.
+            ActorStopped: The actor is stopping or stopped.
+        """
+        cell = self._cell
+        call = cell.new_call(msg, _REQUEST, timeout)
+        if not cell.enqueue_nowait(call):
+            raise MailboxFull(
+                f"mailbox of actor {cell.name!r} is full ({cell.mailbox.capacity} calls)"
+            )
+        return call._future
+
+    async def ask(self, msg: ReqT, *, timeout: float | None = None) -> ReplyT:
+        """Send a request and wait for the reply.
+
+        If the caller is cancelled while waiting, the call is cancelled too
+        (taken out of the queue, or its handler cancelled).
+
+        Raises:
+            DeadlineExceeded: *timeout* passed before the reply came.
+            ActorStopped: The actor stopped before replying.
+            UnhandledMessage: The actor does not handle this message type.
+            Exception: Whatever the handler raised.
+        """
+        cell = self._cell
+        call = cell.new_call(msg, _REQUEST, timeout)
+        await cell.enqueue(call)
+        fut: Future[ReplyT] = call._future
+        try:
+            return await fut
+        finally:
+            if fut._state is _PENDING:
+                fut.cancel()
+
+    async def tell(self, msg: ReqT) -> None:
+        """Send a one-way message, waiting while the mailbox is full.
+
+        Nobody receives its outcome: a handler error is logged on the
+        ``corral`` logger and counted in the actor's status.
+
+        Raises:
+            UnhandledMessage: The actor does not handle this message type.
+            ActorStopped: The actor is stopping or stopped.
+        """
+        await _checkpoint_if_cancelled()
+        call = self._cell.new_call(msg, _ONE_WAY, None)
+        await self._cell.enqueue(call)
+
+    def try_tell(self, msg: ReqT) -> None:
+        """Send a one-way message if the mailbox has room, else refuse at once.
+
+        Raises:
+            MailboxFull: The mailbox is full; nothing was queued.
+        """
+        cell = self._cell
+        call = cell.new_call(msg, _ONE_WAY, None)
+        if not cell.enqueue_nowait(call):
+            raise MailboxFull(
+                f"mailbox of actor {cell.name!r} is full ({cell.mailbox.capacity} calls)"
+            )
+
+    async def ping(self, *, timeout: float | None = None) -> None:
+        """Round-trip a :class:`corral.Ping` system message through the mailbox.
+
+        Returns once the actor took it, which proves that everything queued
+        before it was taken too. System messages get in even when the
+        mailbox is full.
+
+        Raises:
+            DeadlineExceeded: *timeout* passed first.
+            ActorStopped: The actor stopped first.
+        """
+        await _checkpoint_if_cancelled()
+        cell = self._cell
+        from ._cell import _pong
+
+        call = cell.new_call(Ping(), Kind.SYSTEM, timeout, _pong)
+        cell.enqueue_nowait(call, force=True)
+        fut = call._future
+        try:
+            await fut
+        finally:
+            if fut._state is _PENDING:
+                fut.cancel()
+
+    def status(self) -> ActorStatus:
+        """Return a snapshot of the actor's pile: counts, queue depth, in-flight, recent calls."""
+        return self._cell.status()
+
+    async def stop(self, *, timeout: float | None | _Unset = UNSET) -> None:
+        """Stop the actor for good and wait until it has stopped.
+
+        Intake stops at once (new sends raise :class:`ActorStopped`); queued
+        and running calls are served for up to *timeout* seconds (default:
+        the actor's ``shutdown`` time; ``None`` waits without limit), then cancelled and failed with
+        :class:`ActorStopped`; then ``on_stop`` runs.
+        """
+        cell = self._cell
+        cell.request_stop(cell.shutdown if isinstance(timeout, _Unset) else timeout)
+        await cell.wait_finalized()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorRef) and other._cell is self._cell
+
+    def __hash__(self) -> int:
+        return hash(self._cell)
