@@ -114,6 +114,9 @@ class Actor(Generic[ReqT, ReplyT]):
 
     #: Message type -> name of the method that handles it (built per class).
     __corral_dispatch__: ClassVar[dict[type, str]] = {}
+    #: Message type -> the function itself; the runtime also caches the
+    #: handlers it resolved for subclasses of declared types here.
+    __corral_handlers__: ClassVar[dict[type, Any]] = {}
 
     _corral_cell: ActorCell
 
@@ -136,6 +139,7 @@ class Actor(Generic[ReqT, ReplyT]):
         if "handle" in vars(cls) and not inspect.iscoroutinefunction(vars(cls)["handle"]):
             raise TypeError(f"{cls.__qualname__}.handle must be an async def method")
         cls.__corral_dispatch__ = table
+        cls.__corral_handlers__ = {t: getattr(cls, attr) for t, attr in table.items()}
 
     async def handle(self, msg: ReqT) -> ReplyT:
         """Serve one request and return the reply.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -45,7 +47,7 @@ _SUCCEEDED = CallStatus.SUCCEEDED
 _FAILED = CallStatus.FAILED
 _CANCELLED = CallStatus.CANCELLED
 _EXPIRED = CallStatus.EXPIRED
-_current_time = anyio.current_time
+_INF = math.inf
 _CancelScope = anyio.CancelScope
 
 
@@ -68,6 +70,39 @@ class ActorCell:
     to run another one or to end the cell for good (:meth:`finalize`).
     """
 
+    __slots__ = (
+        "_active",
+        "_clock",
+        "_dispatch",
+        "_done",
+        "_fatal",
+        "_final",
+        "_instruments",
+        "_main_event",
+        "_scope",
+        "_starting",
+        "_stop_deadline",
+        "_tg",
+        "_workers",
+        "activate",
+        "actor_class",
+        "context",
+        "crash",
+        "factory",
+        "instance",
+        "mailbox",
+        "max_concurrency",
+        "name",
+        "on_exit",
+        "on_final",
+        "pile",
+        "ref",
+        "restarts",
+        "shutdown",
+        "start_failed",
+        "state",
+    )
+
     def __init__(
         self,
         *,
@@ -78,6 +113,7 @@ class ActorCell:
         max_concurrency: int,
         shutdown: float | None,
         instruments: Instruments,
+        clock: Callable[[], float],
     ) -> None:
         from ._ref import ActorRef
 
@@ -102,18 +138,29 @@ class ActorCell:
         self.start_failed = False
         self.restarts = 0
         self.ref: ActorRef[Any, Any] = ActorRef._make(self)
-        self._dispatch: dict[type, Handler] = {
-            t: getattr(cls, attr) for t, attr in cls.__corral_dispatch__.items()
-        }
+        # Shared by every cell of the class, and so is what lookup() caches in it.
+        self._dispatch: dict[type, Handler] = cls.__corral_handlers__
         self._fatal: tuple[type[BaseException], ...] = (Crash, *cls.fatal)
         self._instruments = instruments
-        self._scope = _CancelScope()
+        self._scope: anyio.CancelScope | None = None
+        self._stop_deadline = _INF
         self._final = False
         self._done: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._workers = 0
         self._starting = 0
         self._main_event: anyio.Event | None = None
+        self._clock = clock
+        self._active = False
+        #: Set by the owner to start the cell's task on its first call (see
+        #: :attr:`lazy`); ``None`` when the owner starts the task itself.
+        self.activate: Callable[[ActorCell], None] | None = None
+        #: Called at the end of every incarnation (:meth:`run`), in its task.
+        self.on_exit: Callable[[ActorCell], None] | None = None
+        #: Called by :meth:`finalize` once the cell has ended for good.
+        self.on_final: Callable[[ActorCell], None] | None = None
+        #: The context the cell's task runs in (the spawner's, as for any task).
+        self.context = contextvars.copy_context()
 
     def __repr__(self) -> str:
         return f"<ActorCell {self.name!r} {self.actor_class.__qualname__} {self.state.value}>"
@@ -148,7 +195,7 @@ class ActorCell:
         """Build the call for *msg* (validated), not yet queued."""
         if func is None:
             func = self.lookup(msg)
-        now = _current_time()
+        now = self._clock()
         created = time.time()
         if timeout is None:
             deadline = wall_deadline = None
@@ -170,7 +217,7 @@ class ActorCell:
 
     def call_from_envelope(self, envelope: Envelope, func: Handler) -> Call:
         """Build the call for an envelope that arrived from elsewhere."""
-        now = _current_time()
+        now = self._clock()
         deadline = None
         if envelope.deadline is not None:
             deadline = now + (envelope.deadline - time.time())
@@ -192,10 +239,29 @@ class ActorCell:
             return True
         return False
 
+    @property
+    def lazy(self) -> bool:
+        """Whether the actor has no start or stop hooks, so its task can wait for its first call.
+
+        Such an actor costs no task until it is first called: an application
+        can keep thousands of rarely used actors for the price of their
+        mailboxes. Its behaviour is the same either way.
+        """
+        cls = self.actor_class
+        return cls.on_start is Actor.on_start and cls.on_stop is Actor.on_stop
+
+    def mark_active(self) -> None:
+        """Record that the owner has started (or is starting) the cell's task."""
+        self._active = True
+
     def _accepted(self, call: Call) -> None:
         call._status = _QUEUED
         if self._instruments:
             self._instruments.call("call_submitted", call)
+        if not self._active:
+            self._active = True
+            assert self.activate is not None, "a cell without a task needs an activate hook"
+            self.activate(self)
         if (
             self._main_event is not None
             and self._workers < self.max_concurrency
@@ -205,7 +271,7 @@ class ActorCell:
 
     def _accepted_late(self, call: Call) -> None:
         # A sender that waited for room: the call counts from its admission.
-        call._enqueued_at = _current_time()
+        call._enqueued_at = self._clock()
         self._accepted(call)
 
     # --- resolving calls -------------------------------------------------------
@@ -242,7 +308,7 @@ class ActorCell:
 
     def _leave(self, call: Call) -> None:
         call._status = call._outcome
-        call._finished_at = _current_time()
+        call._finished_at = self._clock()
         self.pile.record(call)
         if self._instruments:
             self._instruments.call("call_finished", call)
@@ -289,9 +355,9 @@ class ActorCell:
 
     # --- serving ---------------------------------------------------------------
 
-    async def _run_call(self, call: Call) -> None:
+    async def _run_call(self, call: Call, scope: anyio.CancelScope, carry_stop: bool) -> None:
         fut = call._future
-        now = _current_time()
+        now = self._clock()
         deadline = call._deadline
         if deadline is not None and now >= deadline:
             self._drop(call, _EXPIRED, self._deadline_error(call, "queued"))
@@ -303,25 +369,37 @@ class ActorCell:
         instruments = self._instruments
         if instruments:
             instruments.call("call_started", call)
-        scope = call._scope = _CancelScope() if deadline is None else _CancelScope(deadline=deadline)
+        if deadline is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+        call._scope = scope
         try:
-            with scope:
-                try:
-                    result = await call._func(self.instance, call._envelope.payload)
-                except Exception as exc:
-                    if isinstance(exc, self._fatal):
-                        self._crashed(exc)
-                    self._resolve(call, _FAILED, None, exc)
-                else:
-                    self._resolve(call, _SUCCEEDED, result)
-            if fut._state is _PENDING:
-                # Only the deadline cancels this scope without resolving first.
-                self._resolve(call, _EXPIRED, None, self._deadline_error(call, "running"))
+            try:
+                result = await call._func(self.instance, call._envelope.payload)
+            except Exception as exc:
+                if isinstance(exc, self._fatal):
+                    self._crashed(exc)
+                self._resolve(call, _FAILED, None, exc)
+            else:
+                self._resolve(call, _SUCCEEDED, result)
         finally:
-            if fut._state is _PENDING:
-                # Cancelled from outside: the actor is stopping or crashed.
-                self._resolve(call, _FAILED, None, self._stopped_error("while serving this call"))
             call._scope = None
+            if deadline is not None:
+                scope.deadline = self._stop_deadline if carry_stop else _INF
+            if fut._state is _PENDING:
+                # The handler was cancelled without an outcome: by the call's
+                # deadline, or because the actor is stopping or crashed.
+                now = self._clock()
+                if (
+                    deadline is not None
+                    and now >= deadline
+                    and now < self._stop_deadline
+                    and self.crash is None
+                ):
+                    self._resolve(call, _EXPIRED, None, self._deadline_error(call, "running"))
+                else:
+                    self._resolve(
+                        call, _FAILED, None, self._stopped_error("while serving this call")
+                    )
             del running[call]
             self._leave(call)
 
@@ -331,27 +409,63 @@ class ActorCell:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
-    async def _work(self) -> None:
+    async def _work(self, carry_stop: bool) -> None:
+        # A worker runs its calls inside one cancel scope of its own instead of
+        # one per call (which would cost more than the rest of the call):
+        # cancelling a running call (its caller gave up) or its deadline (set
+        # on the scope while the call runs) cancels this scope, and the worker
+        # opens a fresh one before it takes the next call, so a cancellation
+        # that arrives late never hits the wrong call. The scope is opened at
+        # the first call, so an actor that was never called holds none. With
+        # carry_stop (the single worker of an actor with max_concurrency 1)
+        # the scope also carries the actor's stop deadline; otherwise the
+        # workers' task group does.
         mailbox = self.mailbox
-        streak = 0
-        while self.crash is None:
+        getters = mailbox.getters
+        clock = self._clock
+        while self.crash is None and clock() < self._stop_deadline:
             call = mailbox.get_nowait()
             if call is None:
                 if mailbox.closed:
                     return
-                streak = 0
-                await mailbox.wait_readable()
+                event = anyio.Event()
+                getters.append(event)
+                try:
+                    await event.wait()
+                finally:
+                    if not event.is_set():
+                        getters.remove(event)
                 continue
-            await self._run_call(call)
-            streak += 1
-            if streak >= _BURST:
+            with _CancelScope(deadline=self._stop_deadline if carry_stop else _INF) as scope:
+                if carry_stop:
+                    self._scope = scope
                 streak = 0
-                await anyio.lowlevel.checkpoint()
+                while True:
+                    await self._run_call(call, scope, carry_stop)
+                    if scope.cancel_called or self.crash is not None:
+                        break
+                    streak += 1
+                    if streak >= _BURST:
+                        streak = 0
+                        await anyio.lowlevel.checkpoint()
+                    call = mailbox.get_nowait()
+                    while call is None:
+                        if mailbox.closed:
+                            return
+                        streak = 0
+                        event = anyio.Event()
+                        getters.append(event)
+                        try:
+                            await event.wait()
+                        finally:
+                            if not event.is_set():
+                                getters.remove(event)
+                        call = mailbox.get_nowait()
 
     async def _worker(self) -> None:
         self._starting -= 1
         try:
-            await self._work()
+            await self._work(False)
         finally:
             self._workers -= 1
 
@@ -364,9 +478,12 @@ class ActorCell:
     async def _serve_concurrently(self) -> None:
         # Workers are started lazily, from this task (so they inherit the
         # actor's context, not a caller's), up to max_concurrency; an idle
-        # worker parks on the mailbox and is reused.
+        # worker parks on the mailbox and is reused. The task group's scope
+        # carries the stop deadline and is cancelled by a crash.
         mailbox = self.mailbox
         async with anyio.create_task_group() as tg:
+            tg.cancel_scope.deadline = self._stop_deadline
+            self._scope = tg.cancel_scope
             self._tg = tg
             try:
                 while self.crash is None:
@@ -389,35 +506,50 @@ class ActorCell:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run one incarnation: ``on_start``, serve until stopped or crashed, ``on_stop``.
 
-        Reports ready on *task_status* once ``on_start`` finished (or failed).
-        Returns normally on a stop and on a crash alike; read :attr:`crash`.
-        Calls still queued stay in the mailbox for the next incarnation or
-        for :meth:`finalize`; calls that were running are failed.
+        This is the actor's task. It reports ready on *task_status* once
+        ``on_start`` finished (or failed), and ends by calling the owner's
+        :attr:`on_exit` hook, on a stop and on a crash alike (read
+        :attr:`crash`). Calls still queued stay in the mailbox for the next
+        incarnation or for :meth:`finalize`; calls that were running have
+        been failed.
         """
         instance = self.instance
         reported = False
         try:
-            with self._scope:
-                if type(instance).on_start is not Actor.on_start:
-                    try:
-                        await instance.on_start()
-                    except Exception as exc:
-                        self.crash = exc
-                        self.start_failed = True
+            try:
+                if self.actor_class.on_start is not Actor.on_start:
+                    with _CancelScope(deadline=self._stop_deadline) as scope:
+                        self._scope = scope
+                        try:
+                            await instance.on_start()
+                        except Exception as exc:
+                            self.crash = exc
+                            self.start_failed = True
+                    self._scope = None
+                    if scope.cancelled_caught and self.crash is None:
+                        return  # stopped while starting: nothing to serve
+                task_status.started()
+                reported = True
                 if self.crash is None:
                     if self.state is ActorState.STARTING or self.state is ActorState.RESTARTING:
                         self.state = ActorState.RUNNING
-                    task_status.started()
-                    reported = True
                     if self.max_concurrency == 1:
-                        await self._work()
+                        await self._work(True)
                     else:
                         await self._serve_concurrently()
+            except Exception as exc:
+                # The actor's own loop failed, not a call: that is a crash.
+                if self.crash is None:
+                    self.crash = exc
+            finally:
+                self._scope = None
+                if not reported:
+                    task_status.started()
+                if not self.start_failed:
+                    await self._run_on_stop()
         finally:
-            if not reported:
-                task_status.started()
-            if not self.start_failed:
-                await self._run_on_stop()
+            if self.on_exit is not None:
+                self.on_exit(self)
 
     async def _run_on_stop(self) -> None:
         instance = self.instance
@@ -428,7 +560,7 @@ class ActorCell:
         # cancelled, and bounded so that it cannot hang the shutdown.
         with _CancelScope(shield=True) as scope:
             if timeout is not None:
-                scope.deadline = _current_time() + timeout
+                scope.deadline = self._clock() + timeout
             try:
                 await instance.on_stop()
             except Exception as exc:
@@ -446,14 +578,20 @@ class ActorCell:
         check_timeout(timeout, "stop timeout")
         if self._final:
             return
+        if not self._active:
+            # Never called, so there is no task to drain: it ends right here.
+            self.finalize()
+            return
         if self.state is not ActorState.STOPPING:
             self.state = ActorState.STOPPING
         self.mailbox.close()
         self._wake_main()
         if timeout is not None:
-            deadline = _current_time() + timeout
-            if deadline < self._scope.deadline:
-                self._scope.deadline = deadline
+            deadline = self._clock() + timeout
+            if deadline < self._stop_deadline:
+                self._stop_deadline = deadline
+                if self._scope is not None:
+                    self._scope.deadline = deadline
 
     def finalize(self) -> None:
         """End the cell for good: refuse calls, fail the queued ones, release waiters."""
@@ -467,6 +605,8 @@ class ActorCell:
         self.state = ActorState.CRASHED if self.crash is not None else ActorState.STOPPED
         if self._done is not None:
             self._done.set()
+        if self.on_final is not None:
+            self.on_final(self)
 
     async def wait_finalized(self) -> None:
         """Wait until :meth:`finalize` has run."""
@@ -491,7 +631,7 @@ class ActorCell:
         counts[CallStatus.QUEUED] = len(queue)
         counts[CallStatus.RUNNING] = len(pile.running)
         try:
-            now: float | None = _current_time()
+            now: float | None = self._clock()
         except Exception:  # no event loop: a status read from synchronous code
             now = None
         oldest = None

@@ -206,8 +206,11 @@ class Future(Generic[T]):
             self._wake()
 
     def _wake(self) -> None:
-        if self._event is not None:
-            self._event.set()
+        event = self._event
+        if event is not None:
+            # Waiters hold the event themselves; a done future need not keep it.
+            self._event = None
+            event.set()
         if self._callbacks:
             callbacks, self._callbacks = self._callbacks, None
             for fn in callbacks:

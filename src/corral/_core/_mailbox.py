@@ -44,14 +44,15 @@ class Mailbox:
     intake but leaves the queued calls to be drained.
     """
 
-    __slots__ = ("_getters", "_putters", "capacity", "closed", "name", "on_accept", "queue")
+    __slots__ = ("_putters", "capacity", "getters", "closed", "name", "on_accept", "queue")
 
     def __init__(self, capacity: int, name: str = "") -> None:
         self.capacity = capacity
         self.name = name
         self.queue: deque[Call] = deque()
         self.closed = False
-        self._getters: list[anyio.Event] = []
+        #: Events of workers parked waiting for a call; put wakes the last one.
+        self.getters: list[anyio.Event] = []
         self._putters: deque[_Putter] | None = None
         #: Called with each call as it is accepted (set by the actor cell).
         self.on_accept: object = None
@@ -62,7 +63,7 @@ class Mailbox:
     @property
     def idle_getters(self) -> int:
         """Number of workers parked waiting for a call."""
-        return len(self._getters)
+        return len(self.getters)
 
     @property
     def waiting_senders(self) -> int:
@@ -85,8 +86,8 @@ class Mailbox:
         if not force and (len(self.queue) >= self.capacity or self._putters):
             return False
         self.queue.append(call)
-        if self._getters:
-            self._getters.pop().set()
+        if self.getters:
+            self.getters.pop().set()
         return True
 
     async def put(self, call: Call) -> None:
@@ -129,18 +130,6 @@ class Mailbox:
             self._admit()
         return call
 
-    async def wait_readable(self) -> None:
-        """Wait until a call is queued or the mailbox is closed."""
-        if self.queue or self.closed:
-            return
-        event = anyio.Event()
-        self._getters.append(event)
-        try:
-            await event.wait()
-        finally:
-            if not event.is_set():
-                self._getters.remove(event)
-
     def remove(self, call: Call) -> bool:
         """Take *call* out of the queue; return whether it was there."""
         try:
@@ -163,15 +152,15 @@ class Mailbox:
             if callback is not None:
                 callback(putter.call)  # type: ignore[operator]
             putter.event.set()
-        if self.queue and self._getters:
-            self._getters.pop().set()
+        if self.queue and self.getters:
+            self.getters.pop().set()
 
     def close(self) -> None:
         """Stop intake: refuse new calls and fail waiting senders; queued calls stay."""
         self.closed = True
-        for event in self._getters:
+        for event in self.getters:
             event.set()
-        self._getters.clear()
+        self.getters.clear()
         if self._putters:
             for putter in self._putters:
                 putter.event.set()

@@ -60,6 +60,8 @@ FINISHED: Final = (
     CallStatus.EXPIRED,
 )
 
+_OUTCOME_INDEX: Final[dict[CallStatus | None, int]] = {s: i for i, s in enumerate(FINISHED)}
+
 
 class ActorState(enum.Enum):
     """Lifecycle state of an actor (its cell, which outlives instances)."""
@@ -260,27 +262,31 @@ class Pile:
     by the mailbox capacity plus the concurrency limit.
     """
 
-    __slots__ = ("_history", "_outcomes", "queue", "running")
+    __slots__ = ("_history", "_next", "_outcomes", "queue", "running")
 
     def __init__(self, queue: deque[Call]) -> None:
         self.queue = queue
         self.running: dict[Call, None] = {}
-        self._outcomes: dict[CallStatus, int] = dict.fromkeys(FINISHED, 0)
-        self._history: deque[Call] | None = None
+        self._outcomes = [0, 0, 0, 0]  # indexed like FINISHED
+        # A ring of the last DEFAULT_HISTORY finished calls: a list that grows
+        # to its bound and then wraps (a deque's first block alone would
+        # double the memory of an idle actor).
+        self._history: list[Call] = []
+        self._next = 0
 
     def record(self, call: Call) -> None:
         """Count a call that left the pile with its final status."""
-        status = call._status
-        assert status is not None
-        self._outcomes[status] += 1
+        self._outcomes[_OUTCOME_INDEX[call._status]] += 1
         history = self._history
-        if history is None:
-            history = self._history = deque(maxlen=DEFAULT_HISTORY)
-        history.append(call)
+        if len(history) < DEFAULT_HISTORY:
+            history.append(call)
+        else:
+            history[self._next] = call
+            self._next = (self._next + 1) % DEFAULT_HISTORY
 
     def outcomes(self) -> dict[CallStatus, int]:
         """Return how many calls finished with each outcome."""
-        return dict(self._outcomes)
+        return dict(zip(FINISHED, self._outcomes, strict=True))
 
     def active(self) -> list[Call]:
         """Return the queued and running calls in arrival order."""
@@ -288,4 +294,5 @@ class Pile:
 
     def recent(self) -> tuple[Call, ...]:
         """Return the most recent finished calls, oldest first."""
-        return tuple(self._history) if self._history is not None else ()
+        history = self._history
+        return (*history[self._next :], *history[: self._next])

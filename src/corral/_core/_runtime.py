@@ -14,6 +14,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._actor import Actor
+from ._clock import loop_clock
 from ._cell import DEFAULT_SHUTDOWN, ActorCell, _pong, check_timeout
 from ._exceptions import (
     ActorCrashed,
@@ -26,7 +27,7 @@ from ._future import Future
 from ._instrument import Instrument, Instruments
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._messages import UNSET, Envelope, GetStatus, Kind, Ping, Stop, _Unset
-from ._pile import ActorStatus
+from ._pile import ActorState, ActorStatus
 from ._ref import ActorRef
 
 __all__ = ["Runtime", "check_positive_int"]
@@ -91,6 +92,7 @@ class Runtime:
         self._cells: dict[str, ActorCell] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._clock: Callable[[], float] = anyio.current_time
 
     def __repr__(self) -> str:
         return f"<corral.Runtime {self._state.value} actors={len(self._cells)}>"
@@ -101,6 +103,7 @@ class Runtime:
                 f"a Runtime can be entered only once; this one is {self._state.value}"
             )
         stack = AsyncExitStack()
+        self._clock = loop_clock()
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
         self._state = _RuntimeState.RUNNING
@@ -205,40 +208,46 @@ class Runtime:
             max_concurrency=max_concurrency,
             shutdown=shutdown_time,
             instruments=self._instruments,
+            clock=self._clock,
         )
         self._cells[name] = cell
-        if type(instance).on_start is Actor.on_start:
-            # Nothing to wait for: the actor is ready as soon as its task runs,
-            # and calls sent before that simply wait in the mailbox.
-            tg.start_soon(self._run_cell, cell, name=f"corral actor {name}")
+        cell.on_final = self._forget
+        cell.on_exit = self._exited
+        if cell.lazy:
+            # Nothing to start: the task is started by the first call.
+            cell.activate = self._activate
+            cell.state = ActorState.RUNNING
         else:
-            await tg.start(self._run_cell, cell, name=f"corral actor {name}")
+            cell.mark_active()
+            await tg.start(cell.run, name=f"corral actor {name}")
             if cell.start_failed:
+                cell.finalize()
                 raise ActorCrashed(
                     f"actor {name!r} failed to start: {cell.crash!r}"
                 ) from cell.crash
         return cell.ref
 
-    async def _run_cell(
-        self, cell: ActorCell, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        try:
-            await cell.run(task_status=task_status)
-        except Exception as exc:
-            # A failure of the actor's own loop, not of a call: a crash.
-            if cell.crash is None:
-                cell.crash = exc
-        finally:
-            if cell.crash is not None and not cell.start_failed:
-                logger.error(
-                    "actor %r (%s) crashed and was not restarted",
-                    cell.name,
-                    cell.actor_class.__qualname__,
-                    exc_info=cell.crash,
-                )
-            cell.finalize()
-            if self._cells.get(cell.name) is cell:
-                del self._cells[cell.name]
+    def _activate(self, cell: ActorCell) -> None:
+        # Called from whichever task sent the first call; the actor's task
+        # runs in the context captured at spawn, not in that sender's.
+        assert self._tg is not None
+        cell.context.run(self._tg.start_soon, cell.run, name=f"corral actor {cell.name}")
+
+    def _forget(self, cell: ActorCell) -> None:
+        if self._cells.get(cell.name) is cell:
+            del self._cells[cell.name]
+
+    def _exited(self, cell: ActorCell) -> None:
+        # Without a supervisor nothing is restarted: the incarnation that
+        # ended was the last one.
+        if cell.crash is not None and not cell.start_failed:
+            logger.error(
+                "actor %r (%s) crashed and was not restarted",
+                cell.name,
+                cell.actor_class.__qualname__,
+                exc_info=cell.crash,
+            )
+        cell.finalize()
 
     def ref(self, name: str) -> ActorRef[Any, Any]:
         """Return the ref of the live actor registered as *name*.

@@ -1,0 +1,353 @@
+"""The workloads: each has a corral side and a raw anyio floor doing the same work."""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import attrs
+
+import corral
+
+# --- messages and actors ------------------------------------------------------------
+
+
+@corral.message(name="bench.Num")
+class Num:
+    """A request carrying one integer."""
+
+    n: int
+
+
+class Inc(corral.Actor[Num, int]):
+    """Replies msg + 1."""
+
+    async def handle(self, msg: Num) -> int:
+        return msg.n + 1
+
+
+class Counter(corral.Actor[Num, None]):
+    """Counts one-way messages and sets an event at the target count."""
+
+    def __init__(self, target: int, done: anyio.Event) -> None:
+        self.count = 0
+        self.target = target
+        self.done = done
+
+    async def handle(self, msg: Num) -> None:
+        self.count += 1
+        if self.count == self.target:
+            self.done.set()
+
+
+class Sleeper(corral.Actor[Num, int]):
+    """Awaits a 10 ms sleep, then replies."""
+
+    async def handle(self, msg: Num) -> int:
+        await anyio.sleep(0.01)
+        return msg.n
+
+
+@attrs.frozen
+class Result:
+    """Figures of one side of one workload."""
+
+    metrics: dict[str, float]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def _latency_metrics(count: int, elapsed: float, lat: list[float]) -> dict[str, float]:
+    return {
+        "per_s": count / elapsed,
+        "p50_us": _percentile(lat, 0.50) * 1e6,
+        "p99_us": _percentile(lat, 0.99) * 1e6,
+    }
+
+
+# --- the raw anyio floor --------------------------------------------------------------
+# One memory object stream carrying (msg, reply-event, reply-box) to consumer tasks.
+
+
+class _Reply:
+    __slots__ = ("event", "value")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.value: Any = None
+
+
+async def _floor_consumer(recv: Any, fn: Callable[[int], Awaitable[int]] | None = None) -> None:
+    async with recv:
+        async for n, reply in recv:
+            reply.value = n + 1 if fn is None else await fn(n)
+            if reply is not None:
+                reply.event.set()
+
+
+async def floor_w1(count: int) -> Result:
+    send, recv = anyio.create_memory_object_stream[Any](100)
+    lat: list[float] = []
+    clock = time.perf_counter
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_floor_consumer, recv)
+        async with send:
+            start = clock()
+            for i in range(count):
+                t0 = clock()
+                reply = _Reply()
+                await send.send((i, reply))
+                await reply.event.wait()
+                lat.append(clock() - t0)
+            elapsed = clock() - start
+    return Result(_latency_metrics(count, elapsed, lat))
+
+
+async def corral_w1(count: int) -> Result:
+    lat: list[float] = []
+    clock = time.perf_counter
+    async with corral.Runtime() as rt:
+        ref = await rt.spawn(Inc, name="inc")
+        start = clock()
+        for i in range(count):
+            t0 = clock()
+            await ref.ask(Num(i))
+            lat.append(clock() - t0)
+        elapsed = clock() - start
+    return Result(_latency_metrics(count, elapsed, lat))
+
+
+async def _callers(callers: int, count: int, one: Callable[[int], Awaitable[None]]) -> float:
+    per = count // callers
+
+    async def caller(base: int) -> None:
+        for i in range(base, base + per):
+            await one(i)
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for c in range(callers):
+            tg.start_soon(caller, c * per)
+    return time.perf_counter() - start
+
+
+async def floor_w2(count: int, callers: int = 64) -> Result:
+    send, recv = anyio.create_memory_object_stream[Any](100)
+    lat: list[float] = []
+    clock = time.perf_counter
+
+    async def one(i: int) -> None:
+        t0 = clock()
+        reply = _Reply()
+        await send.send((i, reply))
+        await reply.event.wait()
+        lat.append(clock() - t0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_floor_consumer, recv)
+        async with send:
+            elapsed = await _callers(callers, count, one)
+    return Result(_latency_metrics(len(lat), elapsed, lat))
+
+
+async def corral_w2(count: int, callers: int = 64) -> Result:
+    lat: list[float] = []
+    clock = time.perf_counter
+    async with corral.Runtime() as rt:
+        ref = await rt.spawn(Inc, name="inc")
+
+        async def one(i: int) -> None:
+            t0 = clock()
+            await ref.ask(Num(i))
+            lat.append(clock() - t0)
+
+        elapsed = await _callers(callers, count, one)
+    return Result(_latency_metrics(len(lat), elapsed, lat))
+
+
+async def floor_w3(count: int) -> Result:
+    send, recv = anyio.create_memory_object_stream[Any](1000)
+    done = anyio.Event()
+
+    async def consumer() -> None:
+        seen = 0
+        async with recv:
+            async for _ in recv:
+                seen += 1
+                if seen == count:
+                    done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer)
+        async with send:
+            start = time.perf_counter()
+            for i in range(count):
+                await send.send(i)
+            await done.wait()
+            elapsed = time.perf_counter() - start
+    return Result({"per_s": count / elapsed, "total_s": elapsed})
+
+
+async def corral_w3(count: int) -> Result:
+    done = anyio.Event()
+    async with corral.Runtime() as rt:
+        ref = await rt.spawn(lambda: Counter(count, done), name="counter")
+        start = time.perf_counter()
+        for i in range(count):
+            await ref.tell(Num(i))
+        await done.wait()
+        elapsed = time.perf_counter() - start
+    return Result({"per_s": count / elapsed, "total_s": elapsed})
+
+
+async def _fan_out(
+    actors: int, per_actor: int, outstanding: int, one: Callable[[int, int], Awaitable[None]]
+) -> float:
+    total = actors * per_actor
+    next_job = iter(range(total))
+
+    async def caller() -> None:
+        for job in next_job:
+            await one(job % actors, job)
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(outstanding):
+            tg.start_soon(caller)
+    return time.perf_counter() - start
+
+
+async def floor_w4(actors: int, per_actor: int, outstanding: int = 256) -> Result:
+    streams = [anyio.create_memory_object_stream[Any](100) for _ in range(actors)]
+
+    async def one(a: int, i: int) -> None:
+        reply = _Reply()
+        await streams[a][0].send((i, reply))
+        await reply.event.wait()
+
+    async with anyio.create_task_group() as tg:
+        for _, recv in streams:
+            tg.start_soon(_floor_consumer, recv)
+        elapsed = await _fan_out(actors, per_actor, outstanding, one)
+        for send, _ in streams:
+            await send.aclose()
+    return Result({"per_s": actors * per_actor / elapsed})
+
+
+async def corral_w4(actors: int, per_actor: int, outstanding: int = 256) -> Result:
+    async with corral.Runtime() as rt:
+        refs = [await rt.spawn(Inc, name=f"inc-{a}") for a in range(actors)]
+
+        async def one(a: int, i: int) -> None:
+            await refs[a].ask(Num(i))
+
+        elapsed = await _fan_out(actors, per_actor, outstanding, one)
+    return Result({"per_s": actors * per_actor / elapsed})
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: peak RSS is the best portable figure
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+async def floor_w5(count: int) -> Result:
+    gc.collect()
+    before = rss_bytes()
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        sends = []
+        for _ in range(count):
+            send, recv = anyio.create_memory_object_stream[Any](100)
+            sends.append(send)
+            tg.start_soon(_floor_consumer, recv)
+        await anyio.lowlevel.checkpoint()  # let every consumer reach its first wait
+        spawn_s = time.perf_counter() - start
+        gc.collect()
+        idle = (rss_bytes() - before) / count
+        # Serve one call each, so the figure after use is comparable with corral's.
+        for send in sends:
+            reply = _Reply()
+            await send.send((1, reply))
+            await reply.event.wait()
+        gc.collect()
+        used = (rss_bytes() - before) / count
+        t1 = time.perf_counter()
+        for send in sends:
+            send.close()
+    stop_s = time.perf_counter() - t1
+    return Result(
+        {"spawn_s": spawn_s, "bytes_idle": idle, "bytes_after_call": used, "stop_s": stop_s}
+    )
+
+
+async def corral_w5(count: int) -> Result:
+    gc.collect()
+    before = rss_bytes()
+    async with corral.Runtime() as rt:
+        start = time.perf_counter()
+        refs = [await rt.spawn(Inc, name=f"a{a}") for a in range(count)]
+        await anyio.lowlevel.checkpoint()
+        spawn_s = time.perf_counter() - start
+        gc.collect()
+        idle = (rss_bytes() - before) / count
+        # An actor without start/stop hooks gets its task at its first call;
+        # after one call each, every actor has its task, idle again.
+        for ref in refs:
+            await ref.ask(Num(1))
+        gc.collect()
+        used = (rss_bytes() - before) / count
+        t1 = time.perf_counter()
+    stop_s = time.perf_counter() - t1
+    return Result(
+        {"spawn_s": spawn_s, "bytes_idle": idle, "bytes_after_call": used, "stop_s": stop_s}
+    )
+
+
+async def _sleep_reply(n: int) -> int:
+    await anyio.sleep(0.01)
+    return n
+
+
+async def floor_w6(count: int, concurrency: int = 100) -> Result:
+    send, recv = anyio.create_memory_object_stream[Any](1000)
+    replies = [_Reply() for _ in range(count)]
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(_floor_consumer, recv.clone(), _sleep_reply)
+        recv.close()
+        async with send:
+            start = time.perf_counter()
+            for i, reply in enumerate(replies):
+                await send.send((i, reply))
+            for reply in replies:
+                await reply.event.wait()
+            elapsed = time.perf_counter() - start
+    return Result({"per_s": count / elapsed, "ideal_per_s": concurrency / 0.01})
+
+
+async def corral_w6(count: int, concurrency: int = 100) -> Result:
+    async with corral.Runtime() as rt:
+        ref = await rt.spawn(Sleeper, name="sleeper", max_concurrency=concurrency)
+        start = time.perf_counter()
+        futures = [await ref.submit(Num(i)) for i in range(count)]
+        for fut in futures:
+            await fut
+        elapsed = time.perf_counter() - start
+    return Result({"per_s": count / elapsed, "ideal_per_s": concurrency / 0.01})
