@@ -23,6 +23,7 @@ from ._exceptions import (
 )
 from ._future import _PENDING
 from ._instrument import Instruments
+from ._loop import LoopHooks
 from ._mailbox import Mailbox
 from ._messages import Envelope, Kind, Pong, new_id
 from ._pile import ActorState, ActorStatus, Call, CallStatus, Handler, Pile
@@ -86,6 +87,7 @@ class ActorCell:
         "_workers",
         "activate",
         "actor_class",
+        "checkpoint_if_cancelled",
         "context",
         "crash",
         "factory",
@@ -112,8 +114,8 @@ class ActorCell:
         capacity: int,
         max_concurrency: int,
         shutdown: float | None,
-        instruments: Instruments,
-        clock: Callable[[], float],
+        instruments: Instruments | None,
+        loop: LoopHooks,
     ) -> None:
         from ._ref import ActorRef
 
@@ -150,7 +152,8 @@ class ActorCell:
         self._workers = 0
         self._starting = 0
         self._main_event: anyio.Event | None = None
-        self._clock = clock
+        self._clock = loop.clock
+        self.checkpoint_if_cancelled = loop.checkpoint_if_cancelled
         self._active = False
         #: Set by the owner to start the cell's task on its first call (see
         #: :attr:`lazy`); ``None`` when the owner starts the task itself.
@@ -227,9 +230,7 @@ class ActorCell:
 
     async def enqueue(self, call: Call) -> None:
         """Queue *call*, waiting for room while the mailbox is full."""
-        if self.mailbox.put_nowait(call):
-            self._accepted(call)
-        else:
+        if not self.enqueue_nowait(call):
             await self.mailbox.put(call)
 
     def enqueue_nowait(self, call: Call, *, force: bool = False) -> bool:
@@ -256,7 +257,7 @@ class ActorCell:
 
     def _accepted(self, call: Call) -> None:
         call._status = _QUEUED
-        if self._instruments:
+        if self._instruments is not None:
             self._instruments.call("call_submitted", call)
         if not self._active:
             self._active = True
@@ -302,7 +303,7 @@ class ActorCell:
                 )
         else:
             fut._set_result(value)
-        if self._instruments:
+        if self._instruments is not None:
             self._instruments.call("call_resolved", call)
         return True
 
@@ -310,7 +311,7 @@ class ActorCell:
         call._status = call._outcome
         call._finished_at = self._clock()
         self.pile.record(call)
-        if self._instruments:
+        if self._instruments is not None:
             self._instruments.call("call_finished", call)
 
     def _drop(self, call: Call, outcome: CallStatus, exc: BaseException | None) -> None:
@@ -367,7 +368,7 @@ class ActorCell:
         running = self.pile.running
         running[call] = None
         instruments = self._instruments
-        if instruments:
+        if instruments is not None:
             instruments.call("call_started", call)
         if deadline is not None and deadline < scope.deadline:
             scope.deadline = deadline

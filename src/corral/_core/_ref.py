@@ -21,7 +21,6 @@ ReplyT = TypeVar("ReplyT")
 
 _REQUEST = Kind.REQUEST
 _ONE_WAY = Kind.ONE_WAY
-_checkpoint_if_cancelled = anyio.lowlevel.checkpoint_if_cancelled
 
 
 class ActorRef(Generic[ReqT, ReplyT]):
@@ -77,9 +76,11 @@ class ActorRef(Generic[ReqT, ReplyT]):
             ActorStopped: The actor is stopping or stopped.
             ValueError: *timeout* is negative.
         """
-        await _checkpoint_if_cancelled()
-        call = self._cell.new_call(msg, _REQUEST, timeout)
-        await self._cell.enqueue(call)
+        cell = self._cell
+        await cell.checkpoint_if_cancelled()
+        call = cell.new_call(msg, _REQUEST, timeout)
+        if not cell.enqueue_nowait(call):
+            await cell.mailbox.put(call)
         return call._future
 
     def try_submit(self, msg: ReqT, *, timeout: float | None = None) -> Future[ReplyT]:
@@ -112,7 +113,8 @@ class ActorRef(Generic[ReqT, ReplyT]):
         """
         cell = self._cell
         call = cell.new_call(msg, _REQUEST, timeout)
-        await cell.enqueue(call)
+        if not cell.enqueue_nowait(call):
+            await cell.mailbox.put(call)
         fut: Future[ReplyT] = call._future
         try:
             return await fut
@@ -130,9 +132,11 @@ class ActorRef(Generic[ReqT, ReplyT]):
             UnhandledMessage: The actor does not handle this message type.
             ActorStopped: The actor is stopping or stopped.
         """
-        await _checkpoint_if_cancelled()
-        call = self._cell.new_call(msg, _ONE_WAY, None)
-        await self._cell.enqueue(call)
+        cell = self._cell
+        await cell.checkpoint_if_cancelled()
+        call = cell.new_call(msg, _ONE_WAY, None)
+        if not cell.enqueue_nowait(call):
+            await cell.mailbox.put(call)
 
     def try_tell(self, msg: ReqT) -> None:
         """Send a one-way message if the mailbox has room, else refuse at once.
@@ -158,8 +162,8 @@ class ActorRef(Generic[ReqT, ReplyT]):
             DeadlineExceeded: *timeout* passed first.
             ActorStopped: The actor stopped first.
         """
-        await _checkpoint_if_cancelled()
         cell = self._cell
+        await cell.checkpoint_if_cancelled()
         from ._cell import _pong
 
         call = cell.new_call(Ping(), Kind.SYSTEM, timeout, _pong)

@@ -14,7 +14,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._actor import Actor
-from ._clock import loop_clock
+from ._loop import LoopHooks
 from ._cell import DEFAULT_SHUTDOWN, ActorCell, _pong, check_timeout
 from ._exceptions import (
     ActorCrashed,
@@ -87,12 +87,12 @@ class Runtime:
     ) -> None:
         check_timeout(shutdown_timeout, "shutdown_timeout")
         self.shutdown_timeout = shutdown_timeout
-        self._instruments = Instruments(instruments)
+        self._instruments: Instruments | None = Instruments(instruments) or None
         self._state = _RuntimeState.NEW
         self._cells: dict[str, ActorCell] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
-        self._clock: Callable[[], float] = anyio.current_time
+        self._loop: LoopHooks | None = None
 
     def __repr__(self) -> str:
         return f"<corral.Runtime {self._state.value} actors={len(self._cells)}>"
@@ -103,7 +103,7 @@ class Runtime:
                 f"a Runtime can be entered only once; this one is {self._state.value}"
             )
         stack = AsyncExitStack()
-        self._clock = loop_clock()
+        self._loop = LoopHooks()
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
         self._state = _RuntimeState.RUNNING
@@ -189,6 +189,7 @@ class Runtime:
             InvalidStateError: The runtime is not running.
         """
         tg = self._check_running()
+        assert self._loop is not None
         if not isinstance(name, str) or not name:
             raise ValueError(f"actor name must be a non-empty str, got {name!r}")
         check_positive_int(mailbox, "mailbox capacity")
@@ -208,7 +209,7 @@ class Runtime:
             max_concurrency=max_concurrency,
             shutdown=shutdown_time,
             instruments=self._instruments,
-            clock=self._clock,
+            loop=self._loop,
         )
         self._cells[name] = cell
         cell.on_final = self._forget

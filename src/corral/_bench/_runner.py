@@ -1,0 +1,306 @@
+"""Run the workloads, each beside its floor in the same process, and report ratios."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import attrs
+
+from . import _workloads as w
+
+Side = Callable[..., Awaitable[w.Result]]
+
+
+@attrs.frozen
+class Check:
+    """One figure compared between corral and the floor."""
+
+    metric: str
+    #: "higher" when more is better (throughput), "lower" for times and bytes.
+    better: str
+    #: Target on corral/floor, or on corral's absolute figure when ``absolute``.
+    target: float | None = None
+    absolute: bool = False
+
+
+@attrs.frozen
+class Workload:
+    """A named workload: its two sides, their arguments and the figures to compare."""
+
+    key: str
+    title: str
+    floor: Side
+    corral: Side
+    args: Callable[[float], tuple[Any, ...]]
+    checks: tuple[Check, ...]
+    #: Run each side in a fresh interpreter (for memory figures).
+    subprocess: bool = False
+
+
+def _scaled(n: int, scale: float, least: int = 1) -> int:
+    return max(least, round(n * scale))
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        "W1",
+        "ask-serial: 20,000 sequential asks to one actor",
+        w.floor_w1,
+        w.corral_w1,
+        lambda s: (_scaled(20_000, s),),
+        (Check("per_s", "higher", 0.5), Check("p50_us", "lower"), Check("p99_us", "lower")),
+    ),
+    Workload(
+        "W2",
+        "ask-concurrent: 64 callers, 100,000 asks",
+        w.floor_w2,
+        w.corral_w2,
+        lambda s: (_scaled(100_000, s, 64),),
+        (Check("per_s", "higher", 0.5), Check("p50_us", "lower"), Check("p99_us", "lower")),
+    ),
+    Workload(
+        "W3",
+        "tell: 200,000 one-way messages until all processed",
+        w.floor_w3,
+        w.corral_w3,
+        lambda s: (_scaled(200_000, s),),
+        (Check("per_s", "higher", 0.5),),
+    ),
+    Workload(
+        "W4",
+        "fan-out: 1,000 actors x 100 asks, at most 256 outstanding",
+        w.floor_w4,
+        w.corral_w4,
+        lambda s: (_scaled(1_000, s), _scaled(100, s)),
+        (Check("per_s", "higher"),),
+    ),
+    Workload(
+        "W5",
+        "spawn: 10,000 actors, memory per idle actor, stop all",
+        w.floor_w5,
+        w.corral_w5,
+        lambda s: (_scaled(10_000, s, 10),),
+        (
+            Check("spawn_s", "lower", 1.0, absolute=True),
+            Check("bytes_idle", "lower", 1.0),
+            Check("bytes_after_call", "lower", 1.0),
+            Check("stop_s", "lower"),
+        ),
+        subprocess=True,
+    ),
+    Workload(
+        "W6",
+        "io-bound: 10 ms handler, 100 concurrent, 5,000 asks",
+        w.floor_w6,
+        w.corral_w6,
+        lambda s: (_scaled(5_000, s, 100),),
+        (Check("per_s", "higher", 0.95),),
+    ),
+)
+
+
+def _run_side(
+    workload: Workload, side: str, scale: float, backend: str, uvloop: bool
+) -> dict[str, float]:
+    fn = workload.floor if side == "floor" else workload.corral
+    args = workload.args(scale)
+    if workload.subprocess:
+        cmd = [
+            sys.executable,
+            "-m",
+            "corral._bench._runner",
+            "--one",
+            f"{workload.key}:{side}",
+            "--scale",
+            str(scale),
+            "--backend",
+            backend,
+        ]
+        if uvloop:
+            cmd.append("--uvloop")
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    options: dict[str, Any] = {}
+    if backend == "asyncio" and uvloop:
+        options["use_uvloop"] = True
+    result: w.Result = anyio.run(lambda: fn(*args), backend=backend, backend_options=options)
+    return dict(result.metrics)
+
+
+def _summarise(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def run_suite(
+    only: Sequence[str] = (),
+    *,
+    backend: str = "asyncio",
+    uvloop: bool = False,
+    repeat: int = 1,
+    scale: float = 1.0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the selected workloads (all when *only* is empty) and return the report."""
+    selected = [wl for wl in WORKLOADS if not only or wl.key in only]
+    unknown = set(only) - {wl.key for wl in WORKLOADS}
+    if unknown:
+        raise ValueError(
+            f"unknown workload(s) {', '.join(sorted(unknown))}; "
+            f"choose from {', '.join(wl.key for wl in WORKLOADS)}"
+        )
+    report: dict[str, Any] = {
+        "backend": backend + ("+uvloop" if uvloop else ""),
+        "repeat": repeat,
+        "scale": scale,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "workloads": {},
+    }
+    for wl in selected:
+        runs: dict[str, list[dict[str, float]]] = {"floor": [], "corral": []}
+        for i in range(repeat):
+            # Alternate which side goes first, so warm-up favours neither.
+            order = ("floor", "corral") if i % 2 == 0 else ("corral", "floor")
+            for side in order:
+                if progress:
+                    progress(f"{wl.key} {side} run {i + 1}/{repeat}")
+                runs[side].append(_run_side(wl, side, scale, backend, uvloop))
+        figures = []
+        for check in wl.checks:
+            floor_vals = [r[check.metric] for r in runs["floor"]]
+            corral_vals = [r[check.metric] for r in runs["corral"]]
+            ratios = [c / f if f else float("nan") for c, f in zip(corral_vals, floor_vals, strict=True)]
+            med_ratio = statistics.median(ratios)
+            ok = None
+            if check.target is not None:
+                value = statistics.median(corral_vals) if check.absolute else med_ratio
+                ok = value >= check.target if check.better == "higher" else value <= check.target
+            figures.append(
+                {
+                    "metric": check.metric,
+                    "better": check.better,
+                    "floor": _summarise(floor_vals),
+                    "corral": _summarise(corral_vals),
+                    "ratio": _summarise(ratios),
+                    "target": check.target,
+                    "target_on": "corral" if check.absolute else "ratio",
+                    "met": ok,
+                }
+            )
+        report["workloads"][wl.key] = {"title": wl.title, "figures": figures}
+    return report
+
+
+def _fmt(value: float) -> str:
+    if value != value:  # NaN
+        return "nan"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Render the report as a plain-text table."""
+    lines = [
+        f"corral benchmark suite - backend {report['backend']}, repeat {report['repeat']}, "
+        f"scale {report['scale']}, Python {report['python']} on {report['cpus']} CPUs",
+        "",
+        f"{'workload':<9}{'metric':<18}{'floor':>12}{'corral':>12}{'corral/floor':>14}"
+        f"{'target':>16}  met",
+    ]
+    for key, data in report["workloads"].items():
+        for fig in data["figures"]:
+            ratio = fig["ratio"]
+            ratio_txt = _fmt(ratio["median"])
+            if report["repeat"] > 1:
+                ratio_txt += f" ({_fmt(ratio['min'])}-{_fmt(ratio['max'])})"
+            target = ""
+            if fig["target"] is not None:
+                op = ">=" if fig["better"] == "higher" else "<="
+                target = f"{fig['target_on']} {op} {_fmt(fig['target'])}"
+            met = {True: "yes", False: "NO", None: ""}[fig["met"]]
+            lines.append(
+                f"{key:<9}{fig['metric']:<18}{_fmt(fig['floor']['median']):>12}"
+                f"{_fmt(fig['corral']['median']):>12}{ratio_txt:>14}{target:>16}  {met}"
+            )
+    lines.append("")
+    lines.append("per_s: calls per second (higher is better); *_us: latency in microseconds;")
+    lines.append("*_s: seconds; bytes_*: resident memory per actor (lower is better).")
+    return "\n".join(lines)
+
+
+def _one(spec: str, scale: float, backend: str, uvloop: bool) -> None:
+    key, side = spec.split(":")
+    wl = next(x for x in WORKLOADS if x.key == key)
+    fn = wl.floor if side == "floor" else wl.corral
+    options: dict[str, Any] = {"use_uvloop": True} if backend == "asyncio" and uvloop else {}
+    result: w.Result = anyio.run(
+        lambda: fn(*wl.args(scale)), backend=backend, backend_options=options
+    )
+    print(json.dumps(result.metrics))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point of the benchmark suite."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Measure corral beside the raw anyio floor, in the same run.",
+    )
+    parser.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W6")
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("--uvloop", action="store_true", help="run asyncio on uvloop")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per side (median, min-max)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be >= 1, got {args.repeat}")
+    if not args.scale > 0:
+        parser.error(f"--scale must be > 0, got {args.scale}")
+    if args.uvloop and args.backend != "asyncio":
+        parser.error("--uvloop needs --backend asyncio")
+    if args.uvloop:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            parser.error("--uvloop needs the uvloop package: pip install 'corral[bench]'")
+    if args.one:
+        _one(args.one, args.scale, args.backend, args.uvloop)
+        return 0
+    only = [k.strip().upper() for k in args.only.split(",") if k.strip()]
+    try:
+        report = run_suite(
+            only,
+            backend=args.backend,
+            uvloop=args.uvloop,
+            repeat=args.repeat,
+            scale=args.scale,
+            progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True),
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(format_table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Actors and messages shared by the tests."""
+
+from __future__ import annotations
+
+import anyio
+
+import corral
+
+
+@corral.message
+class Add:
+    a: int
+    b: int
+
+
+@corral.message
+class Echo:
+    text: str
+
+
+@corral.message
+class Block:
+    """Ask a Gate actor to wait on its gate (an anyio.Event) before replying."""
+
+    key: str
+
+
+@corral.message
+class Boom:
+    kind: str = "value"
+
+
+class Calculator(corral.Actor[Add, int]):
+    async def handle(self, msg: Add) -> int:
+        return msg.a + msg.b
+
+
+class Gate(corral.Actor[Block | Echo | Boom, str]):
+    """Blocks each Block call until the test opens its gate; records the order of calls."""
+
+    fatal = (KeyError,)
+
+    def __init__(self, gates: dict[str, anyio.Event] | None = None) -> None:
+        self.gates = gates if gates is not None else {}
+        self.started: list[str] = []
+        self.entered: dict[str, anyio.Event] = {}
+
+    def entered_event(self, key: str) -> anyio.Event:
+        return self.entered.setdefault(key, anyio.Event())
+
+    async def handle(self, msg: Block | Echo | Boom) -> str:
+        if isinstance(msg, Echo):
+            self.started.append(msg.text)
+            return msg.text
+        if isinstance(msg, Boom):
+            self.started.append(f"boom:{msg.kind}")
+            if msg.kind == "fatal":
+                raise KeyError("fatal boom")
+            if msg.kind == "crash":
+                raise corral.Crash("asked to crash")
+            raise ValueError("boom")
+        self.started.append(msg.key)
+        self.entered_event(msg.key).set()
+        gate = self.gates.setdefault(msg.key, anyio.Event())
+        await gate.wait()
+        return msg.key
