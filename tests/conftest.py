@@ -1,8 +1,10 @@
-"""Every async test runs on asyncio and on trio (anyio's pytest plugin)."""
+"""Every async test runs on asyncio and on trio (anyio's pytest plugin).
+
+Each test module that has async tests sets ``pytestmark = pytest.mark.anyio``.
+"""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 
 import pytest
@@ -17,14 +19,6 @@ import pytest
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run each async test once per anyio backend."""
     return str(request.param)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every coroutine test for the anyio plugin, so none is forgotten."""
-    for item in items:
-        func = getattr(item, "function", None)
-        if func is not None and inspect.iscoroutinefunction(func):
-            item.add_marker(pytest.mark.anyio)
 
 
 @pytest.fixture

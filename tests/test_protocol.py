@@ -149,7 +149,9 @@ def test_no_coercion_of_strings_to_numbers() -> None:
     env = corral.Envelope(payload=Ask(question="q", n=5), target="x")
     data = proto().unstructure(env)
     data["payload"]["n"] = "5"
-    with pytest.raises(corral.ProtocolError, match=r"expected an integer, got str .* @ \$\.payload\.n"):
+    with pytest.raises(
+        corral.ProtocolError, match=r"expected an integer, got str .* @ \$\.payload\.n"
+    ):
         proto().structure(data)
 
 
@@ -210,7 +212,12 @@ def test_default_name_is_module_and_qualname() -> None:
 def test_system_messages_are_always_registered() -> None:
     """Stop, Ping, Pong and GetStatus travel in the same envelope without registration."""
     p = corral.Protocol()
-    for payload in (corral.Stop(reason="bye"), corral.Ping(), corral.Pong(name="a"), corral.GetStatus()):
+    for payload in (
+        corral.Stop(reason="bye"),
+        corral.Ping(),
+        corral.Pong(name="a"),
+        corral.GetStatus(),
+    ):
         env = corral.Envelope(payload=payload, target="a", kind=corral.Kind.SYSTEM)
         assert p.loads(p.dumps(env)) == env
 

@@ -216,7 +216,7 @@ class Protocol:
             raise ValueError(f"{cls!r} is registered already as {self._by_type[cls]!r}")
         self._by_name[name] = cls
         self._by_type[cls] = name
-        return cls
+        return cls  # type: ignore[return-value]  # attrs.has narrowed the TypeVar away
 
     def names(self) -> Mapping[str, type]:
         """Return the registered type names and their classes."""
@@ -285,7 +285,9 @@ class Protocol:
             kind = Kind(wire.kind)
         except ValueError:
             kinds = ", ".join(k.value for k in Kind)
-            raise ProtocolError(f"expected one of {kinds}, got {wire.kind!r:.40} @ $.kind") from None
+            raise ProtocolError(
+                f"expected one of {kinds}, got {wire.kind!r:.40} @ $.kind"
+            ) from None
         if not wire.target:
             raise ProtocolError("expected a non-empty actor name @ $.target")
         if wire.attempt < 1:
@@ -296,7 +298,7 @@ class Protocol:
                 f"unknown message type {wire.type!r:.80}; register it with this Protocol @ $.type"
             )
         try:
-            payload = self._converter.structure(wire.payload, cls)
+            payload: Any = self._converter.structure(wire.payload, cls)
         except Exception as exc:
             raise _translate(exc, "$.payload") from exc
         return Envelope(

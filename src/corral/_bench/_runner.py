@@ -181,7 +181,9 @@ def run_suite(
         for check in wl.checks:
             floor_vals = [r[check.metric] for r in runs["floor"]]
             corral_vals = [r[check.metric] for r in runs["corral"]]
-            ratios = [c / f if f else float("nan") for c, f in zip(corral_vals, floor_vals, strict=True)]
+            ratios = [
+                c / f if f else float("nan") for c, f in zip(corral_vals, floor_vals, strict=True)
+            ]
             med_ratio = statistics.median(ratios)
             ok = None
             if check.target is not None:

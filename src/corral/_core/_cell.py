@@ -504,7 +504,9 @@ class ActorCell:
                 self._main_event = None
         self._tg = None
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run one incarnation: ``on_start``, serve until stopped or crashed, ``on_stop``.
 
         This is the actor's task. It reports ready on *task_status* once

@@ -3,14 +3,14 @@
 Hierarchy::
 
     CorralError
-    ├── ProtocolError           (also ValueError)   malformed or unregistered message data
-    ├── UnhandledMessage        (also TypeError)    the target actor does not take this message
+    ├── ProtocolError           (also ValueError)   malformed or unregistered data
+    ├── UnhandledMessage        (also TypeError)    the actor does not take this message
     ├── NameTaken               (also ValueError)   an actor name is already registered
     ├── ActorNotFound           (also LookupError)  no live actor has that name
     ├── InvalidStateError       (also RuntimeError) an object is used in a state that forbids it
     ├── MailboxFull                                 a non-blocking send found the mailbox full
-    ├── ActorStopped                                the actor stopped before (or while) serving a call
-    │   └── ActorCrashed                            ... because it crashed; ``__cause__`` is the crash
+    ├── ActorStopped                                the actor stopped before serving a call
+    │   └── ActorCrashed                            ... because it crashed (see ``__cause__``)
     ├── CallCancelled                               the call's future was cancelled
     ├── DeadlineExceeded        (also TimeoutError) the call's deadline passed
     └── Crash                                       raised by a handler to crash its own actor

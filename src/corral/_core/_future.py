@@ -49,7 +49,7 @@ class Future(Generic[T]):
     cancelling a caller of :meth:`ActorRef.ask`, which owns its future.
     """
 
-    __slots__ = ("_callbacks", "_call", "_event", "_exc", "_result", "_state")
+    __slots__ = ("_call", "_callbacks", "_event", "_exc", "_result", "_state")
 
     def __init__(self, call: Call | None = None) -> None:
         self._state = _PENDING

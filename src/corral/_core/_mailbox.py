@@ -44,7 +44,7 @@ class Mailbox:
     intake but leaves the queued calls to be drained.
     """
 
-    __slots__ = ("_putters", "capacity", "getters", "closed", "name", "on_accept", "queue")
+    __slots__ = ("_putters", "capacity", "closed", "getters", "name", "on_accept", "queue")
 
     def __init__(self, capacity: int, name: str = "") -> None:
         self.capacity = capacity
@@ -71,7 +71,9 @@ class Mailbox:
         return len(self._putters) if self._putters else 0
 
     def _stopped_error(self) -> ActorStopped:
-        return ActorStopped(f"actor {self.name!r} is not accepting calls (it is stopping or stopped)")
+        return ActorStopped(
+            f"actor {self.name!r} is not accepting calls (it is stopping or stopped)"
+        )
 
     # --- sending ---------------------------------------------------------------
 

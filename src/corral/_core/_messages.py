@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, TypeVar, dataclass_transform, overload
 from uuid import UUID, SafeUUID
 
 import attrs
@@ -136,6 +136,7 @@ class Envelope:
 def message(cls: T, /) -> T: ...
 @overload
 def message(*, name: str | None = None, frozen: bool = True) -> Callable[[T], T]: ...
+@dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
 def message(
     cls: T | None = None, /, *, name: str | None = None, frozen: bool = True
 ) -> T | Callable[[T], T]:

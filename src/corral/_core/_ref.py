@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import anyio.lowlevel
-
 from ._exceptions import MailboxFull
 from ._future import _PENDING, Future
 from ._messages import UNSET, Kind, Ping, _Unset
@@ -179,7 +177,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
         """Return a snapshot of the actor's pile: counts, queue depth, in-flight, recent calls."""
         return self._cell.status()
 
-    async def stop(self, *, timeout: float | None | _Unset = UNSET) -> None:
+    async def stop(self, *, timeout: float | _Unset | None = UNSET) -> None:
         """Stop the actor for good and wait until it has stopped.
 
         Intake stops at once (new sends raise :class:`ActorStopped`); queued

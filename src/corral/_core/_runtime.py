@@ -14,7 +14,6 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._actor import Actor
-from ._loop import LoopHooks
 from ._cell import DEFAULT_SHUTDOWN, ActorCell, _pong, check_timeout
 from ._exceptions import (
     ActorCrashed,
@@ -25,6 +24,7 @@ from ._exceptions import (
 )
 from ._future import Future
 from ._instrument import Instrument, Instruments
+from ._loop import LoopHooks
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._messages import UNSET, Envelope, GetStatus, Kind, Ping, Stop, _Unset
 from ._pile import ActorState, ActorStatus
@@ -115,7 +115,8 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        assert self._stack is not None and self._tg is not None
+        assert self._stack is not None
+        assert self._tg is not None
         self._state = _RuntimeState.CLOSING
         graceful = exc is None
         try:
@@ -163,7 +164,7 @@ class Runtime:
         name: str,
         mailbox: int = DEFAULT_MAILBOX_CAPACITY,
         max_concurrency: int = 1,
-        shutdown: float | None | _Unset = UNSET,
+        shutdown: float | _Unset | None = UNSET,
     ) -> ActorRef[ReqT, ReplyT]:
         """Start an actor and return its ref once it is ready.
 
@@ -231,8 +232,10 @@ class Runtime:
     def _activate(self, cell: ActorCell) -> None:
         # Called from whichever task sent the first call; the actor's task
         # runs in the context captured at spawn, not in that sender's.
-        assert self._tg is not None
-        cell.context.run(self._tg.start_soon, cell.run, name=f"corral actor {cell.name}")
+        tg = self._tg
+        assert tg is not None
+        name = f"corral actor {cell.name}"
+        cell.context.run(lambda: tg.start_soon(cell.run, name=name))
 
     def _forget(self, cell: ActorCell) -> None:
         if self._cells.get(cell.name) is cell:

@@ -1,0 +1,68 @@
+"""The project's promises to a newcomer: exports, the README's commands, the example."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import corral
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_all_is_sorted_and_complete() -> None:
+    """__all__ is sorted (constants, classes, functions) and every name in it exists."""
+    names = list(corral.__all__)
+    assert len(names) == len(set(names))
+    for name in names:
+        assert hasattr(corral, name), name
+    public = {n for n in vars(corral) if not n.startswith("_")}
+    assert public == set(names) - {"__version__"}
+
+
+def test_public_names_live_in_corral() -> None:
+    """Every public class and function says corral.X in tracebacks and docs."""
+    for name in corral.__all__:
+        obj = getattr(corral, name)
+        if isinstance(obj, type) or callable(obj):
+            assert obj.__module__ == "corral", f"{name} says {obj.__module__}"
+            assert obj.__doc__, f"{name} has no docstring"
+
+
+def test_exceptions_share_one_base() -> None:
+    """Every corral exception derives from CorralError."""
+    for name in corral.__all__:
+        obj = getattr(corral, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            assert issubclass(obj, corral.CorralError), name
+
+
+def _quickstart_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```console\n(.+?)\n```", section)
+
+
+def test_readme_quickstart_has_two_commands_and_ci_runs_the_second() -> None:
+    """README's Quickstart is exactly two commands; .ci/run runs the second verbatim."""
+    commands = _quickstart_commands()
+    assert len(commands) == 2
+    assert all("\n" not in c for c in commands)
+    assert "pytest" in commands[1]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert commands[1] in ci
+
+
+def test_quickstart_example_runs_and_accounts_for_every_call() -> None:
+    """The example of the first Quickstart command runs and reports no lost call."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--calls", "60"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "isolated failure" in out.stdout
+    assert "60 requests: 59 succeeded, 1 failed, none lost" in out.stdout
