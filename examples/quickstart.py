@@ -54,7 +54,9 @@ async def main(calls: int) -> int:
     outcomes = {"ok": 0, "failed": 0}
 
     async with corral.Runtime() as rt:
-        summariser = await rt.spawn(lambda: Summariser(seed=7), name="summariser", max_concurrency=8)
+        summariser = await rt.spawn(
+            lambda: Summariser(seed=7), name="summariser", max_concurrency=8
+        )
         embedder = await rt.spawn(Embedder, name="embedder", max_concurrency=4)
 
         async def one(text: str) -> None:
