@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -276,11 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--scale must be > 0, got {args.scale}")
     if args.uvloop and args.backend != "asyncio":
         parser.error("--uvloop needs --backend asyncio")
-    if args.uvloop:
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            parser.error("--uvloop needs the uvloop package: pip install 'corral[bench]'")
+    if args.uvloop and importlib.util.find_spec("uvloop") is None:
+        parser.error("--uvloop needs the uvloop package: pip install 'corral[bench]'")
     if args.one:
         _one(args.one, args.scale, args.backend, args.uvloop)
         return 0
