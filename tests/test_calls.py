@@ -348,3 +348,28 @@ async def test_each_call_keeps_its_own_context() -> None:
         ref = await rt.spawn(Reader, name="reader", max_concurrency=2)
         var.set("caller")
         assert await ref.ask(Echo(text="")) == "unset"
+
+
+async def test_call_deadline_still_holds_while_the_actor_drains() -> None:
+    """A stop with a long drain time does not stretch a running call's own deadline."""
+    gate = Gate()
+    async with corral.Runtime() as rt:
+        ref = await rt.spawn(lambda: gate, name="gate")
+        fut = await ref.submit(Block(key="slow"), timeout=0.05)
+        await gate.entered_event("slow").wait()
+        # Nobody awaits the future: the actor itself must end the call at its deadline.
+        with anyio.fail_after(10):
+            await ref.stop(timeout=30)
+        assert isinstance(fut.exception(), corral.DeadlineExceeded)
+        assert ref.status().counts[CallStatus.EXPIRED] == 1
+
+
+async def test_stop_cuts_a_call_with_a_later_deadline() -> None:
+    """stop(timeout=0) ends a running call at once even if its own deadline is far away."""
+    gate = Gate()
+    async with corral.Runtime() as rt:
+        ref = await rt.spawn(lambda: gate, name="gate")
+        fut = await ref.submit(Block(key="slow"), timeout=60)
+        await gate.entered_event("slow").wait()
+        await ref.stop(timeout=0)
+        assert isinstance(fut.exception(), corral.ActorStopped)

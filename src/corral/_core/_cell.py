@@ -593,8 +593,10 @@ class ActorCell:
             deadline = self._clock() + timeout
             if deadline < self._stop_deadline:
                 self._stop_deadline = deadline
-                if self._scope is not None:
-                    self._scope.deadline = deadline
+                scope = self._scope
+                # The scope may carry an earlier deadline of the running call.
+                if scope is not None and deadline < scope.deadline:
+                    scope.deadline = deadline
 
     def finalize(self) -> None:
         """End the cell for good: refuse calls, fail the queued ones, release waiters."""
