@@ -222,8 +222,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"corral benchmark suite - backend {report['backend']}, repeat {report['repeat']}, "
         f"scale {report['scale']}, Python {report['python']} on {report['cpus']} CPUs",
         "",
-        f"{'workload':<9}{'metric':<18}{'floor':>12}{'corral':>12}{'corral/floor':>14}"
-        f"{'target':>16}  met",
+        f"{'workload':<9}{'metric':<18}{'floor':>12}{'corral':>12}  {'corral/floor':<22}"
+        f"{'target':<16}met",
     ]
     for key, data in report["workloads"].items():
         for fig in data["figures"]:
@@ -238,7 +238,7 @@ def format_table(report: dict[str, Any]) -> str:
             met = {True: "yes", False: "NO", None: ""}[fig["met"]]
             lines.append(
                 f"{key:<9}{fig['metric']:<18}{_fmt(fig['floor']['median']):>12}"
-                f"{_fmt(fig['corral']['median']):>12}{ratio_txt:>14}{target:>16}  {met}"
+                f"{_fmt(fig['corral']['median']):>12}  {ratio_txt:<22}{target:<16}{met}"
             )
     lines.append("")
     lines.append("per_s: calls per second (higher is better); *_us: latency in microseconds;")
