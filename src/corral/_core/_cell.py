@@ -416,8 +416,7 @@ class ActorCell:
         # cancelling a running call (its caller gave up) or its deadline (set
         # on the scope while the call runs) cancels this scope, and the worker
         # opens a fresh one before it takes the next call, so a cancellation
-        # that arrives late never hits the wrong call. The scope is opened at
-        # the first call, so an actor that was never called holds none. With
+        # that arrives late never hits the wrong call. With
         # carry_stop (the single worker of an actor with max_concurrency 1)
         # the scope also carries the actor's stop deadline; otherwise the
         # workers' task group does.
@@ -425,30 +424,11 @@ class ActorCell:
         getters = mailbox.getters
         clock = self._clock
         while self.crash is None and clock() < self._stop_deadline:
-            call = mailbox.get_nowait()
-            if call is None:
-                if mailbox.closed:
-                    return
-                event = anyio.Event()
-                getters.append(event)
-                try:
-                    await event.wait()
-                finally:
-                    if not event.is_set():
-                        getters.remove(event)
-                continue
             with _CancelScope(deadline=self._stop_deadline if carry_stop else _INF) as scope:
                 if carry_stop:
                     self._scope = scope
                 streak = 0
                 while True:
-                    await self._run_call(call, scope, carry_stop)
-                    if scope.cancel_called or self.crash is not None:
-                        break
-                    streak += 1
-                    if streak >= _BURST:
-                        streak = 0
-                        await anyio.lowlevel.checkpoint()
                     call = mailbox.get_nowait()
                     while call is None:
                         if mailbox.closed:
@@ -462,6 +442,13 @@ class ActorCell:
                             if not event.is_set():
                                 getters.remove(event)
                         call = mailbox.get_nowait()
+                    await self._run_call(call, scope, carry_stop)
+                    if scope.cancel_called or self.crash is not None:
+                        break
+                    streak += 1
+                    if streak >= _BURST:
+                        streak = 0
+                        await anyio.lowlevel.checkpoint()
 
     async def _worker(self) -> None:
         self._starting -= 1
