@@ -25,7 +25,7 @@ async def test_names_are_unique_and_found_by_lookup() -> None:
         calc = await rt.spawn(Calculator, name="calc")
         assert rt.ref("calc") == calc
         assert calc.name == "calc"
-        with pytest.raises(corral.NameTaken, match="'calc' is already running"):
+        with pytest.raises(corral.NameTaken, match="'calc' is already in use"):
             await rt.spawn(Calculator, name="calc")
         with pytest.raises(corral.ActorNotFound, match="no live actor named 'nope'"):
             rt.ref("nope")
@@ -55,7 +55,7 @@ async def test_a_stopped_actors_name_can_be_reused() -> None:
         ({"max_concurrency": True}, TypeError, "max_concurrency must be an int"),
         ({"shutdown": -1.0}, ValueError, "shutdown must be >= 0 seconds or None, got -1.0"),
         ({"shutdown": float("nan")}, ValueError, "shutdown must be >= 0"),
-        ({"name": ""}, ValueError, "actor name must be a non-empty str"),
+        ({"name": ""}, ValueError, "child name must be a non-empty str"),
     ],
 )
 async def test_bad_configuration_is_refused_and_changes_nothing(
@@ -378,7 +378,7 @@ async def test_crash_raised_on_purpose_crashes_the_actor(
             await ref.ask(Echo(text="x"))
         with pytest.raises(corral.ActorNotFound):
             rt.ref("gate")
-    assert any("crashed and was not restarted" in r.message for r in caplog_corral.records)
+    assert any("child 'gate' crashed: Crash: asked to crash" in r.message for r in caplog_corral.records)
 
 
 async def test_no_task_outlives_the_runtime() -> None:

@@ -5,7 +5,10 @@ The public API is what this module exports; everything else is private.
 
 from ._core._actor import Actor as Actor
 from ._core._actor import handles as handles
+from ._core._backoff import Backoff as Backoff
 from ._core._cell import DEFAULT_SHUTDOWN as DEFAULT_SHUTDOWN
+from ._core._clock import Clock as Clock
+from ._core._clock import LoopClock as LoopClock
 from ._core._exceptions import ActorCrashed as ActorCrashed
 from ._core._exceptions import ActorNotFound as ActorNotFound
 from ._core._exceptions import ActorStopped as ActorStopped
@@ -17,6 +20,7 @@ from ._core._exceptions import InvalidStateError as InvalidStateError
 from ._core._exceptions import MailboxFull as MailboxFull
 from ._core._exceptions import NameTaken as NameTaken
 from ._core._exceptions import ProtocolError as ProtocolError
+from ._core._exceptions import SupervisorGaveUp as SupervisorGaveUp
 from ._core._exceptions import UnhandledMessage as UnhandledMessage
 from ._core._future import Future as Future
 from ._core._instrument import Instrument as Instrument
@@ -37,6 +41,21 @@ from ._core._pile import CallInfo as CallInfo
 from ._core._pile import CallStatus as CallStatus
 from ._core._ref import ActorRef as ActorRef
 from ._core._runtime import Runtime as Runtime
+from ._core._specs import ONE_FOR_ALL as ONE_FOR_ALL
+from ._core._specs import ONE_FOR_ONE as ONE_FOR_ONE
+from ._core._specs import PERMANENT as PERMANENT
+from ._core._specs import REST_FOR_ONE as REST_FOR_ONE
+from ._core._specs import TEMPORARY as TEMPORARY
+from ._core._specs import TRANSIENT as TRANSIENT
+from ._core._specs import ChildInfo as ChildInfo
+from ._core._specs import ChildSpec as ChildSpec
+from ._core._specs import ChildState as ChildState
+from ._core._specs import Restart as Restart
+from ._core._specs import Strategy as Strategy
+from ._core._specs import SupervisorEvent as SupervisorEvent
+from ._core._specs import SupervisorEventKind as SupervisorEventKind
+from ._core._specs import child as child
+from ._core._supervisor import Supervisor as Supervisor
 from ._protocol import Protocol as Protocol
 from ._version import __version__ as __version__
 
@@ -44,6 +63,12 @@ __all__ = [
     "DEFAULT_HISTORY",
     "DEFAULT_MAILBOX_CAPACITY",
     "DEFAULT_SHUTDOWN",
+    "ONE_FOR_ALL",
+    "ONE_FOR_ONE",
+    "PERMANENT",
+    "REST_FOR_ONE",
+    "TEMPORARY",
+    "TRANSIENT",
     "UNSET",
     "Actor",
     "ActorCrashed",
@@ -52,10 +77,15 @@ __all__ = [
     "ActorState",
     "ActorStatus",
     "ActorStopped",
+    "Backoff",
     "Call",
     "CallCancelled",
     "CallInfo",
     "CallStatus",
+    "ChildInfo",
+    "ChildSpec",
+    "ChildState",
+    "Clock",
     "CorralError",
     "Crash",
     "DeadlineExceeded",
@@ -65,16 +95,24 @@ __all__ = [
     "Instrument",
     "InvalidStateError",
     "Kind",
+    "LoopClock",
     "MailboxFull",
     "NameTaken",
     "Ping",
     "Pong",
     "Protocol",
     "ProtocolError",
+    "Restart",
     "Runtime",
     "Stop",
+    "Strategy",
+    "Supervisor",
+    "SupervisorEvent",
+    "SupervisorEventKind",
+    "SupervisorGaveUp",
     "UnhandledMessage",
     "__version__",
+    "child",
     "handles",
     "message",
 ]

@@ -163,6 +163,20 @@ class Actor(Generic[ReqT, ReplyT]):
         :meth:`on_start` failed.
         """
 
+    def retry_interrupted(self, msg: ReqT, error: BaseException) -> bool:
+        """Say whether a call cut short by this actor's crash should run again.
+
+        Called, on the instance that crashed, for each call that was running
+        beside the one that crashed the actor (never for that one). The
+        default, ``False``, fails the call with :class:`corral.ActorCrashed`
+        (as OTP and Akka do: a restart never re-runs what was in flight).
+        Return ``True`` for idempotent work: the call goes back to the head
+        of the queue, in its original order, as its next attempt, and the
+        next incarnation runs it. If the actor is not restarted it fails
+        with :class:`corral.ActorStopped` like every queued call.
+        """
+        return False
+
     @property
     def ref(self) -> ActorRef[ReqT, ReplyT]:
         """This actor's own ref (valid across restarts)."""

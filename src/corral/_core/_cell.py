@@ -78,6 +78,7 @@ class ActorCell:
         "_done",
         "_fatal",
         "_final",
+        "_halting",
         "_instruments",
         "_main_event",
         "_scope",
@@ -97,6 +98,7 @@ class ActorCell:
         "name",
         "on_exit",
         "on_final",
+        "owner",
         "pile",
         "ref",
         "restarts",
@@ -146,6 +148,7 @@ class ActorCell:
         self._instruments = instruments
         self._scope: anyio.CancelScope | None = None
         self._stop_deadline = _INF
+        self._halting = False
         self._final = False
         self._done: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -162,6 +165,8 @@ class ActorCell:
         self.on_exit: Callable[[ActorCell], None] | None = None
         #: Called by :meth:`finalize` once the cell has ended for good.
         self.on_final: Callable[[ActorCell], None] | None = None
+        #: The owner's own record of this cell (a supervisor's child entry).
+        self.owner: Any = None
         #: The context the cell's task runs in (the spawner's, as for any task).
         self.context = contextvars.copy_context()
 
@@ -386,6 +391,7 @@ class ActorCell:
             call._scope = None
             if deadline is not None:
                 scope.deadline = self._stop_deadline if carry_stop else _INF
+            requeue = False
             if fut._state is _PENDING:
                 # The handler was cancelled without an outcome: by the call's
                 # deadline, or because the actor is stopping or crashed.
@@ -397,12 +403,39 @@ class ActorCell:
                     and self.crash is None
                 ):
                     self._resolve(call, _EXPIRED, None, self._deadline_error(call, "running"))
+                elif self.crash is not None and self._retry_interrupted(call):
+                    requeue = True
                 else:
                     self._resolve(
                         call, _FAILED, None, self._stopped_error("while serving this call")
                     )
             del running[call]
-            self._leave(call)
+            if requeue:
+                self._requeue(call)
+            else:
+                self._leave(call)
+
+    def _retry_interrupted(self, call: Call) -> bool:
+        assert self.crash is not None
+        try:
+            return bool(self.instance.retry_interrupted(call._envelope.payload, self.crash))
+        except Exception:
+            logger.exception("retry_interrupted of actor %r raised; the call fails", self.name)
+            return False
+
+    def _requeue(self, call: Call) -> None:
+        # Back to its place in line (before every call that arrived after
+        # it) for the next incarnation, as its next attempt.
+        call._status = _QUEUED
+        call._outcome = None
+        call._envelope = attrs.evolve(call._envelope, attempt=call._envelope.attempt + 1)
+        queue = self.mailbox.queue
+        index = len(queue)
+        for i, other in enumerate(queue):
+            if other._seq > call._seq:
+                index = i
+                break
+        queue.insert(index, call)
 
     def _crashed(self, exc: BaseException) -> None:
         if self.crash is None:
@@ -429,8 +462,12 @@ class ActorCell:
                     self._scope = scope
                 streak = 0
                 while True:
-                    call = mailbox.get_nowait()
-                    while call is None:
+                    while True:
+                        if self._halting:
+                            return
+                        call = mailbox.get_nowait()
+                        if call is not None:
+                            break
                         if mailbox.closed:
                             return
                         streak = 0
@@ -441,7 +478,6 @@ class ActorCell:
                         finally:
                             if not event.is_set():
                                 getters.remove(event)
-                        call = mailbox.get_nowait()
                     await self._run_call(call, scope, carry_stop)
                     if scope.cancel_called or self.crash is not None:
                         break
@@ -483,7 +519,7 @@ class ActorCell:
                         self._workers += 1
                         self._starting += 1
                         tg.start_soon(self._worker)
-                    if mailbox.closed:
+                    if mailbox.closed or self._halting:
                         break
                     event = self._main_event = anyio.Event()
                     await event.wait()
@@ -564,7 +600,7 @@ class ActorCell:
             logger.warning("on_stop of actor %r was cancelled after %ss", self.name, timeout)
 
     def request_stop(self, timeout: float | None) -> None:
-        """Stop intake and drain; after *timeout* seconds cancel what is still running."""
+        """Stop for good: close intake, drain, and cancel what still runs after *timeout*."""
         check_timeout(timeout, "stop timeout")
         if self._final:
             return
@@ -576,14 +612,76 @@ class ActorCell:
             self.state = ActorState.STOPPING
         self.mailbox.close()
         self._wake_main()
-        if timeout is not None:
-            deadline = self._clock() + timeout
-            if deadline < self._stop_deadline:
-                self._stop_deadline = deadline
-                scope = self._scope
-                # The scope may carry an earlier deadline of the running call.
-                if scope is not None and deadline < scope.deadline:
-                    scope.deadline = deadline
+        self._set_stop_deadline(timeout)
+
+    def request_halt(self, timeout: float | None) -> None:
+        """End this incarnation so that it can be replaced: keep the queue and intake.
+
+        Workers take no new calls; running calls get *timeout* seconds, then
+        are cancelled and failed; ``on_stop`` runs. Calls keep being accepted
+        and wait for the next incarnation. Used by supervisors to restart.
+        """
+        check_timeout(timeout, "stop timeout")
+        if self._final or not self._active:
+            return
+        self._halting = True
+        getters = self.mailbox.getters
+        for event in getters:
+            event.set()
+        getters.clear()
+        self._wake_main()
+        self._set_stop_deadline(timeout)
+
+    def _set_stop_deadline(self, timeout: float | None) -> None:
+        if timeout is None:
+            return
+        deadline = self._clock() + timeout
+        if deadline < self._stop_deadline:
+            self._stop_deadline = deadline
+            scope = self._scope
+            # The scope may carry an earlier deadline of the running call.
+            if scope is not None and deadline < scope.deadline:
+                scope.deadline = deadline
+
+    @property
+    def running_task(self) -> bool:
+        """Whether an incarnation's task has been started and not yet ended."""
+        return self._active
+
+    def prepare_restart(self, instance: Actor[Any, Any]) -> None:
+        """Put a new instance in place for the next incarnation; the queue stays as it is.
+
+        Reopens intake (a normal stop closed it) and counts the restart.
+        Afterwards the owner starts :meth:`run` again, or, for a lazy actor
+        with nothing queued, leaves it to the next call (:attr:`activate`).
+        """
+        if type(instance) is not self.actor_class:
+            raise TypeError(
+                f"the factory of actor {self.name!r} made a {type(instance).__qualname__}, "
+                f"not a {self.actor_class.__qualname__}"
+            )
+        self.instance = instance
+        instance._corral_cell = self
+        self.crash = None
+        self.start_failed = False
+        self.restarts += 1
+        self.state = ActorState.STARTING
+        self._stop_deadline = _INF
+        self._halting = False
+        self._scope = None
+        self.mailbox.closed = False
+
+    def mark_restarting(self) -> None:
+        """Record that the supervisor will restart the actor; calls wait meanwhile."""
+        self.state = ActorState.RESTARTING
+        # The supervisor starts the next task itself (after any backoff): a
+        # call arriving meanwhile must not start one.
+        self._active = True
+
+    def mark_dormant(self) -> None:
+        """Leave a lazy actor without a task until its next call."""
+        self._active = False
+        self.state = ActorState.RUNNING
 
     def finalize(self) -> None:
         """End the cell for good: refuse calls, fail the queued ones, release waiters."""

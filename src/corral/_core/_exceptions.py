@@ -13,6 +13,7 @@ Hierarchy::
     │   └── ActorCrashed                            ... because it crashed (see ``__cause__``)
     ├── CallCancelled                               the call's future was cancelled
     ├── DeadlineExceeded        (also TimeoutError) the call's deadline passed
+    ├── SupervisorGaveUp                            restart intensity exceeded
     └── Crash                                       raised by a handler to crash its own actor
 
 Each docstring says when the error is raised and whose fault it is.
@@ -32,6 +33,7 @@ __all__ = [
     "MailboxFull",
     "NameTaken",
     "ProtocolError",
+    "SupervisorGaveUp",
     "UnhandledMessage",
 ]
 
@@ -124,3 +126,17 @@ class Crash(CorralError):
     calls running beside it fail with :class:`ActorCrashed`, and the actor's
     supervisor decides what happens next.
     """
+
+
+class SupervisorGaveUp(CorralError):
+    """A supervisor restarted its children more often than its intensity allows.
+
+    It stopped all its children and failed; its parent handles that as a
+    crash of this child (escalation). Raised out of ``async with Runtime()``
+    when the root gives up, after every actor has been stopped. ``__cause__``
+    is the crash that tipped it over; :attr:`supervisor` names it. The fault
+    of the children (or of what they depend on), not of the caller.
+    """
+
+    #: Name of the supervisor that gave up.
+    supervisor: str = ""

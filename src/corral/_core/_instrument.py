@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._pile import Call
+    from ._specs import SupervisorEvent
 
 __all__ = ["Instrument", "Instruments"]
 
@@ -50,6 +51,13 @@ class Instrument:
 
         For a call that ran, this runs in the worker task right after the
         handler (undo here what :meth:`call_started` set).
+        """
+
+    def supervisor_event(self, event: SupervisorEvent) -> None:
+        """A supervisor started, restarted or stopped a child, or gave up.
+
+        The one place where crashes, restarts, give-ups and escalations are
+        reported; each is also logged on the ``corral`` logger.
         """
 
 

@@ -15,11 +15,12 @@ import anyio.lowlevel
 
 from ._actor import Actor
 from ._cell import DEFAULT_SHUTDOWN, ActorCell, _pong, check_timeout
+from ._clock import Clock, LoopClock
 from ._exceptions import (
-    ActorCrashed,
     ActorNotFound,
     InvalidStateError,
     NameTaken,
+    SupervisorGaveUp,
     UnhandledMessage,
 )
 from ._future import Future
@@ -27,10 +28,12 @@ from ._instrument import Instrument, Instruments
 from ._loop import LoopHooks
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._messages import UNSET, Envelope, GetStatus, Kind, Ping, Stop, _Unset
-from ._pile import ActorState, ActorStatus
+from ._pile import ActorStatus
 from ._ref import ActorRef
+from ._specs import TEMPORARY, ChildSpec, Restart, child
+from ._supervisor import Supervisor
 
-__all__ = ["Runtime", "check_positive_int"]
+__all__ = ["Runtime"]
 
 logger = logging.getLogger("corral")
 
@@ -45,17 +48,8 @@ class _RuntimeState(enum.Enum):
     CLOSED = "closed"
 
 
-def check_positive_int(value: object, what: str) -> int:
-    """Return *value* if it is an int >= 1, else raise an error that names it."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value!r}")
-    return value
-
-
 class Runtime:
-    """The root scope of a corral application and its registry of actors.
+    """The root scope of a corral application: its supervision tree and name registry.
 
     ::
 
@@ -63,51 +57,108 @@ class Runtime:
             calc = await rt.spawn(Calculator, name="calc")
             print(await calc.ask(Add(a=1, b=2)))
 
-    Everything spawned runs inside the ``async with`` block. On a normal exit
-    the runtime stops taking new actors and stops the actors in reverse spawn
-    order: each stops intake and drains its queued and running calls, all
-    within *shutdown_timeout* seconds in total; what is left after that is
+        async with corral.Runtime(tree) as rt:   # a Supervisor with children
+            chat = rt.ref("chat")
+
+    Entering starts the tree (children in order, each ready before the
+    next). Everything runs inside the ``async with`` block. On a normal exit
+    the runtime stops the tree in reverse start order: each actor stops
+    intake and drains its queued and running calls, all within
+    *shutdown_timeout* seconds in total; what is left after that is
     cancelled and failed with :class:`ActorStopped`. When the block exits
     with an exception or is cancelled, nothing is drained: every actor is
     cancelled at once (``on_stop`` still runs, bounded) and the exception
-    propagates unchanged. Either way no task outlives the block and every
-    future is resolved.
+    propagates unchanged. When the root supervisor gives up, the block is
+    cancelled, everything is stopped, and :class:`SupervisorGaveUp` is raised.
+    Either way no task outlives the block and every future is resolved.
 
     Args:
+        tree: The root :class:`Supervisor`; default: an empty one-for-one
+            supervisor named ``"root"``.
         shutdown_timeout: Seconds the whole drain may take on a normal exit;
-            also the default ``shutdown`` of each actor. ``None``: no limit.
-        instruments: :class:`Instrument` objects that receive call events.
+            also the default ``shutdown`` of actors made with :meth:`spawn`.
+            ``None``: no limit.
+        instruments: :class:`Instrument` objects that receive call and
+            supervision events.
+        clock: The :class:`Clock` for restart intensity and backoff; default
+            the event loop's clock. Tests pass a :class:`corral.testing.ManualClock`.
     """
 
     def __init__(
         self,
+        tree: Supervisor | None = None,
         *,
         shutdown_timeout: float | None = DEFAULT_SHUTDOWN,
         instruments: Iterable[Instrument] = (),
+        clock: Clock | None = None,
     ) -> None:
         check_timeout(shutdown_timeout, "shutdown_timeout")
+        if tree is not None and not isinstance(tree, Supervisor):
+            raise TypeError(f"the tree must be a corral.Supervisor, got {tree!r}")
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(f"clock must be a corral.Clock, got {clock!r}")
         self.shutdown_timeout = shutdown_timeout
+        self.clock: Clock = clock if clock is not None else LoopClock()
         self._instruments: Instruments | None = Instruments(instruments) or None
+        self._root = tree if tree is not None else Supervisor()
         self._state = _RuntimeState.NEW
         self._cells: dict[str, ActorCell] = {}
+        self._supervisors: dict[str, Supervisor] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._loop: LoopHooks | None = None
+        self._root_done: anyio.Event | None = None
+        self._failure: SupervisorGaveUp | None = None
 
     def __repr__(self) -> str:
         return f"<corral.Runtime {self._state.value} actors={len(self._cells)}>"
+
+    @property
+    def root(self) -> Supervisor:
+        """The root supervisor."""
+        return self._root
 
     async def __aenter__(self) -> Runtime:
         if self._state is not _RuntimeState.NEW:
             raise InvalidStateError(
                 f"a Runtime can be entered only once; this one is {self._state.value}"
             )
+        self._root._bind(self, None)
         stack = AsyncExitStack()
         self._loop = LoopHooks()
+        self._root_done = anyio.Event()
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
         self._state = _RuntimeState.RUNNING
+        try:
+            await self._tg.start(self._run_root, name="corral supervisor root")
+        except BaseException:
+            self._tg.cancel_scope.cancel()
+            await stack.aclose()
+            self._state = _RuntimeState.CLOSED
+            raise
+        error = self._root._start_error
+        if error is not None:
+            await self._root_done.wait()
+            await stack.aclose()
+            self._state = _RuntimeState.CLOSED
+            raise error
         return self
+
+    async def _run_root(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        assert self._root_done is not None and self._tg is not None
+        try:
+            await self._root._serve(task_status=task_status)
+        except SupervisorGaveUp as exc:
+            # The root gave up: nothing repairs it. End the tree, then cancel
+            # the block so that __aexit__ raises the failure.
+            self._failure = exc
+            self._root._end_all()
+            self._tg.cancel_scope.cancel()
+        finally:
+            self._root_done.set()
 
     async def __aexit__(
         self,
@@ -117,45 +168,80 @@ class Runtime:
     ) -> bool:
         assert self._stack is not None
         assert self._tg is not None
+        assert self._root_done is not None
         self._state = _RuntimeState.CLOSING
-        graceful = exc is None
+        graceful = exc is None and self._failure is None
         try:
             # On an error or a cancellation the stop sequence must still run,
             # so it is shielded; every step in it is bounded (zero drain time,
             # on_stop limited by each actor's shutdown time).
             with anyio.CancelScope(shield=not graceful):
-                await self._stop_all(graceful)
+                self._root.request_stop(
+                    final=True, timeout=self.shutdown_timeout if graceful else 0
+                )
+                await self._root_done.wait()
         finally:
             self._tg.cancel_scope.cancel()
-            # The task group exits without the body's exception, so the user
-            # sees that exception itself rather than an exception group.
-            await self._stack.aclose()
+            if self._failure is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
+                # The block was cancelled by the runtime itself (the root gave
+                # up): let the task group take back its own cancellation.
+                await self._stack.__aexit__(type(exc), exc, tb)
+            else:
+                # The task group exits without the block's exception, so the
+                # user sees that exception itself, not an exception group.
+                await self._stack.aclose()
             self._state = _RuntimeState.CLOSED
+        if self._failure is not None:
+            raise self._failure
         return False
 
-    async def _stop_all(self, graceful: bool) -> None:
-        cells = list(self._cells.values())
-        if not graceful:
-            for cell in reversed(cells):
-                cell.request_stop(0)
-                await cell.wait_finalized()
-            return
-        total = self.shutdown_timeout
-        deadline = None if total is None else anyio.current_time() + total
-        for cell in reversed(cells):
-            limit = cell.shutdown
-            if deadline is not None:
-                remaining = max(0.0, deadline - anyio.current_time())
-                limit = remaining if limit is None else min(limit, remaining)
-            cell.request_stop(limit)
-            await cell.wait_finalized()
+    # --- the registry ----------------------------------------------------------------
 
-    def _check_running(self) -> anyio.abc.TaskGroup:
-        if self._state is not _RuntimeState.RUNNING or self._tg is None:
+    def _check_name_free(self, name: str) -> None:
+        if name in self._cells or name in self._supervisors:
+            raise NameTaken(f"the name {name!r} is already in use in this runtime")
+
+    def _register_supervisor(self, sup: Supervisor) -> None:
+        self._check_name_free(sup.name)
+        self._supervisors[sup.name] = sup
+
+    def _forget_supervisor(self, sup: Supervisor) -> None:
+        if self._supervisors.get(sup.name) is sup:
+            del self._supervisors[sup.name]
+
+    def _new_cell(self, spec: ChildSpec, instance: Actor[Any, Any], sup: Supervisor) -> ActorCell:
+        """Make and register the cell of a supervisor's actor child."""
+        assert self._loop is not None
+        if not isinstance(instance, Actor):
+            raise TypeError(
+                f"spawn needs an Actor class or factory; {spec.factory!r} made {instance!r}"
+            )
+        self._check_name_free(spec.name)
+        cell = ActorCell(
+            name=spec.name,
+            factory=spec.factory,
+            instance=instance,
+            capacity=spec.mailbox,
+            max_concurrency=spec.max_concurrency,
+            shutdown=spec.shutdown,
+            instruments=self._instruments,
+            loop=self._loop,
+        )
+        cell.on_exit = sup._cell_exited
+        cell.activate = sup._activate
+        cell.on_final = self._forget
+        self._cells[spec.name] = cell
+        return cell
+
+    def _forget(self, cell: ActorCell) -> None:
+        if self._cells.get(cell.name) is cell:
+            del self._cells[cell.name]
+
+    def _check_running(self) -> None:
+        if self._state is not _RuntimeState.RUNNING:
             raise InvalidStateError(
                 f"the runtime is {self._state.value}; spawn actors inside 'async with Runtime()'"
             )
-        return self._tg
 
     async def spawn(
         self,
@@ -165,8 +251,9 @@ class Runtime:
         mailbox: int = DEFAULT_MAILBOX_CAPACITY,
         max_concurrency: int = 1,
         shutdown: float | _Unset | None = UNSET,
+        restart: Restart = TEMPORARY,
     ) -> ActorRef[ReqT, ReplyT]:
-        """Start an actor and return its ref once it is ready.
+        """Start an actor as a child of the root supervisor and return its ref once ready.
 
         Args:
             actor: The actor class, or any callable that returns a new
@@ -178,6 +265,10 @@ class Runtime:
             shutdown: Seconds the actor gets to drain on stop, and separately
                 to run ``on_stop``; ``None`` for no limit. Default: the
                 runtime's ``shutdown_timeout``.
+            restart: :data:`TEMPORARY` by default: an actor spawned at run
+                time is not restarted unless you ask for it
+                (:data:`PERMANENT`, :data:`TRANSIENT`), and then counts
+                toward the root supervisor's restart intensity.
 
         Returns once ``on_start`` has finished.
 
@@ -189,69 +280,30 @@ class Runtime:
             ActorCrashed: ``on_start`` raised; ``__cause__`` holds its error.
             InvalidStateError: The runtime is not running.
         """
-        tg = self._check_running()
-        assert self._loop is not None
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"actor name must be a non-empty str, got {name!r}")
-        check_positive_int(mailbox, "mailbox capacity")
-        check_positive_int(max_concurrency, "max_concurrency")
-        shutdown_time = self.shutdown_timeout if isinstance(shutdown, _Unset) else shutdown
-        check_timeout(shutdown_time, "shutdown")
-        if name in self._cells:
-            raise NameTaken(f"an actor named {name!r} is already running")
-        instance = actor()
-        if not isinstance(instance, Actor):
-            raise TypeError(f"spawn needs an Actor class or factory; {actor!r} made {instance!r}")
-        cell = ActorCell(
+        self._check_running()
+        spec = child(
+            actor,
             name=name,
-            factory=actor,
-            instance=instance,
-            capacity=mailbox,
+            restart=restart,
+            shutdown=self.shutdown_timeout if isinstance(shutdown, _Unset) else shutdown,
+            mailbox=mailbox,
             max_concurrency=max_concurrency,
-            shutdown=shutdown_time,
-            instruments=self._instruments,
-            loop=self._loop,
         )
-        self._cells[name] = cell
-        cell.on_final = self._forget
-        cell.on_exit = self._exited
-        if cell.lazy:
-            # Nothing to start: the task is started by the first call.
-            cell.activate = self._activate
-            cell.state = ActorState.RUNNING
-        else:
-            cell.mark_active()
-            await tg.start(cell.run, name=f"corral actor {name}")
-            if cell.start_failed:
-                cell.finalize()
-                raise ActorCrashed(
-                    f"actor {name!r} failed to start: {cell.crash!r}"
-                ) from cell.crash
-        return cell.ref
+        self._check_name_free(name)
+        ref = await self._root.start_child(spec)
+        assert isinstance(ref, ActorRef)
+        return ref
 
-    def _activate(self, cell: ActorCell) -> None:
-        # Called from whichever task sent the first call; the actor's task
-        # runs in the context captured at spawn, not in that sender's.
-        tg = self._tg
-        assert tg is not None
-        name = f"corral actor {cell.name}"
-        cell.context.run(lambda: tg.start_soon(cell.run, name=name))
+    def supervisor(self, name: str) -> Supervisor:
+        """Return the supervisor registered as *name* (``"root"`` for the default root).
 
-    def _forget(self, cell: ActorCell) -> None:
-        if self._cells.get(cell.name) is cell:
-            del self._cells[cell.name]
-
-    def _exited(self, cell: ActorCell) -> None:
-        # Without a supervisor nothing is restarted: the incarnation that
-        # ended was the last one.
-        if cell.crash is not None and not cell.start_failed:
-            logger.error(
-                "actor %r (%s) crashed and was not restarted",
-                cell.name,
-                cell.actor_class.__qualname__,
-                exc_info=cell.crash,
-            )
-        cell.finalize()
+        Raises:
+            LookupError: No supervisor has that name.
+        """
+        try:
+            return self._supervisors[name]
+        except KeyError:
+            raise LookupError(f"no supervisor named {name!r} in this runtime") from None
 
     def ref(self, name: str) -> ActorRef[Any, Any]:
         """Return the ref of the live actor registered as *name*.

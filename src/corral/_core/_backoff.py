@@ -1,0 +1,64 @@
+"""The restart backoff schedule (Akka's form), as a pure function plus its settings."""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import attrs
+
+__all__ = ["DEFAULT_BACKOFF_JITTER", "Backoff"]
+
+#: Default random factor of a :class:`Backoff`.
+DEFAULT_BACKOFF_JITTER: Final = 0.2
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not (value >= 0) or math.isinf(value):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Backoff:
+    """How long a supervisor waits before restarting a child that crashed.
+
+    The n-th consecutive restart of a child (n = 0, 1, ...) waits
+    ``min(max, min * 2**n) * (1 + jitter * r)`` seconds, r uniform in [0, 1)
+    (Akka's restart-with-backoff). After the child has run for *reset_after*
+    seconds without crashing, n starts again from 0.
+
+    Args:
+        min: Delay before the first restart, seconds.
+        max: Ceiling of the delay (before jitter), seconds; >= *min*.
+        jitter: Random factor, >= 0: 0.2 adds up to 20 %.
+        reset_after: Quiet time that resets the count; default ``(min + max) / 2``.
+
+    Raises:
+        ValueError: A negative, infinite or NaN setting, or *min* > *max*.
+    """
+
+    min: float
+    max: float
+    jitter: float = DEFAULT_BACKOFF_JITTER
+    reset_after: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _non_negative("Backoff min", self.min)
+        _non_negative("Backoff max", self.max)
+        _non_negative("Backoff jitter", self.jitter)
+        if self.reset_after is not None:
+            _non_negative("Backoff reset_after", self.reset_after)
+        if self.min > self.max:
+            raise ValueError(f"Backoff min must be <= max, got min={self.min} > max={self.max}")
+
+    @property
+    def quiet_period(self) -> float:
+        """Seconds without a crash after which the count resets."""
+        return (self.min + self.max) / 2 if self.reset_after is None else self.reset_after
+
+    def delay(self, attempt: int, rand: float) -> float:
+        """Return the delay before restart number *attempt* (from 0), given *rand* in [0, 1)."""
+        base = self.min * 2.0 ** min(attempt, 64) if self.min > 0 else 0.0
+        return min(self.max, base) * (1.0 + self.jitter * rand)

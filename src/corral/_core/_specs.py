@@ -1,0 +1,206 @@
+"""Supervision vocabulary: strategies, restart types, child specs and events."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ._actor import Actor
+from ._cell import DEFAULT_SHUTDOWN, check_timeout
+from ._mailbox import DEFAULT_MAILBOX_CAPACITY
+from ._messages import UNSET, _Unset
+
+__all__ = [
+    "ONE_FOR_ALL",
+    "ONE_FOR_ONE",
+    "PERMANENT",
+    "REST_FOR_ONE",
+    "TEMPORARY",
+    "TRANSIENT",
+    "ChildInfo",
+    "ChildSpec",
+    "ChildState",
+    "Restart",
+    "Strategy",
+    "SupervisorEvent",
+    "SupervisorEventKind",
+    "check_positive_int",
+    "child",
+]
+
+
+def check_positive_int(value: object, what: str) -> int:
+    """Return *value* if it is an int >= 1, else raise an error that names it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be >= 1, got {value!r}")
+    return value
+
+
+class Strategy(enum.Enum):
+    """Which children a supervisor restarts when one of them crashes."""
+
+    #: Restart only the child that crashed.
+    ONE_FOR_ONE = "one_for_one"
+    #: Stop all the other children (in reverse start order) and restart them all.
+    ONE_FOR_ALL = "one_for_all"
+    #: Stop and restart the child that crashed and every child started after it.
+    REST_FOR_ONE = "rest_for_one"
+
+
+ONE_FOR_ONE = Strategy.ONE_FOR_ONE
+ONE_FOR_ALL = Strategy.ONE_FOR_ALL
+REST_FOR_ONE = Strategy.REST_FOR_ONE
+
+
+class Restart(enum.Enum):
+    """When a child that ended is started again."""
+
+    #: Always, whether it crashed or stopped normally.
+    PERMANENT = "permanent"
+    #: Only after a crash, not after a normal stop.
+    TRANSIENT = "transient"
+    #: Never.
+    TEMPORARY = "temporary"
+
+
+PERMANENT = Restart.PERMANENT
+TRANSIENT = Restart.TRANSIENT
+TEMPORARY = Restart.TEMPORARY
+
+
+def _check_name(_: Any, __: Any, value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"a child name must be a non-empty str, got {value!r}")
+
+
+def _check_restart(_: Any, __: Any, value: Restart) -> None:
+    if not isinstance(value, Restart):
+        raise TypeError(f"restart must be PERMANENT, TRANSIENT or TEMPORARY, got {value!r}")
+
+
+def _check_shutdown(_: Any, __: Any, value: float | None) -> None:
+    check_timeout(value, "shutdown")
+
+
+@attrs.frozen(kw_only=True)
+class ChildSpec:
+    """How a supervisor starts, restarts and stops one actor (made by :func:`child`)."""
+
+    factory: Callable[[], Actor[Any, Any]]
+    name: str = attrs.field(validator=_check_name)
+    restart: Restart = attrs.field(default=PERMANENT, validator=_check_restart)
+    shutdown: float | None = attrs.field(default=DEFAULT_SHUTDOWN, validator=_check_shutdown)
+    mailbox: int = attrs.field(default=DEFAULT_MAILBOX_CAPACITY)
+    max_concurrency: int = attrs.field(default=1)
+
+    def __attrs_post_init__(self) -> None:
+        if not callable(self.factory):
+            raise TypeError(
+                f"child {self.name!r} needs an Actor class or factory, got {self.factory!r}"
+            )
+        check_positive_int(self.mailbox, "mailbox capacity")
+        check_positive_int(self.max_concurrency, "max_concurrency")
+
+
+def child(
+    factory: Callable[[], Actor[Any, Any]],
+    *,
+    name: str,
+    restart: Restart = PERMANENT,
+    shutdown: float | _Unset | None = UNSET,
+    mailbox: int = DEFAULT_MAILBOX_CAPACITY,
+    max_concurrency: int = 1,
+) -> ChildSpec:
+    """Describe an actor child of a :class:`Supervisor`.
+
+    Args:
+        factory: The actor class, or a callable that returns a new instance
+            (called again for every restart).
+        name: Unique name in the runtime.
+        restart: :data:`PERMANENT` (default), :data:`TRANSIENT` or :data:`TEMPORARY`.
+        shutdown: Seconds the actor gets to finish its calls when stopped,
+            and separately for ``on_stop``; ``0`` cancels at once, ``None``
+            waits without limit. Default :data:`DEFAULT_SHUTDOWN` (5 s, as OTP).
+        mailbox: Mailbox capacity.
+        max_concurrency: Calls that may run at once.
+
+    Raises:
+        ValueError, TypeError: A setting is out of range; the message names it.
+    """
+    return ChildSpec(
+        factory=factory,
+        name=name,
+        restart=restart,
+        shutdown=DEFAULT_SHUTDOWN if isinstance(shutdown, _Unset) else shutdown,
+        mailbox=mailbox,
+        max_concurrency=max_concurrency,
+    )
+
+
+class ChildState(enum.Enum):
+    """State of a supervisor's child, as :meth:`Supervisor.children` reports it."""
+
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    STOPPED = "stopped"
+
+
+@attrs.frozen(kw_only=True)
+class ChildInfo:
+    """One row of :meth:`Supervisor.children`."""
+
+    name: str
+    #: ``"actor"`` or ``"supervisor"``.
+    kind: str
+    state: ChildState
+    restart: Restart
+    #: How often the supervisor restarted this child.
+    restarts: int
+    #: ``"ErrorType: message"`` of the child's last crash, or ``None``.
+    last_error: str | None
+
+
+class SupervisorEventKind(enum.Enum):
+    """What a :class:`SupervisorEvent` reports."""
+
+    #: A child was started (the first time, or by start_child).
+    CHILD_STARTED = "child_started"
+    #: A child crashed (an exception ended it).
+    CHILD_CRASHED = "child_crashed"
+    #: A child ended normally on its own (a normal stop it was not asked for by its supervisor).
+    CHILD_EXITED = "child_exited"
+    #: A restart was decided; ``delay`` says how long the supervisor waits first.
+    RESTART_SCHEDULED = "restart_scheduled"
+    #: A child was restarted: a new instance is running.
+    CHILD_RESTARTED = "child_restarted"
+    #: A child was stopped for good (by its supervisor, or it ended and is not restarted).
+    CHILD_STOPPED = "child_stopped"
+    #: The supervisor exceeded its restart intensity and stopped all its children.
+    GAVE_UP = "gave_up"
+    #: The supervisor's failure went up to its parent (or out of the runtime at the root).
+    ESCALATED = "escalated"
+
+
+@attrs.frozen(kw_only=True)
+class SupervisorEvent:
+    """One thing a supervisor did, as reported to :meth:`Instrument.supervisor_event`."""
+
+    kind: SupervisorEventKind
+    #: Name of the supervisor that reports it.
+    supervisor: str
+    strategy: Strategy
+    #: The child concerned, if any.
+    child: str | None = None
+    #: Restarts of that child so far.
+    restarts: int = 0
+    #: The error that ended the child (or made the supervisor give up).
+    error: BaseException | None = None
+    #: For RESTART_SCHEDULED, seconds until the restart.
+    delay: float | None = None
+    #: The supervisor clock's time.
+    time: float = 0.0

@@ -1,0 +1,763 @@
+"""Supervisors: OTP restart semantics on nested anyio task groups."""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import logging
+import math
+import random
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from ._actor import Actor
+from ._backoff import Backoff
+from ._cell import ActorCell, check_timeout
+from ._exceptions import ActorCrashed, InvalidStateError, SupervisorGaveUp
+from ._intensity import add_restart
+from ._ref import ActorRef
+from ._specs import (
+    ONE_FOR_ALL,
+    ONE_FOR_ONE,
+    PERMANENT,
+    REST_FOR_ONE,
+    TEMPORARY,
+    TRANSIENT,
+    ChildInfo,
+    ChildSpec,
+    ChildState,
+    Restart,
+    Strategy,
+    SupervisorEvent,
+    SupervisorEventKind,
+)
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["Supervisor"]
+
+logger = logging.getLogger("corral")
+
+_RUNNING = ChildState.RUNNING
+_RESTARTING = ChildState.RESTARTING
+_STOPPED = ChildState.STOPPED
+_EV = SupervisorEventKind
+
+
+def _describe(error: BaseException | None) -> str | None:
+    return None if error is None else f"{type(error).__name__}: {error}"
+
+
+class _Child:
+    """A supervisor's record of one child, actor or supervisor, across its restarts."""
+
+    __slots__ = (
+        "backoff_count",
+        "cell",
+        "exited",
+        "last_error",
+        "removed",
+        "restarts",
+        "running",
+        "spec",
+        "started_at",
+        "state",
+        "stopping",
+        "sup",
+    )
+
+    def __init__(self, spec: ChildSpec | Supervisor) -> None:
+        self.spec = spec if isinstance(spec, ChildSpec) else None
+        self.sup = spec if isinstance(spec, Supervisor) else None
+        self.cell: ActorCell | None = None
+        self.state = _STOPPED
+        self.restarts = 0
+        self.last_error: BaseException | None = None
+        #: Whether the child has a task that has not ended yet.
+        self.running = False
+        #: Whether its supervisor asked it to stop (its exit is then expected).
+        self.stopping = False
+        self.exited: anyio.Event | None = None
+        self.removed = False
+        self.backoff_count = 0
+        self.started_at = 0.0
+
+    @property
+    def name(self) -> str:
+        if self.spec is not None:
+            return self.spec.name
+        assert self.sup is not None
+        return self.sup.name
+
+    @property
+    def restart(self) -> Restart:
+        if self.spec is not None:
+            return self.spec.restart
+        assert self.sup is not None
+        return self.sup.restart
+
+    @property
+    def shutdown(self) -> float | None:
+        if self.spec is not None:
+            return self.spec.shutdown
+        assert self.sup is not None
+        return self.sup.shutdown
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Supervisor:
+    """A node of the supervision tree: starts children, watches them, restarts them.
+
+    ::
+
+        tree = corral.Supervisor(
+            strategy=corral.ONE_FOR_ONE,
+            max_restarts=3, within=5.0,
+            backoff=corral.Backoff(min=0.1, max=10.0),
+            children=[
+                corral.child(Chat, name="chat"),
+                corral.child(Embedder, name="embed", restart=corral.TRANSIENT),
+                corral.Supervisor(name="tools", strategy=corral.REST_FOR_ONE, children=[...]),
+            ],
+        )
+        async with corral.Runtime(tree) as rt:
+            ...
+
+    Children start in list order, each ready (its ``on_start`` done) before
+    the next, and stop in reverse order. When a child crashes the
+    *strategy* decides which children restart; more than *max_restarts*
+    restarts within *within* seconds make the supervisor give up: it stops
+    its children and fails with :class:`SupervisorGaveUp`, which its parent
+    handles as a crash of this child (escalation). The semantics follow
+    Erlang/OTP's ``supervisor``; backoff follows Akka.
+
+    A supervisor object runs in one runtime at a time; a supervisor that its
+    parent restarts keeps its children's mailboxes (queued calls survive).
+
+    Args:
+        name: Unique name (the root defaults to ``"root"``; nested ones need one).
+        strategy: :data:`ONE_FOR_ONE` (default), :data:`ONE_FOR_ALL` or :data:`REST_FOR_ONE`.
+        max_restarts: Restart intensity: at most this many restarts ...
+        within: ... in this many seconds (default 1 in 5 s, as OTP).
+        backoff: Delay before restarts (default: none, restart at once, as OTP).
+        children: :func:`child` specs and nested supervisors, in start order.
+        restart: This supervisor's restart type as a child of another.
+        shutdown: Time this supervisor gets to stop its children when it is
+            stopped; ``None`` (default, as OTP) waits for them without limit
+            (each child is still bounded by its own ``shutdown``).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        strategy: Strategy = ONE_FOR_ONE,
+        max_restarts: int = 1,
+        within: float = 5.0,
+        backoff: Backoff | None = None,
+        children: Iterable[ChildSpec | Supervisor] = (),
+        restart: Restart = PERMANENT,
+        shutdown: float | None = None,
+    ) -> None:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"a supervisor name must be a non-empty str, got {name!r}")
+        if not isinstance(strategy, Strategy):
+            raise TypeError(
+                f"strategy must be ONE_FOR_ONE, ONE_FOR_ALL or REST_FOR_ONE, got {strategy!r}"
+            )
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int):
+            raise TypeError(f"max_restarts must be an int, got {max_restarts!r}")
+        if max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
+        if isinstance(within, bool) or not isinstance(within, (int, float)):
+            raise TypeError(f"within must be a number of seconds, got {within!r}")
+        if not within > 0 or math.isinf(within):
+            raise ValueError(f"within must be a finite number of seconds > 0, got {within!r}")
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise TypeError(f"backoff must be a corral.Backoff or None, got {backoff!r}")
+        if not isinstance(restart, Restart):
+            raise TypeError(f"restart must be PERMANENT, TRANSIENT or TEMPORARY, got {restart!r}")
+        check_timeout(shutdown, "shutdown")
+        specs = list(children)
+        seen: set[str] = set()
+        for spec in specs:
+            if not isinstance(spec, (ChildSpec, Supervisor)):
+                raise TypeError(
+                    f"children must be corral.child(...) specs or Supervisors, got {spec!r}"
+                )
+            if isinstance(spec, Supervisor) and spec._name is None:
+                raise ValueError("a nested Supervisor needs a name")
+            child_name = spec.name if isinstance(spec, ChildSpec) else spec._name
+            assert child_name is not None
+            if child_name in seen:
+                raise ValueError(f"two children are named {child_name!r}")
+            seen.add(child_name)
+        self._name: str | None = name
+        self.strategy = strategy
+        self.max_restarts = max_restarts
+        self.within = float(within)
+        self.backoff = backoff
+        self.restart = restart
+        self.shutdown = shutdown
+        self._children = [_Child(spec) for spec in specs]
+        self._state = _State.NEW
+        self._runtime: Runtime | None = None
+        self._parent: Supervisor | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._lock: anyio.Lock | None = None
+        self._pending: list[tuple[_Child, BaseException | None]] = []
+        self._scheduled: list[tuple[float, int, list[_Child]]] = []
+        self._order = itertools.count()
+        self._history: tuple[float, ...] = ()
+        self._idle: anyio.CancelScope | None = None
+        self._stop_requested = False
+        self._final_stop = True
+        self._stop_timeout: float | None = None
+        self._gave_up: SupervisorGaveUp | None = None
+        self._start_error: BaseException | None = None
+        self._random = random.Random()
+
+    def __repr__(self) -> str:
+        return (
+            f"<corral.Supervisor {self.name!r} {self.strategy.value} {self._state.value} "
+            f"children={len(self._children)}>"
+        )
+
+    @property
+    def name(self) -> str:
+        """The supervisor's name."""
+        return self._name or "root"
+
+    # --- reading ---------------------------------------------------------------------
+
+    def children(self) -> list[ChildInfo]:
+        """Return the children in start order: name, kind, state, restart count, last error."""
+        return [
+            ChildInfo(
+                name=c.name,
+                kind="actor" if c.spec is not None else "supervisor",
+                state=c.state,
+                restart=c.restart,
+                restarts=c.restarts,
+                last_error=_describe(c.last_error),
+            )
+            for c in self._children
+            if not c.removed
+        ]
+
+    def ref(self, name: str) -> ActorRef[Any, Any]:
+        """Return the ref of this supervisor's actor child *name*.
+
+        Raises:
+            ActorNotFound: No such actor child.
+        """
+        for c in self._children:
+            if c.spec is not None and c.name == name and c.cell is not None and not c.removed:
+                return c.cell.ref
+        from ._exceptions import ActorNotFound
+
+        raise ActorNotFound(f"supervisor {self.name!r} has no actor child named {name!r}")
+
+    # --- binding to a runtime ------------------------------------------------------------
+
+    def _bind(self, runtime: Runtime, parent: Supervisor | None) -> None:
+        if self._runtime is not None and self._runtime is not runtime:
+            raise InvalidStateError(
+                f"supervisor {self.name!r} already belongs to another runtime; "
+                "build a new Supervisor for each runtime"
+            )
+        self._runtime = runtime
+        self._parent = parent
+        runtime._register_supervisor(self)
+        for c in self._children:
+            if c.sup is not None:
+                c.sup._bind(runtime, self)
+
+    def _emit(
+        self,
+        kind: SupervisorEventKind,
+        child: _Child | None = None,
+        error: BaseException | None = None,
+        delay: float | None = None,
+    ) -> None:
+        runtime = self._runtime
+        assert runtime is not None
+        instruments = runtime._instruments
+        if instruments is None:
+            return
+        instruments.call(
+            "supervisor_event",
+            SupervisorEvent(
+                kind=kind,
+                supervisor=self.name,
+                strategy=self.strategy,
+                child=None if child is None else child.name,
+                restarts=0 if child is None else child.restarts,
+                error=error,
+                delay=delay,
+                time=runtime.clock.now(),
+            ),
+        )
+
+    # --- the supervisor's own task ------------------------------------------------------
+
+    async def _serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run one incarnation: start the children, watch them, stop them.
+
+        Raises :class:`SupervisorGaveUp` after the tree below it has been
+        stopped when its restart intensity was exceeded. A child that fails
+        to start here fails the supervisor's start (as OTP): the children
+        started so far are stopped and :attr:`_start_error` is set.
+        """
+        self._state = _State.STARTING
+        self._pending.clear()
+        self._scheduled.clear()
+        self._history = ()
+        self._stop_requested = False
+        self._final_stop = True
+        self._stop_timeout = None
+        self._gave_up = None
+        self._start_error = None
+        self._lock = anyio.Lock()
+        reported = False
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                try:
+                    for c in list(self._children):
+                        error = await self._start_one(c, first=True)
+                        if error is not None:
+                            self._start_error = error
+                            self._final_stop = False
+                            break
+                    if self._start_error is None:
+                        self._state = _State.RUNNING
+                        task_status.started()
+                        reported = True
+                        await self._loop()
+                finally:
+                    self._state = _State.STOPPING
+                    # Shielded: children always stop in reverse order, also
+                    # when the supervisor is cancelled; each stop is bounded
+                    # by the child's own shutdown time.
+                    with anyio.CancelScope(shield=True):
+                        await self._stop_children(self._final_stop, self._stop_timeout)
+                    self._tg = None
+        finally:
+            self._state = _State.STOPPED
+            if not reported:
+                task_status.started()
+        if self._gave_up is not None:
+            raise self._gave_up
+
+    async def _loop(self) -> None:
+        assert self._runtime is not None and self._lock is not None
+        clock = self._runtime.clock
+        while not self._stop_requested:
+            if self._pending:
+                c, error = self._pending.pop(0)
+                async with self._lock:
+                    await self._handle_exit(c, error)
+                if self._gave_up is not None:
+                    return
+                continue
+            if self._scheduled and self._scheduled[0][0] <= clock.now():
+                _, _, group = heapq.heappop(self._scheduled)
+                async with self._lock:
+                    await self._restart_group(group)
+                continue
+            # Idle until a child exits, a command arrives or a restart is due.
+            with anyio.CancelScope() as scope:
+                self._idle = scope
+                if self._scheduled:
+                    await clock.sleep_until(self._scheduled[0][0])
+                else:
+                    await anyio.sleep_forever()
+            self._idle = None
+
+    def _wake(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+
+    def request_stop(self, *, final: bool, timeout: float | None) -> None:
+        """Ask the supervisor to stop its children (for good if *final*) and end."""
+        self._stop_requested = True
+        self._final_stop = self._final_stop and final
+        self._stop_timeout = timeout
+        self._wake()
+
+    # --- starting -----------------------------------------------------------------------
+
+    async def _start_one(self, c: _Child, *, first: bool = False) -> BaseException | None:
+        """Start (or restart) one child; return the error that kept it from starting."""
+        runtime = self._runtime
+        tg = self._tg
+        assert runtime is not None and tg is not None
+        clock = runtime.clock
+        if c.sup is not None:
+            sub = c.sup
+            c.running = True
+            await tg.start(self._run_sub, c, name=f"corral supervisor {sub.name}")
+            if sub._start_error is not None:
+                c.running = False
+                return sub._start_error
+            c.state = _RUNNING
+            c.started_at = clock.now()
+            return None
+        spec = c.spec
+        assert spec is not None
+        try:
+            instance = spec.factory()
+        except Exception as exc:
+            # A first start reports it as a failed start (as spawn does); a
+            # restart that cannot build its instance has simply crashed again.
+            return _start_failed(spec.name, exc) if first else exc
+        if c.cell is None:
+            c.cell = runtime._new_cell(spec, instance, self)
+            c.cell.owner = c
+        else:
+            try:
+                c.cell.prepare_restart(instance)
+            except TypeError as exc:
+                return exc
+        cell = c.cell
+        c.started_at = clock.now()
+        if cell.lazy and not cell.mailbox.queue:
+            cell.mark_dormant()
+            c.state = _RUNNING
+            return None
+        cell.mark_active()
+        c.running = True
+        await tg.start(cell.run, name=f"corral actor {spec.name}")
+        if cell.start_failed:
+            c.running = False
+            assert cell.crash is not None
+            return _start_failed(spec.name, cell.crash) if first else cell.crash
+        c.state = _RUNNING
+        return None
+
+    def _activate(self, cell: ActorCell) -> None:
+        # A lazy actor's first call: start its task, in the context it was
+        # spawned in (not the sender's).
+        c: _Child = cell.owner
+        tg = self._tg
+        assert tg is not None
+        c.running = True
+        name = f"corral actor {cell.name}"
+        cell.context.run(lambda: tg.start_soon(cell.run, name=name))
+
+    async def _run_sub(
+        self, c: _Child, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        sub = c.sup
+        assert sub is not None
+        error: BaseException | None = None
+        try:
+            await sub._serve(task_status=task_status)
+        except Exception as exc:
+            error = exc
+        finally:
+            if sub._start_error is None:
+                self._exited(c, error)
+
+    # --- exits -------------------------------------------------------------------------
+
+    def _cell_exited(self, cell: ActorCell) -> None:
+        # The cell's on_exit hook: the end of an incarnation, in its task.
+        if cell.start_failed:
+            return  # reported to whoever was starting it
+        self._exited(cell.owner, cell.crash)
+
+    def _exited(self, c: _Child, error: BaseException | None) -> None:
+        c.running = False
+        if c.stopping:
+            if c.exited is not None:
+                c.exited.set()
+            return
+        self._pending.append((c, error))
+        self._wake()
+
+    async def _handle_exit(self, c: _Child, error: BaseException | None) -> None:
+        if c.removed:
+            return
+        assert self._runtime is not None
+        clock = self._runtime.clock
+        if error is not None:
+            c.last_error = error
+            self._emit(_EV.CHILD_CRASHED, c, error)
+            logger.error(
+                "supervisor %r: child %r crashed: %s",
+                self.name,
+                c.name,
+                _describe(error),
+                exc_info=error,
+            )
+        else:
+            self._emit(_EV.CHILD_EXITED, c)
+        restart = c.restart
+        if restart is TEMPORARY or (restart is TRANSIENT and error is None):
+            await self._finish(c)
+            return
+        now = clock.now()
+        self._history, allowed = add_restart(self._history, now, self.max_restarts, self.within)
+        if not allowed:
+            await self._give_up(c, error)
+            return
+        if self.strategy is ONE_FOR_ONE:
+            affected = [c]
+        elif self.strategy is ONE_FOR_ALL:
+            affected = [x for x in self._children if not x.removed]
+        else:
+            index = self._children.index(c)
+            affected = [x for x in self._children[index:] if not x.removed]
+        assert self.strategy in (ONE_FOR_ONE, ONE_FOR_ALL, REST_FOR_ONE)
+        # The others stop in reverse start order; their queues wait for them.
+        for other in reversed(affected):
+            if other is not c:
+                await self._halt(other)
+        group: list[_Child] = []
+        for x in affected:
+            if x is not c and x.restart is TEMPORARY:
+                # OTP: a temporary child stopped because of a sibling is not restarted.
+                await self._finish(x)
+                continue
+            x.state = _RESTARTING
+            if x.cell is not None:
+                x.cell.mark_restarting()
+            group.append(x)
+        delay = self._backoff_delay(c, now)
+        self._emit(_EV.RESTART_SCHEDULED, c, error, delay)
+        if delay > 0:
+            logger.warning(
+                "supervisor %r: restarting %s in %.3fs",
+                self.name,
+                ", ".join(repr(x.name) for x in group),
+                delay,
+            )
+            heapq.heappush(self._scheduled, (now + delay, next(self._order), group))
+        else:
+            await self._restart_group(group)
+
+    def _backoff_delay(self, c: _Child, now: float) -> float:
+        backoff = self.backoff
+        if backoff is None:
+            return 0.0
+        if now - c.started_at >= backoff.quiet_period:
+            c.backoff_count = 0
+        delay = backoff.delay(c.backoff_count, self._random.random())
+        c.backoff_count += 1
+        return delay
+
+    async def _restart_group(self, group: list[_Child]) -> None:
+        # Restart in start order; a child that fails to start is a crash
+        # like any other and goes through the same rules again.
+        for x in sorted(group, key=self._children.index):
+            if x.removed or x.state is not _RESTARTING:
+                continue
+            error = await self._start_one(x)
+            if error is None:
+                x.restarts += 1
+                self._emit(_EV.CHILD_RESTARTED, x)
+                logger.warning("supervisor %r: restarted %r", self.name, x.name)
+            else:
+                x.restarts += 1
+                self._pending.append((x, error))
+
+    async def _give_up(self, c: _Child, error: BaseException | None) -> None:
+        cause = "" if error is None else f": {_describe(error)}"
+        failure = SupervisorGaveUp(
+            f"supervisor {self.name!r} gave up: more than {self.max_restarts} restart(s) "
+            f"within {self.within:g}s; the last was of child {c.name!r}{cause}"
+        )
+        failure.__cause__ = error
+        failure.supervisor = self.name
+        self._emit(_EV.GAVE_UP, c, error)
+        logger.error("%s", failure)
+        # Halted, not ended: if the parent restarts this supervisor, the
+        # children's queues are still there; if not, the parent ends them.
+        for x in reversed(self._children):
+            if not x.removed:
+                await self._halt(x)
+                x.state = _STOPPED
+        self._emit(_EV.ESCALATED, c, failure)
+        self._gave_up = failure
+
+    # --- stopping ------------------------------------------------------------------------
+
+    async def _halt(self, c: _Child, timeout: float | None = None) -> None:
+        """Stop the child's current incarnation, keeping its mailbox for a restart."""
+        await self._stop_task(c, final=False, timeout=timeout)
+
+    async def _stop_task(self, c: _Child, *, final: bool, timeout: float | None) -> None:
+        limit = c.shutdown
+        if timeout is not None:
+            limit = timeout if limit is None else min(limit, timeout)
+        if not c.running:
+            # Nothing to wait for (never called, or it ended meanwhile: its
+            # pending exit is superseded by this stop).
+            self._pending = [(x, e) for x, e in self._pending if x is not c]
+            if final and c.cell is not None and not c.cell.final:
+                c.cell.request_stop(limit)
+            return
+        c.stopping = True
+        c.exited = anyio.Event()
+        try:
+            if c.cell is not None:
+                if final:
+                    c.cell.request_stop(limit)
+                else:
+                    c.cell.request_halt(limit)
+            else:
+                assert c.sup is not None
+                c.sup.request_stop(final=final, timeout=limit)
+            await c.exited.wait()
+        finally:
+            c.stopping = False
+            c.exited = None
+
+    async def _finish(self, c: _Child, timeout: float | None = None) -> None:
+        """End the child for good: stop it (draining), then fail whatever is left."""
+        await self._stop_task(c, final=True, timeout=timeout)
+        self._end(c)
+        self._emit(_EV.CHILD_STOPPED, c)
+
+    def _end(self, c: _Child) -> None:
+        c.removed = True
+        c.state = _STOPPED
+        if c.cell is not None:
+            c.cell.finalize()
+        if c.sup is not None:
+            c.sup._end_all()
+        if c in self._children:
+            self._children.remove(c)
+
+    def _end_all(self) -> None:
+        """End every child below this supervisor for good (after a give-up nobody repairs)."""
+        for c in reversed(list(self._children)):
+            self._end(c)
+        if self._runtime is not None:
+            self._runtime._forget_supervisor(self)
+
+    async def _stop_children(self, final: bool, timeout: float | None) -> None:
+        assert self._runtime is not None
+        clock = self._runtime.clock
+        deadline = None if timeout is None else clock.now() + timeout
+        for c in reversed(list(self._children)):
+            if c.removed:
+                continue
+            remaining = None if deadline is None else max(0.0, deadline - clock.now())
+            if final:
+                await self._stop_task(c, final=True, timeout=remaining)
+                self._end(c)
+            else:
+                await self._halt(c, remaining)
+                c.state = _STOPPED
+
+    # --- dynamic children -----------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if self._state is not _State.RUNNING or self._stop_requested:
+            raise InvalidStateError(
+                f"supervisor {self.name!r} is {self._state.value}; children can be "
+                "started only while it runs"
+            )
+
+    async def start_child(self, spec: ChildSpec | Supervisor) -> ActorRef[Any, Any] | Supervisor:
+        """Add a child at the end of the list and start it; return its ref (or the supervisor).
+
+        Raises:
+            NameTaken: The name is in use in the runtime.
+            ActorCrashed: The child failed to start (``__cause__`` says why).
+            InvalidStateError: The supervisor is not running.
+        """
+        self._check_running()
+        if not isinstance(spec, (ChildSpec, Supervisor)):
+            raise TypeError(
+                f"start_child takes a corral.child(...) spec or a Supervisor, got {spec!r}"
+            )
+        assert self._runtime is not None and self._lock is not None
+        c = _Child(spec)
+        if c.sup is not None:
+            if c.sup._name is None:
+                raise ValueError("a nested Supervisor needs a name")
+            c.sup._bind(self._runtime, self)
+        else:
+            self._runtime._check_name_free(c.name)
+        try:
+            if c.spec is not None and _is_lazy(c.spec):
+                # No hooks to wait for: nothing here awaits, so no lock is needed.
+                self._children.append(c)
+                error = self._start_lazy(c)
+            else:
+                async with self._lock:
+                    self._check_running()
+                    self._children.append(c)
+                    error = await self._start_one(c, first=True)
+        except BaseException:
+            # A configuration error (not an Actor, no message types, name
+            # taken): nothing of the child remains.
+            self._end(c)
+            raise
+        if error is not None:
+            self._end(c)
+            raise error
+        self._emit(_EV.CHILD_STARTED, c)
+        if c.sup is not None:
+            return c.sup
+        assert c.cell is not None
+        return c.cell.ref
+
+    def _start_lazy(self, c: _Child) -> BaseException | None:
+        spec = c.spec
+        assert spec is not None and self._runtime is not None
+        try:
+            instance = spec.factory()
+        except Exception as exc:
+            return _start_failed(spec.name, exc)
+        c.cell = self._runtime._new_cell(spec, instance, self)
+        c.cell.owner = c
+        c.cell.mark_dormant()
+        c.state = _RUNNING
+        c.started_at = self._runtime.clock.now()
+        return None
+
+    async def stop_child(self, name: str) -> None:
+        """Stop the child *name* for good (draining it first) and remove it.
+
+        Raises:
+            LookupError: No child has that name.
+        """
+        assert self._lock is not None
+        async with self._lock:
+            for c in self._children:
+                if c.name == name and not c.removed:
+                    await self._finish(c)
+                    return
+        raise LookupError(f"supervisor {self.name!r} has no child named {name!r}")
+
+
+def _is_lazy(spec: ChildSpec) -> bool:
+    factory = spec.factory
+    if isinstance(factory, type) and issubclass(factory, Actor):
+        return factory.on_start is Actor.on_start and factory.on_stop is Actor.on_stop
+    return False
+
+
+def _start_failed(name: str, error: BaseException) -> ActorCrashed:
+    failure = ActorCrashed(f"actor {name!r} failed to start: {error!r}")
+    failure.__cause__ = error
+    return failure
