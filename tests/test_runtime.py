@@ -378,7 +378,9 @@ async def test_crash_raised_on_purpose_crashes_the_actor(
             await ref.ask(Echo(text="x"))
         with pytest.raises(corral.ActorNotFound):
             rt.ref("gate")
-    assert any("child 'gate' crashed: Crash: asked to crash" in r.message for r in caplog_corral.records)
+    assert any(
+        "child 'gate' crashed: Crash: asked to crash" in r.message for r in caplog_corral.records
+    )
 
 
 async def test_no_task_outlives_the_runtime() -> None:

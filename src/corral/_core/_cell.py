@@ -82,6 +82,7 @@ class ActorCell:
         "_instruments",
         "_main_event",
         "_scope",
+        "_settle_waiters",
         "_starting",
         "_stop_deadline",
         "_tg",
@@ -149,6 +150,7 @@ class ActorCell:
         self._scope: anyio.CancelScope | None = None
         self._stop_deadline = _INF
         self._halting = False
+        self._settle_waiters: list[anyio.Event] | None = None
         self._final = False
         self._done: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -604,13 +606,17 @@ class ActorCell:
         check_timeout(timeout, "stop timeout")
         if self._final:
             return
-        if not self._active:
-            # Never called, so there is no task to drain: it ends right here.
-            self.finalize()
-            return
         if self.state is not ActorState.STOPPING:
             self.state = ActorState.STOPPING
         self.mailbox.close()
+        if not self._active:
+            # No task (a lazy actor between calls): nothing to drain, so this
+            # incarnation ends right here, and the owner decides what next.
+            if self.on_exit is not None:
+                self.on_exit(self)
+            else:
+                self.finalize()
+            return
         self._wake_main()
         self._set_stop_deadline(timeout)
 
@@ -670,6 +676,7 @@ class ActorCell:
         self._halting = False
         self._scope = None
         self.mailbox.closed = False
+        self.settled()
 
     def mark_restarting(self) -> None:
         """Record that the supervisor will restart the actor; calls wait meanwhile."""
@@ -677,6 +684,27 @@ class ActorCell:
         # The supervisor starts the next task itself (after any backoff): a
         # call arriving meanwhile must not start one.
         self._active = True
+        self.mailbox.closed = False
+        self.settled()
+
+    def settled(self) -> None:
+        """Release :meth:`wait_settled`: the owner has dealt with the ended incarnation."""
+        waiters = self._settle_waiters
+        if waiters:
+            self._settle_waiters = None
+            for event in waiters:
+                event.set()
+
+    async def wait_settled(self) -> None:
+        """Wait until the owner has restarted the actor, scheduled its restart, or ended it."""
+        if self._final:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        if self._settle_waiters is None:
+            self._settle_waiters = []
+        self._settle_waiters.append(event)
+        await event.wait()
 
     def mark_dormant(self) -> None:
         """Leave a lazy actor without a task until its next call."""
@@ -695,6 +723,7 @@ class ActorCell:
         self.state = ActorState.CRASHED if self.crash is not None else ActorState.STOPPED
         if self._done is not None:
             self._done.set()
+        self.settled()
         if self.on_final is not None:
             self.on_final(self)
 

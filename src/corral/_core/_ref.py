@@ -187,7 +187,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
         """
         cell = self._cell
         cell.request_stop(cell.shutdown if isinstance(timeout, _Unset) else timeout)
-        await cell.wait_finalized()
+        await cell.wait_settled()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorRef) and other._cell is self._cell

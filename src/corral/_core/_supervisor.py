@@ -408,15 +408,19 @@ class Supervisor:
         tg = self._tg
         assert runtime is not None and tg is not None
         clock = runtime.clock
+        # The child counts as running from here: once started it may serve
+        # calls before this task runs again.
+        previous_state = c.state
+        c.state = _RUNNING
+        c.started_at = clock.now()
         if c.sup is not None:
             sub = c.sup
             c.running = True
             await tg.start(self._run_sub, c, name=f"corral supervisor {sub.name}")
             if sub._start_error is not None:
                 c.running = False
+                c.state = previous_state
                 return sub._start_error
-            c.state = _RUNNING
-            c.started_at = clock.now()
             return None
         spec = c.spec
         assert spec is not None
@@ -425,6 +429,7 @@ class Supervisor:
         except Exception as exc:
             # A first start reports it as a failed start (as spawn does); a
             # restart that cannot build its instance has simply crashed again.
+            c.state = previous_state
             return _start_failed(spec.name, exc) if first else exc
         if c.cell is None:
             c.cell = runtime._new_cell(spec, instance, self)
@@ -433,21 +438,20 @@ class Supervisor:
             try:
                 c.cell.prepare_restart(instance)
             except TypeError as exc:
+                c.state = previous_state
                 return exc
         cell = c.cell
-        c.started_at = clock.now()
         if cell.lazy and not cell.mailbox.queue:
             cell.mark_dormant()
-            c.state = _RUNNING
             return None
         cell.mark_active()
         c.running = True
         await tg.start(cell.run, name=f"corral actor {spec.name}")
         if cell.start_failed:
             c.running = False
+            c.state = previous_state
             assert cell.crash is not None
             return _start_failed(spec.name, cell.crash) if first else cell.crash
-        c.state = _RUNNING
         return None
 
     def _activate(self, cell: ActorCell) -> None:
@@ -568,13 +572,12 @@ class Supervisor:
         for x in sorted(group, key=self._children.index):
             if x.removed or x.state is not _RESTARTING:
                 continue
+            x.restarts += 1
             error = await self._start_one(x)
             if error is None:
-                x.restarts += 1
                 self._emit(_EV.CHILD_RESTARTED, x)
                 logger.warning("supervisor %r: restarted %r", self.name, x.name)
             else:
-                x.restarts += 1
                 self._pending.append((x, error))
 
     async def _give_up(self, c: _Child, error: BaseException | None) -> None:
@@ -595,6 +598,7 @@ class Supervisor:
                 x.state = _STOPPED
         self._emit(_EV.ESCALATED, c, failure)
         self._gave_up = failure
+        self._final_stop = False  # the parent decides whether the children end
 
     # --- stopping ------------------------------------------------------------------------
 
@@ -610,8 +614,6 @@ class Supervisor:
             # Nothing to wait for (never called, or it ended meanwhile: its
             # pending exit is superseded by this stop).
             self._pending = [(x, e) for x, e in self._pending if x is not c]
-            if final and c.cell is not None and not c.cell.final:
-                c.cell.request_stop(limit)
             return
         c.stopping = True
         c.exited = anyio.Event()
