@@ -25,15 +25,18 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
         timeout=300,
         check=True,
     )
-    for key in ("W1", "W2", "W3", "W4", "W5", "W6"):
+    keys = {"W1", "W2", "W3", "W4", "W5", "W6", "W7"}
+    for key in keys:
         assert key in proc.stdout
     assert "corral/floor" in proc.stdout
     report = json.loads(out_file.read_text())
-    assert set(report["workloads"]) == {"W1", "W2", "W3", "W4", "W5", "W6"}
+    assert set(report["workloads"]) == keys
     for data in report["workloads"].values():
         for fig in data["figures"]:
-            assert fig["floor"]["median"] > 0
             assert fig["corral"]["median"] > 0
+            if data["baseline"] == "anyio floor":
+                assert fig["floor"]["median"] > 0
+    assert report["workloads"]["W7"]["baseline"] == "no crashes"
 
 
 def test_trio_backend_runs() -> None:

@@ -351,3 +351,68 @@ async def corral_w6(count: int, concurrency: int = 100) -> Result:
             await fut
         elapsed = time.perf_counter() - start
     return Result({"per_s": count / elapsed, "ideal_per_s": concurrency / 0.01})
+
+
+# --- W7: crash and restart ------------------------------------------------------------
+
+
+class _Stamps:
+    def __init__(self) -> None:
+        self.crashed: list[float] = []
+        self.started: list[float] = []
+
+
+class Crashy(corral.Actor[Num, int]):
+    """Replies msg + 1, and crashes on every message whose number ends in 99 (if asked to)."""
+
+    def __init__(self, stamps: _Stamps, crash_every: int) -> None:
+        self.stamps = stamps
+        self.crash_every = crash_every
+
+    async def on_start(self) -> None:
+        self.stamps.started.append(time.perf_counter())
+
+    async def handle(self, msg: Num) -> int:
+        if self.crash_every and msg.n % self.crash_every == self.crash_every - 1:
+            self.stamps.crashed.append(time.perf_counter())
+            raise corral.Crash("crash on purpose")
+        return msg.n + 1
+
+
+async def _crash_run(count: int, crash_every: int, callers: int = 64) -> Result:
+    stamps = _Stamps()
+    tree = corral.Supervisor(
+        max_restarts=count,  # generous: the workload restarts on every 100th call
+        within=60.0,
+        children=[corral.child(lambda: Crashy(stamps, crash_every), name="crashy")],
+    )
+    failed = 0
+    async with corral.Runtime(tree) as rt:
+        ref = rt.ref("crashy")
+
+        async def one(i: int) -> None:
+            nonlocal failed
+            try:
+                await ref.ask(Num(i))
+            except corral.Crash:
+                failed += 1
+
+        elapsed = await _callers(callers, count, one)
+    restarts = [
+        started - crashed
+        for crashed, started in zip(stamps.crashed, stamps.started[1:], strict=False)
+    ]
+    metrics = {"per_s": count / elapsed, "crashes": float(len(stamps.crashed))}
+    if restarts:
+        metrics["restart_p50_us"] = _percentile(restarts, 0.5) * 1e6
+    return Result(metrics)
+
+
+async def nocrash_w7(count: int) -> Result:
+    """W7's baseline: the same actor and workload without crashes."""
+    return await _crash_run(count, 0)
+
+
+async def corral_w7(count: int) -> Result:
+    """W7: the actor crashes on every 100th message under one-for-one."""
+    return await _crash_run(count, 100)

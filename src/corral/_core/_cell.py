@@ -163,8 +163,9 @@ class ActorCell:
         #: Set by the owner to start the cell's task on its first call (see
         #: :attr:`lazy`); ``None`` when the owner starts the task itself.
         self.activate: Callable[[ActorCell], None] | None = None
-        #: Called at the end of every incarnation (:meth:`run`), in its task.
-        self.on_exit: Callable[[ActorCell], None] | None = None
+        #: Called at the end of every incarnation (:meth:`run`), in its task,
+        #: with whether the task could go on; answers whether to run again.
+        self.on_exit: Callable[[ActorCell, bool], bool] | None = None
         #: Called by :meth:`finalize` once the cell has ended for good.
         self.on_final: Callable[[ActorCell], None] | None = None
         #: The owner's own record of this cell (a supervisor's child entry).
@@ -532,52 +533,61 @@ class ActorCell:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Run one incarnation: ``on_start``, serve until stopped or crashed, ``on_stop``.
+        """Run incarnations: ``on_start``, serve until stopped or crashed, ``on_stop``.
 
-        This is the actor's task. It reports ready on *task_status* once
-        ``on_start`` finished (or failed), and ends by calling the owner's
-        :attr:`on_exit` hook, on a stop and on a crash alike (read
-        :attr:`crash`). Calls still queued stay in the mailbox for the next
-        incarnation or for :meth:`finalize`; calls that were running have
-        been failed.
+        This is the actor's task. It reports ready on *task_status* once the
+        first ``on_start`` finished (or failed). Each incarnation ends by
+        calling the owner's :attr:`on_exit` hook (on a stop and on a crash
+        alike; read :attr:`crash`), which may put a new instance in place and
+        answer ``True`` to run it in this same task; otherwise the task ends.
+        Calls still queued stay in the mailbox for the next incarnation or
+        for :meth:`finalize`; calls that were running have been failed.
         """
-        instance = self.instance
-        reported = False
-        try:
+        status = task_status
+        while True:
+            instance = self.instance
+            reported = False
+            finished = False
             try:
-                if self.actor_class.on_start is not Actor.on_start:
-                    with _CancelScope(deadline=self._stop_deadline) as scope:
-                        self._scope = scope
-                        try:
-                            await instance.on_start()
-                        except Exception as exc:
-                            self.crash = exc
-                            self.start_failed = True
+                try:
+                    stopped_while_starting = False
+                    if self.actor_class.on_start is not Actor.on_start:
+                        with _CancelScope(deadline=self._stop_deadline) as scope:
+                            self._scope = scope
+                            try:
+                                await instance.on_start()
+                            except Exception as exc:
+                                self.crash = exc
+                                self.start_failed = True
+                        self._scope = None
+                        stopped_while_starting = scope.cancelled_caught and self.crash is None
+                    if not stopped_while_starting:
+                        status.started()
+                        reported = True
+                        if self.crash is None:
+                            if self.state in (ActorState.STARTING, ActorState.RESTARTING):
+                                self.state = ActorState.RUNNING
+                            if self.max_concurrency == 1:
+                                await self._work(True)
+                            else:
+                                await self._serve_concurrently()
+                except Exception as exc:
+                    # The actor's own loop failed, not a call: that is a crash.
+                    if self.crash is None:
+                        self.crash = exc
+                finally:
                     self._scope = None
-                    if scope.cancelled_caught and self.crash is None:
-                        return  # stopped while starting: nothing to serve
-                task_status.started()
-                reported = True
-                if self.crash is None:
-                    if self.state is ActorState.STARTING or self.state is ActorState.RESTARTING:
-                        self.state = ActorState.RUNNING
-                    if self.max_concurrency == 1:
-                        await self._work(True)
-                    else:
-                        await self._serve_concurrently()
-            except Exception as exc:
-                # The actor's own loop failed, not a call: that is a crash.
-                if self.crash is None:
-                    self.crash = exc
+                    if not reported:
+                        status.started()
+                    if not self.start_failed:
+                        await self._run_on_stop()
+                finished = True
             finally:
-                self._scope = None
-                if not reported:
-                    task_status.started()
-                if not self.start_failed:
-                    await self._run_on_stop()
-        finally:
-            if self.on_exit is not None:
-                self.on_exit(self)
+                # Also when cancelled: the owner must learn that the task ends.
+                again = self.on_exit(self, finished) if self.on_exit is not None else False
+            if not again:
+                return
+            status = anyio.TASK_STATUS_IGNORED
 
     async def _run_on_stop(self) -> None:
         instance = self.instance
@@ -613,7 +623,7 @@ class ActorCell:
             # No task (a lazy actor between calls): nothing to drain, so this
             # incarnation ends right here, and the owner decides what next.
             if self.on_exit is not None:
-                self.on_exit(self)
+                self.on_exit(self, False)
             else:
                 self.finalize()
             return

@@ -66,6 +66,7 @@ class _Child:
         "running",
         "spec",
         "started_at",
+        "starting",
         "state",
         "stopping",
         "sup",
@@ -86,6 +87,8 @@ class _Child:
         self.removed = False
         self.backoff_count = 0
         self.started_at = 0.0
+        #: Whether a start (with its wait for on_start) is under way.
+        self.starting = False
 
     @property
     def name(self) -> str:
@@ -222,6 +225,7 @@ class Supervisor:
         self._order = itertools.count()
         self._history: tuple[float, ...] = ()
         self._idle: anyio.CancelScope | None = None
+        self._wakeup: anyio.Event | None = None
         self._stop_requested = False
         self._final_stop = True
         self._stop_timeout: float | None = None
@@ -380,16 +384,23 @@ class Supervisor:
                 async with self._lock:
                     await self._restart_group(group)
                 continue
-            # Idle until a child exits, a command arrives or a restart is due.
-            with anyio.CancelScope() as scope:
-                self._idle = scope
-                if self._scheduled:
+            # Idle until a child exits, a stop is requested or a restart is
+            # due. An event wakes much faster than cancelling a scope, so the
+            # scope is used only when there is a restart to wait for.
+            if self._scheduled:
+                with anyio.CancelScope() as scope:
+                    self._idle = scope
                     await clock.sleep_until(self._scheduled[0][0])
-                else:
-                    await anyio.sleep_forever()
-            self._idle = None
+                self._idle = None
+            else:
+                event = self._wakeup = anyio.Event()
+                await event.wait()
 
     def _wake(self) -> None:
+        event = self._wakeup
+        if event is not None:
+            self._wakeup = None
+            event.set()
         if self._idle is not None:
             self._idle.cancel()
 
@@ -446,7 +457,11 @@ class Supervisor:
             return None
         cell.mark_active()
         c.running = True
-        await tg.start(cell.run, name=f"corral actor {spec.name}")
+        c.starting = True
+        try:
+            await tg.start(cell.run, name=f"corral actor {spec.name}")
+        finally:
+            c.starting = False
         if cell.start_failed:
             c.running = False
             c.state = previous_state
@@ -480,11 +495,81 @@ class Supervisor:
 
     # --- exits -------------------------------------------------------------------------
 
-    def _cell_exited(self, cell: ActorCell) -> None:
+    def _cell_exited(self, cell: ActorCell, can_continue: bool) -> bool:
         # The cell's on_exit hook: the end of an incarnation, in its task.
-        if cell.start_failed:
-            return  # reported to whoever was starting it
-        self._exited(cell.owner, cell.crash)
+        c: _Child = cell.owner
+        if cell.start_failed and c.starting:
+            return False  # reported to whoever is starting it
+        error = cell.crash
+        if can_continue and self._restart_in_place(c, error):
+            return True
+        self._exited(c, error)
+        return False
+
+    def _restart_in_place(self, c: _Child, error: BaseException | None) -> bool:
+        """Decide and prepare a restart right away, in the exiting task, if that is all it takes.
+
+        This is the common case: a one-for-one restart (or one that affects
+        no other child), no backoff, within the intensity, nothing else in
+        progress. The decision and the events are exactly those of
+        :meth:`_handle_exit`; only the hop to this supervisor's task and a
+        new task for the actor are saved. Anything else takes the general
+        path.
+        """
+        lock = self._lock
+        cell = c.cell
+        if (
+            self._state is not _State.RUNNING
+            or self._stop_requested
+            or c.stopping
+            or c.removed
+            or cell is None
+            or lock is None
+            or lock.locked()
+            or self.backoff is not None
+            or (cell.lazy and not cell.mailbox.queue)
+        ):
+            return False
+        restart = c.restart
+        if restart is TEMPORARY or (restart is TRANSIENT and error is None):
+            return False
+        if self.strategy is not ONE_FOR_ONE:
+            live = [x for x in self._children if not x.removed]
+            if not (live[-1] is c if self.strategy is REST_FOR_ONE else live == [c]):
+                return False
+        assert self._runtime is not None and c.spec is not None
+        now = self._runtime.clock.now()
+        history, allowed = add_restart(self._history, now, self.max_restarts, self.within)
+        if not allowed:
+            return False
+        try:
+            instance = c.spec.factory()
+            cell.prepare_restart(instance)
+        except Exception:
+            return False  # the general path reports it as the crash it is
+        self._history = history
+        self._report_exit(c, error)
+        self._emit(_EV.RESTART_SCHEDULED, c, error, 0.0)
+        c.restarts += 1
+        c.state = _RUNNING
+        c.started_at = now
+        self._emit(_EV.CHILD_RESTARTED, c)
+        logger.warning("supervisor %r: restarted %r", self.name, c.name)
+        return True
+
+    def _report_exit(self, c: _Child, error: BaseException | None) -> None:
+        if error is not None:
+            c.last_error = error
+            self._emit(_EV.CHILD_CRASHED, c, error)
+            logger.error(
+                "supervisor %r: child %r crashed: %s",
+                self.name,
+                c.name,
+                _describe(error),
+                exc_info=error,
+            )
+        else:
+            self._emit(_EV.CHILD_EXITED, c)
 
     def _exited(self, c: _Child, error: BaseException | None) -> None:
         c.running = False
@@ -500,18 +585,7 @@ class Supervisor:
             return
         assert self._runtime is not None
         clock = self._runtime.clock
-        if error is not None:
-            c.last_error = error
-            self._emit(_EV.CHILD_CRASHED, c, error)
-            logger.error(
-                "supervisor %r: child %r crashed: %s",
-                self.name,
-                c.name,
-                _describe(error),
-                exc_info=error,
-            )
-        else:
-            self._emit(_EV.CHILD_EXITED, c)
+        self._report_exit(c, error)
         restart = c.restart
         if restart is TEMPORARY or (restart is TRANSIENT and error is None):
             await self._finish(c)
