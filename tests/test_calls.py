@@ -296,13 +296,16 @@ async def test_history_is_bounded_and_oldest_first() -> None:
     async with corral.Runtime() as rt:
         ref = await rt.spawn(Calculator, name="calc")
         total = corral.DEFAULT_HISTORY + 7
-        futures = [await ref.submit(Add(a=i, b=0)) for i in range(total)]
+        futures = []
+        ids = []
+        for i in range(total):
+            futures.append(await ref.submit(Add(a=i, b=0)))
+            ids.append(str(futures[-1]._call.envelope.id))  # type: ignore[union-attr]
         for f in futures:
             await f
         recent = ref.status().recent
         assert len(recent) == corral.DEFAULT_HISTORY
-        ids = [str(f._call.envelope.id) for f in futures[-corral.DEFAULT_HISTORY :]]  # type: ignore[union-attr]
-        assert [c.id for c in recent] == ids
+        assert [c.id for c in recent] == ids[-corral.DEFAULT_HISTORY :]
         assert ref.status().counts[CallStatus.SUCCEEDED] == total
 
 

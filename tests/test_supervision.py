@@ -402,6 +402,7 @@ async def test_retry_interrupted_puts_calls_back_in_order() -> None:
     async with corral.Runtime(tree) as rt:
         ref = rt.ref("a")
         first = await ref.submit(Do("block", text="1"))
+        first_id = str(first._call.envelope.id)  # type: ignore[union-attr]
         await made[0].entered.wait()
         crashing = await ref.submit(Do("crash"))
         queued = await ref.submit(Do(text="3"))
@@ -415,7 +416,7 @@ async def test_retry_interrupted_puts_calls_back_in_order() -> None:
         assert await queued == "a:3"
         assert made[1].seen[:2] == ["1", "3"]  # back in its place in line
         attempts = {c.id: c.attempt for c in ref.status().recent}
-        assert attempts[str(first._call.envelope.id)] == 2  # type: ignore[union-attr]
+        assert attempts[first_id] == 2
 
 
 # --- shutdown --------------------------------------------------------------------------------

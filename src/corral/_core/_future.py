@@ -206,6 +206,9 @@ class Future(Generic[T]):
             self._wake()
 
     def _wake(self) -> None:
+        # A done future needs its call no more; dropping it breaks the
+        # call <-> future cycle so that both are freed by reference counting.
+        self._call = None
         event = self._event
         if event is not None:
             # Waiters hold the event themselves; a done future need not keep it.

@@ -711,20 +711,21 @@ class Supervisor:
         self._end(c)
         self._emit(_EV.CHILD_STOPPED, c)
 
-    def _end(self, c: _Child) -> None:
+    def _end(self, c: _Child, *, remove: bool = True) -> None:
         c.removed = True
         c.state = _STOPPED
         if c.cell is not None:
             c.cell.finalize()
         if c.sup is not None:
             c.sup._end_all()
-        if c in self._children:
+        if remove and c in self._children:
             self._children.remove(c)
 
     def _end_all(self) -> None:
         """End every child below this supervisor for good (after a give-up nobody repairs)."""
-        for c in reversed(list(self._children)):
-            self._end(c)
+        for c in reversed(self._children):
+            self._end(c, remove=False)
+        self._children.clear()
         if self._runtime is not None:
             self._runtime._forget_supervisor(self)
 
@@ -738,10 +739,12 @@ class Supervisor:
             remaining = None if deadline is None else max(0.0, deadline - clock.now())
             if final:
                 await self._stop_task(c, final=True, timeout=remaining)
-                self._end(c)
+                self._end(c, remove=False)
             else:
                 await self._halt(c, remaining)
                 c.state = _STOPPED
+        if final:
+            self._children = [c for c in self._children if not c.removed]
 
     # --- dynamic children -----------------------------------------------------------------
 
