@@ -27,6 +27,7 @@ from cattrs.v import format_exception
 from ._core._exceptions import ProtocolError
 from ._core._messages import EMPTY_TRACE_CONTEXT, Envelope, GetStatus, Kind, Ping, Pong, Stop
 from ._core._pile import ActorStatus, CallInfo
+from .telemetry._propagation import current_carrier
 
 __all__ = ["Protocol"]
 
@@ -253,7 +254,7 @@ class Protocol:
             "reply_to": None if envelope.reply_to is None else str(envelope.reply_to),
             "deadline": envelope.deadline,
             "attempt": envelope.attempt,
-            "trace_context": dict(envelope.trace_context),
+            "trace_context": dict(envelope.trace_context or current_carrier()),
             "created_at": envelope.created_at,
         }
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from ._pile import Call
+    from ._runtime import Runtime
     from ._specs import SupervisorEvent
 
-__all__ = ["Instrument", "Instruments"]
+__all__ = ["DEFAULT_INSTRUMENTS", "Instrument", "Instruments"]
 
 logger = logging.getLogger("corral")
 
@@ -19,16 +20,31 @@ class Instrument:
     """Receives the runtime's events; override the hooks you need.
 
     Hooks are called synchronously in the task where the event happens and
-    must not block. They run on the hot path of every call, so keep them
-    cheap; a runtime with no instruments skips them entirely. An instrument
+    must not block. The call hooks run on the hot path of every call, so
+    keep them cheap; a runtime with no instruments skips them entirely, and
+    a hook an instrument does not override costs nothing. An instrument
     whose hook raises is logged on the ``corral`` logger and removed, so a
     broken instrument never fails calls.
 
     Per-call state can be kept in :attr:`Call.instrument_data`.
     """
 
+    def runtime_started(self, runtime: Runtime) -> None:
+        """The runtime has entered its block and started its tree."""
+
+    async def runtime_closing(self, runtime: Runtime) -> None:
+        """The runtime has stopped every actor and is about to exit.
+
+        The place to flush buffered data. It runs shielded from outside
+        cancellation, so bound it yourself.
+        """
+
     def call_submitted(self, call: Call) -> None:
-        """A call was accepted into its actor's mailbox (status ``QUEUED``)."""
+        """A call was accepted into its actor's mailbox (status ``QUEUED``).
+
+        Runs in the sender's task, so the sender's context (its current
+        span, for one) is visible here.
+        """
 
     def call_started(self, call: Call) -> None:
         """A worker starts the call's handler (status ``RUNNING``).
@@ -61,28 +77,65 @@ class Instrument:
         """
 
 
-class Instruments:
-    """The instruments registered on one runtime, called in order."""
+_HOOKS: Final = (
+    "runtime_started",
+    "call_submitted",
+    "call_started",
+    "call_resolved",
+    "call_finished",
+    "supervisor_event",
+)
 
-    __slots__ = ("_items",)
+#: Factories of instruments that every runtime installs unless told not to:
+#: each is called with the runtime's instruments when it starts and returns
+#: an instrument to add, or ``None``. Layers above the core register here
+#: (the OpenTelemetry instrument does), so the core never imports them.
+DEFAULT_INSTRUMENTS: list[Callable[[list[Instrument]], Instrument | None]] = []
+
+
+class Instruments:
+    """The instruments registered on one runtime, called in order.
+
+    For each hook it keeps only the instruments that override it.
+    """
+
+    __slots__ = ("_hooks", "_items")
 
     def __init__(self, items: Iterable[Instrument] = ()) -> None:
-        self._items: list[Instrument] = list(items)
-        for item in self._items:
-            if not isinstance(item, Instrument):
-                raise TypeError(f"instruments must be corral.Instrument objects, got {item!r}")
+        self._items: list[Instrument] = []
+        self._hooks: dict[str, tuple[tuple[Instrument, Callable[..., Any]], ...]] = {}
+        for item in items:
+            self.add(item)
+
+    def add(self, item: Instrument) -> None:
+        """Register *item* after the others."""
+        if not isinstance(item, Instrument):
+            raise TypeError(f"instruments must be corral.Instrument objects, got {item!r}")
+        self._items.append(item)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._hooks = {
+            hook: tuple(
+                (item, getattr(item, hook))
+                for item in self._items
+                if getattr(type(item), hook) is not getattr(Instrument, hook)
+            )
+            for hook in _HOOKS
+        }
 
     def __bool__(self) -> bool:
         return bool(self._items)
 
     def __iter__(self) -> Any:
-        return iter(self._items)
+        return iter(list(self._items))
 
-    def call(self, hook: str, *args: Any) -> None:
-        """Call *hook* on every instrument; drop an instrument that raises."""
-        for item in list(self._items):
+    def call(self, hook: str, arg: Any) -> None:
+        """Call *hook* on every instrument that has it; drop an instrument that raises."""
+        for item, fn in self._hooks[hook]:
             try:
-                getattr(item, hook)(*args)
+                fn(arg)
             except Exception:
                 logger.exception("instrument %r raised in %s; it was removed", item, hook)
                 self._items.remove(item)
+                self._rebuild()

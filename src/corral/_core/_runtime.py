@@ -24,7 +24,7 @@ from ._exceptions import (
     UnhandledMessage,
 )
 from ._future import Future
-from ._instrument import Instrument, Instruments
+from ._instrument import DEFAULT_INSTRUMENTS, Instrument, Instruments
 from ._loop import LoopHooks
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._messages import UNSET, Envelope, GetStatus, Kind, Ping, Stop, _Unset
@@ -99,7 +99,8 @@ class Runtime:
             raise TypeError(f"clock must be a corral.Clock, got {clock!r}")
         self.shutdown_timeout = shutdown_timeout
         self.clock: Clock = clock if clock is not None else LoopClock()
-        self._instruments: Instruments | None = Instruments(instruments) or None
+        self._given_instruments = Instruments(instruments)
+        self._instruments: Instruments | None = None
         self._root = tree if tree is not None else Supervisor()
         self._state = _RuntimeState.NEW
         self._cells: dict[str, ActorCell] = {}
@@ -123,6 +124,12 @@ class Runtime:
             raise InvalidStateError(
                 f"a Runtime can be entered only once; this one is {self._state.value}"
             )
+        instruments = self._given_instruments
+        for factory in DEFAULT_INSTRUMENTS:
+            extra = factory(list(instruments))
+            if extra is not None:
+                instruments.add(extra)
+        self._instruments = instruments if instruments else None
         self._root._bind(self, None)
         stack = AsyncExitStack()
         self._loop = LoopHooks()
@@ -143,6 +150,8 @@ class Runtime:
             await stack.aclose()
             self._state = _RuntimeState.CLOSED
             raise error
+        if self._instruments is not None:
+            self._instruments.call("runtime_started", self)
         return self
 
     async def _run_root(
@@ -180,6 +189,12 @@ class Runtime:
                     final=True, timeout=self.shutdown_timeout if graceful else 0
                 )
                 await self._root_done.wait()
+                if self._instruments is not None:
+                    for item in self._instruments:
+                        try:
+                            await item.runtime_closing(self)
+                        except Exception:
+                            logger.exception("instrument %r raised in runtime_closing", item)
         finally:
             self._tg.cancel_scope.cancel()
             if self._failure is not None and isinstance(exc, anyio.get_cancelled_exc_class()):

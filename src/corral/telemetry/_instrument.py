@@ -1,0 +1,412 @@
+"""The OpenTelemetry instrument: spans and metrics for calls and supervision.
+
+Uses the OpenTelemetry API only; the SDK comes in through :func:`configure`
+or the user's own setup.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from .._core._instrument import DEFAULT_INSTRUMENTS, Instrument
+from .._core._messages import Kind
+from .._core._pile import Call, CallStatus
+from .._core._specs import SupervisorEvent, SupervisorEventKind
+from .._version import __version__
+
+if TYPE_CHECKING:
+    from .._core._runtime import Runtime
+
+__all__ = ["DEFAULT_FLUSH_TIMEOUT", "OpenTelemetry", "tracing_configured"]
+
+logger = logging.getLogger("corral")
+
+#: Seconds the runtime waits, at exit, for buffered spans and metrics to be
+#: handed to the exporter.
+DEFAULT_FLUSH_TIMEOUT: Final = 5.0
+
+_SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.27.0"
+
+_OPERATION: Final = {
+    Kind.REQUEST: "submit",
+    Kind.ONE_WAY: "tell",
+    Kind.SYSTEM: "system",
+    Kind.REPLY: "reply",
+}
+_OUTCOME: Final = {status: status.value for status in CallStatus}
+_EV = SupervisorEventKind
+
+
+def tracing_configured() -> bool:
+    """Whether a real (SDK or vendor) tracer provider is installed globally."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+def _metering_configured() -> bool:
+    provider = metrics.get_meter_provider()
+    return not isinstance(provider, metrics.NoOpMeterProvider) and (
+        type(provider).__name__ != "_ProxyMeterProvider"
+    )
+
+
+class _CallSpans:
+    __slots__ = ("consumer", "parent", "producer", "token")
+
+    def __init__(self, producer: trace.Span | None, parent: otel_context.Context | None) -> None:
+        self.producer = producer
+        self.parent = parent
+        self.consumer: trace.Span | None = None
+        self.token: object = None
+
+
+def _mark_outcome(span: trace.Span, call: Call, outcome: CallStatus | None) -> None:
+    if not span.is_recording():
+        return
+    span.set_attribute("corral.outcome", _OUTCOME[outcome] if outcome is not None else "failed")
+    exc = call.future._exc
+    if outcome is CallStatus.CANCELLED:
+        span.add_event("cancelled")
+    elif outcome is CallStatus.EXPIRED:
+        span.add_event("deadline exceeded")
+    elif exc is not None:
+        span.set_attribute("error.type", type(exc).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
+        span.record_exception(exc)
+
+
+class OpenTelemetry(Instrument):
+    """Traces every call from submit to the resolution of its future, and records metrics.
+
+    A PRODUCER span ``send <actor>`` starts when a call is accepted (its
+    parent is the caller's current span); a CONSUMER span ``process
+    <actor>``, child of the producer span, covers the handler and is the
+    current span while it runs, so spans the handler makes nest under it.
+    The producer span ends when the future resolves, the consumer span when
+    the handler has unwound. A crash and its restart, and a supervisor giving
+    up, are spans of their own. Attribute names follow the OpenTelemetry
+    messaging conventions (``messaging.system`` = ``corral``); corral's own
+    are under ``corral.*`` (see ``docs/jaeger.md``).
+
+    Metrics (when a meter provider is there): ``corral.calls`` (by actor and
+    outcome), ``corral.call.duration`` and ``corral.queue.wait``
+    (histograms, seconds), ``corral.queue.depth`` and ``corral.calls.in_flight``
+    (gauges per actor), ``corral.restarts``.
+
+    Every runtime installs one automatically when OpenTelemetry has been
+    configured globally (by :func:`corral.telemetry.configure` or by your own
+    setup); pass one in ``Runtime(instruments=[...])`` to use other providers.
+    With no provider configured nothing is installed and calls pay nothing.
+
+    Args:
+        tracer_provider: Where spans go; default the global provider.
+        meter_provider: Where metrics go; default the global provider.
+        flush_timeout: Seconds the runtime waits at exit for the providers
+            to hand buffered data to their exporters (in a worker thread).
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
+        trace_calls: bool = True,
+        record_metrics: bool = True,
+    ) -> None:
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self.flush_timeout = flush_timeout
+        self._tracer: trace.Tracer | None = None
+        if trace_calls:
+            self._tracer = trace.get_tracer(
+                "corral", __version__, tracer_provider, schema_url=_SCHEMA_URL
+            )
+        self._runtimes: list[Runtime] = []
+        self._attrs: dict[tuple[str, str], Mapping[str, str]] = {}
+        self._supervision_spans: dict[tuple[str, str], trace.Span | None] = {}
+        self._metrics = False
+        if record_metrics:
+            self._setup_metrics(metrics.get_meter("corral", __version__, meter_provider))
+
+    @classmethod
+    def from_globals(cls, existing: Iterable[Instrument] = ()) -> OpenTelemetry | None:
+        """Return an instrument bound to the global providers, or ``None`` when there is
+        nothing to report to (no provider configured) or one is registered already."""
+        if any(isinstance(item, OpenTelemetry) for item in existing):
+            return None
+        tracing = tracing_configured()
+        metering = _metering_configured()
+        if not (tracing or metering):
+            return None
+        return cls(trace_calls=tracing, record_metrics=metering)
+
+    def _setup_metrics(self, meter: metrics.Meter) -> None:
+        self._metrics = True
+        self._calls = meter.create_counter(
+            "corral.calls", unit="{call}", description="Calls that left an actor's pile"
+        )
+        self._duration = meter.create_histogram(
+            "corral.call.duration", unit="s", description="From acceptance to the end of a call"
+        )
+        self._queue_wait = meter.create_histogram(
+            "corral.queue.wait", unit="s", description="Time a call waited in the mailbox"
+        )
+        self._restarts = meter.create_counter(
+            "corral.restarts", unit="{restart}", description="Restarts done by supervisors"
+        )
+        meter.create_observable_gauge(
+            "corral.queue.depth",
+            callbacks=[self._observe_queue_depth],
+            unit="{call}",
+            description="Calls waiting in each actor's mailbox",
+        )
+        meter.create_observable_gauge(
+            "corral.calls.in_flight",
+            callbacks=[self._observe_in_flight],
+            unit="{call}",
+            description="Calls whose handler is running, per actor",
+        )
+
+    def _observe_queue_depth(
+        self, options: metrics.CallbackOptions
+    ) -> Iterable[metrics.Observation]:
+        for runtime in list(self._runtimes):
+            for name, cell in list(runtime._cells.items()):
+                yield metrics.Observation(
+                    len(cell.mailbox.queue), {"messaging.destination.name": name}
+                )
+
+    def _observe_in_flight(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        for runtime in list(self._runtimes):
+            for name, cell in list(runtime._cells.items()):
+                yield metrics.Observation(
+                    len(cell.pile.running), {"messaging.destination.name": name}
+                )
+
+    # --- runtime --------------------------------------------------------------------
+
+    def runtime_started(self, runtime: Runtime) -> None:
+        self._runtimes.append(runtime)
+
+    async def runtime_closing(self, runtime: Runtime) -> None:
+        if runtime in self._runtimes:
+            self._runtimes.remove(runtime)
+        for span in self._supervision_spans.values():
+            if span is not None:
+                span.end()
+        self._supervision_spans.clear()
+        await self.flush()
+
+    async def flush(self) -> bool:
+        """Hand buffered spans and metrics to the exporters, within :attr:`flush_timeout`.
+
+        Runs the providers' ``force_flush`` in a worker thread, so a slow or
+        dead collector never blocks the event loop; gives up (returning
+        ``False``) when the time is out.
+        """
+        providers: list[Any] = [
+            self._tracer_provider or trace.get_tracer_provider(),
+            self._meter_provider or metrics.get_meter_provider(),
+        ]
+        timeout_ms = max(1, int(self.flush_timeout * 1000))
+        done = True
+        with anyio.move_on_after(self.flush_timeout) as scope:
+            for provider in providers:
+                flush = getattr(provider, "force_flush", None)
+                if flush is None:
+                    continue
+                await anyio.to_thread.run_sync(
+                    functools.partial(flush, timeout_ms), abandon_on_cancel=True
+                )
+        if scope.cancelled_caught:
+            done = False
+            logger.warning(
+                "telemetry was not flushed within %ss; some spans may be lost", self.flush_timeout
+            )
+        return done
+
+    # --- calls ---------------------------------------------------------------------------
+
+    def _attributes(self, actor: str, operation: str) -> Mapping[str, str]:
+        key = (actor, operation)
+        found = self._attrs.get(key)
+        if found is None:
+            found = self._attrs[key] = {
+                "messaging.system": "corral",
+                "messaging.operation.type": "process" if operation == "process" else "send",
+                "messaging.operation.name": operation,
+                "messaging.destination.name": actor,
+            }
+        return found
+
+    def call_submitted(self, call: Call) -> None:
+        tracer = self._tracer
+        if tracer is None:
+            return
+        envelope = call._envelope
+        if envelope.trace_context:
+            # The call came from elsewhere with its producer's context: the
+            # consumer span continues that trace, and there is no local send.
+            call.instrument_data = _CallSpans(None, propagate.extract(envelope.trace_context))
+            return
+        actor = call._cell.name
+        span = tracer.start_span(
+            f"send {actor}",
+            kind=SpanKind.PRODUCER,
+            attributes=self._attributes(actor, _OPERATION[envelope.kind]),
+        )
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "messaging.message.id": str(envelope.id),
+                    "corral.message.type": type(envelope.payload).__qualname__,
+                    "corral.actor.class": call._cell.actor_class.__qualname__,
+                }
+            )
+            span.add_event("enqueued", {"corral.queue.depth": len(call._cell.mailbox.queue)})
+        call.instrument_data = _CallSpans(span, None)
+
+    def call_started(self, call: Call) -> None:
+        tracer = self._tracer
+        data = call.instrument_data
+        if tracer is None or not isinstance(data, _CallSpans):
+            return
+        actor = call._cell.name
+        parent = data.parent
+        if data.producer is not None:
+            parent = trace.set_span_in_context(data.producer)
+        span = tracer.start_span(
+            f"process {actor}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=self._attributes(actor, "process"),
+        )
+        if span.is_recording():
+            envelope = call._envelope
+            waited = (call._started_at or call._enqueued_at) - call._enqueued_at
+            span.set_attributes(
+                {
+                    "messaging.message.id": str(envelope.id),
+                    "corral.message.type": type(envelope.payload).__qualname__,
+                    "corral.actor.class": call._cell.actor_class.__qualname__,
+                    "corral.attempt": envelope.attempt,
+                    "corral.queue.wait": waited,
+                }
+            )
+            span.add_event("dequeued", {"corral.queue.wait": waited})
+        data.consumer = span
+        # Current for the handler, in the worker's own context only: two
+        # calls served at once run in two workers, each with its own context.
+        data.token = otel_context.attach(trace.set_span_in_context(span))
+
+    def call_resolved(self, call: Call) -> None:
+        data = call.instrument_data
+        if not isinstance(data, _CallSpans) or data.producer is None:
+            return
+        _mark_outcome(data.producer, call, call._outcome)
+        data.producer.end()
+
+    def call_finished(self, call: Call) -> None:
+        data = call.instrument_data
+        if isinstance(data, _CallSpans):
+            if data.token is not None:
+                otel_context.detach(data.token)  # type: ignore[arg-type]
+                data.token = None
+            consumer = data.consumer
+            if consumer is not None:
+                _mark_outcome(consumer, call, call._status)
+                consumer.end()
+            call.instrument_data = None
+        if self._metrics:
+            self._record(call)
+
+    def _record(self, call: Call) -> None:
+        actor = call._cell.name
+        status = call._status
+        outcome = _OUTCOME[status] if status is not None else "failed"
+        self._calls.add(1, {"messaging.destination.name": actor, "corral.outcome": outcome})
+        where = {"messaging.destination.name": actor}
+        finished = call._finished_at
+        if finished is not None:
+            self._duration.record(max(0.0, finished - call._enqueued_at), where)
+        if call._started_at is not None:
+            self._queue_wait.record(max(0.0, call._started_at - call._enqueued_at), where)
+
+    # --- supervision -----------------------------------------------------------------------
+
+    def supervisor_event(self, event: SupervisorEvent) -> None:
+        kind = event.kind
+        if kind is _EV.CHILD_RESTARTED and self._metrics:
+            self._restarts.add(
+                1, {"corral.supervisor": event.supervisor, "corral.child": event.child or ""}
+            )
+        tracer = self._tracer
+        if tracer is None:
+            return
+        key = (event.supervisor, event.child or "")
+        attributes = {
+            "corral.supervisor": event.supervisor,
+            "corral.strategy": event.strategy.value,
+            "corral.child": event.child or "",
+            "corral.restarts": event.restarts,
+        }
+        spans = self._supervision_spans
+        if kind in (_EV.CHILD_CRASHED, _EV.CHILD_EXITED):
+            previous = spans.pop(key, None)
+            if previous is not None:
+                previous.end()
+            # Its own trace: a crash is not part of any caller's request.
+            span = tracer.start_span(
+                f"supervise {event.child}",
+                context=otel_context.Context(),
+                attributes={**attributes, "corral.event": kind.value},
+            )
+            if event.error is not None:
+                span.set_attribute("error.type", type(event.error).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, str(event.error)))
+                span.record_exception(event.error)
+            spans[key] = span
+        elif kind is _EV.RESTART_SCHEDULED:
+            open_span = spans.get(key)
+            if open_span is not None:
+                open_span.add_event(
+                    "restart scheduled", {"corral.restart.delay": event.delay or 0.0}
+                )
+        elif kind in (_EV.CHILD_RESTARTED, _EV.CHILD_STOPPED):
+            open_span = spans.pop(key, None)
+            if open_span is not None:
+                open_span.set_attribute("corral.restarts", event.restarts)
+                open_span.add_event("restarted" if kind is _EV.CHILD_RESTARTED else "stopped")
+                open_span.end()
+        elif kind is _EV.GAVE_UP:
+            span = tracer.start_span(
+                f"give up {event.supervisor}",
+                context=otel_context.Context(),
+                attributes={**attributes, "corral.event": kind.value},
+            )
+            error = event.error
+            span.set_status(Status(StatusCode.ERROR, f"restart intensity exceeded: {error!r}"))
+            if error is not None:
+                span.set_attribute("error.type", type(error).__qualname__)
+            spans[(event.supervisor, "")] = span
+        elif kind is _EV.ESCALATED:
+            open_span = spans.pop((event.supervisor, ""), None)
+            if open_span is not None:
+                open_span.add_event("escalated")
+                open_span.end()
+
+
+def _default(existing: list[Instrument]) -> Instrument | None:
+    return OpenTelemetry.from_globals(existing)
+
+
+DEFAULT_INSTRUMENTS.append(_default)

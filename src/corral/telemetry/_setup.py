@@ -1,0 +1,201 @@
+"""``configure()``: an OpenTelemetry SDK setup for users who have none of their own."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Final, cast
+
+import anyio
+import attrs
+
+from ._instrument import DEFAULT_FLUSH_TIMEOUT, OpenTelemetry
+from ._otlp_json import OTLPJsonFileExporter
+
+__all__ = ["DEFAULT_OTLP_ENDPOINT", "Telemetry", "configure"]
+
+#: Where OTLP over HTTP goes by default: the port Jaeger (and any collector)
+#: takes OTLP/HTTP on.
+DEFAULT_OTLP_ENDPOINT: Final = "http://localhost:4318"
+
+_EXPORTERS: Final = ("otlp", "console", "file", "none")
+
+
+@attrs.define(kw_only=True)
+class Telemetry:
+    """The providers :func:`configure` made; shut them down when done.
+
+    Attributes:
+        tracer_provider: The SDK tracer provider.
+        meter_provider: The SDK meter provider, or ``None`` without a metrics exporter.
+        trace_file: The OTLP JSON file spans are written to, if any.
+        otlp_endpoint: The OTLP/HTTP traces endpoint in use, if any.
+    """
+
+    tracer_provider: Any
+    meter_provider: Any
+    trace_file: str | None
+    otlp_endpoint: str | None
+    flush_timeout: float = DEFAULT_FLUSH_TIMEOUT
+
+    def instrument(self) -> OpenTelemetry:
+        """An instrument bound to these providers, for ``Runtime(instruments=[...])``."""
+        return OpenTelemetry(
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
+            flush_timeout=self.flush_timeout,
+            record_metrics=self.meter_provider is not None,
+        )
+
+    async def aclose(self) -> None:
+        """Flush and shut the providers down, in a worker thread, within ``flush_timeout``."""
+        with anyio.move_on_after(self.flush_timeout):
+            await anyio.to_thread.run_sync(self.shutdown, abandon_on_cancel=True)
+
+    def shutdown(self) -> None:
+        """Flush and shut the providers down (blocking; prefer :meth:`aclose` in async code)."""
+        self.tracer_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
+
+
+def _traces_endpoint(endpoint: str | None) -> str:
+    # The standard variables: a signal-specific endpoint is used as is; the
+    # general one gets the signal's path appended.
+    if endpoint:
+        return endpoint.rstrip("/") + "/v1/traces"
+    specific = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if specific:
+        return specific
+    general = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_OTLP_ENDPOINT
+    return general.rstrip("/") + "/v1/traces"
+
+
+def _metrics_endpoint(endpoint: str | None) -> str:
+    if endpoint:
+        return endpoint.rstrip("/") + "/v1/metrics"
+    specific = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    if specific:
+        return specific
+    general = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_OTLP_ENDPOINT
+    return general.rstrip("/") + "/v1/metrics"
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    exporter: str | Sequence[str | Any] = "otlp",
+    endpoint: str | None = None,
+    trace_file: str | os.PathLike[str] | None = None,
+    sampler: Any = None,
+    metrics: bool = True,
+    metrics_interval: float = 10.0,
+    set_global: bool = True,
+    batch: bool = True,
+    flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
+) -> Telemetry:
+    """Set up OpenTelemetry's SDK for corral (and anything else in the process).
+
+    Args:
+        service_name: The ``service.name`` of the resource; ``OTEL_SERVICE_NAME``
+            wins when set; default ``"corral"``.
+        exporter: ``"otlp"`` (OTLP over HTTP/protobuf, to *endpoint* or
+            ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``,
+            default ``http://localhost:4318``, where Jaeger takes OTLP),
+            ``"console"``, ``"file"`` (OTLP JSON lines, to *trace_file*),
+            ``"none"``, an SDK ``SpanExporter``, or a list of these.
+        endpoint: Base URL of the OTLP/HTTP receiver (``/v1/traces`` is appended).
+        trace_file: Path of the OTLP JSON file for ``"file"``.
+        sampler: An SDK sampler; default from ``OTEL_TRACES_SAMPLER`` (and
+            ``OTEL_TRACES_SAMPLER_ARG``), else parent-based always-on.
+        metrics: Also set up a meter provider, exporting the same way (OTLP or console).
+        metrics_interval: Seconds between metric exports.
+        set_global: Install the providers globally, so every corral runtime
+            (and any other instrumented library) reports to them. Set it to
+            ``False`` and pass :meth:`Telemetry.instrument` to a runtime instead.
+        batch: Export spans from a background thread in batches (the default
+            and the right choice; ``False`` exports each span as it ends).
+        flush_timeout: Seconds flushes and shutdown may take.
+
+    Export runs off the event loop: in the batch processor's thread, and
+    flushes and shutdown through a worker thread, so a slow collector never
+    blocks calls; at its exit a runtime flushes within *flush_timeout*.
+
+    Raises:
+        ValueError: An unknown exporter name, or ``"file"`` without *trace_file*.
+    """
+    from opentelemetry import metrics as otel_metrics
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+        SpanExporter,
+    )
+
+    exporters = [exporter] if isinstance(exporter, str) else list(exporter)
+    for item in exporters:
+        if isinstance(item, str) and item not in _EXPORTERS:
+            raise ValueError(f"exporter must be one of {', '.join(_EXPORTERS)}, got {item!r}")
+    if "file" in exporters and trace_file is None:
+        raise ValueError("exporter 'file' needs trace_file=PATH")
+    name = os.environ.get("OTEL_SERVICE_NAME") or service_name or "corral"
+    resource = Resource.create({SERVICE_NAME: name})
+    provider = TracerProvider(resource=resource, sampler=sampler)
+    processor = BatchSpanProcessor if batch else SimpleSpanProcessor
+    otlp_endpoint = None
+    for item in exporters:
+        if item == "none":
+            continue
+        if item == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            otlp_endpoint = _traces_endpoint(endpoint)
+            provider.add_span_processor(processor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+        elif item == "console":
+            provider.add_span_processor(processor(ConsoleSpanExporter()))
+        elif item == "file":
+            assert trace_file is not None
+            provider.add_span_processor(processor(OTLPJsonFileExporter(trace_file)))  # type: ignore[arg-type]
+        else:
+            provider.add_span_processor(processor(cast("SpanExporter", item)))
+    meter_provider = None
+    if metrics and ("otlp" in exporters or "console" in exporters):
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import (
+            ConsoleMetricExporter,
+            MetricReader,
+            PeriodicExportingMetricReader,
+        )
+
+        readers: list[MetricReader] = []
+        interval_ms = max(1.0, metrics_interval * 1000)
+        if "otlp" in exporters:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            readers.append(
+                PeriodicExportingMetricReader(
+                    OTLPMetricExporter(endpoint=_metrics_endpoint(endpoint)),
+                    export_interval_millis=interval_ms,
+                )
+            )
+        if "console" in exporters:
+            readers.append(
+                PeriodicExportingMetricReader(
+                    ConsoleMetricExporter(), export_interval_millis=interval_ms
+                )
+            )
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    if set_global:
+        trace.set_tracer_provider(provider)
+        if meter_provider is not None:
+            otel_metrics.set_meter_provider(meter_provider)
+    return Telemetry(
+        tracer_provider=provider,
+        meter_provider=meter_provider,
+        trace_file=None if trace_file is None else os.fspath(trace_file),
+        otlp_endpoint=otlp_endpoint,
+        flush_timeout=flush_timeout,
+    )

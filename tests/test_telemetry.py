@@ -1,0 +1,502 @@
+"""OpenTelemetry: spans from submit to resolution, metrics, propagation and export."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+import corral
+from corral.telemetry import OpenTelemetry, read_otlp_json, to_jaeger
+
+from .helpers import Add, Block, Boom, Calculator, Echo, Gate
+from .otlp_receiver import otlp_receiver
+
+pytestmark = pytest.mark.anyio
+
+
+class Traced:
+    """An SDK tracer provider with an in-memory exporter, and a corral instrument on it."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.reader = InMemoryMetricReader()
+        self.meters = MeterProvider(metric_readers=[self.reader])
+        self.instrument = OpenTelemetry(
+            tracer_provider=self.provider, meter_provider=self.meters, flush_timeout=2.0
+        )
+        self.tracer = self.provider.get_tracer("test")
+
+    def runtime(self, *args: Any, **kwargs: Any) -> corral.Runtime:
+        return corral.Runtime(*args, instruments=[self.instrument], **kwargs)
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def named(self, name: str) -> list[ReadableSpan]:
+        return [s for s in self.spans() if s.name == name]
+
+    def one(self, name: str) -> ReadableSpan:
+        (span,) = self.named(name)
+        return span
+
+
+@pytest.fixture
+def traced() -> Iterator[Traced]:
+    t = Traced()
+    yield t
+    t.provider.shutdown()
+    t.meters.shutdown()
+
+
+def parent_id(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+def event_names(span: ReadableSpan) -> list[str]:
+    return [e.name for e in span.events]
+
+
+async def test_caller_producer_consumer_and_handler_spans_form_one_trace(traced: Traced) -> None:
+    """The caller's span parents the producer span, which parents the consumer span,
+    which is current in the handler."""
+
+    class Inner(corral.Actor[Echo, str]):
+        async def handle(self, msg: Echo) -> str:
+            with traced.tracer.start_as_current_span("work inside"):
+                await anyio.lowlevel.checkpoint()
+            return msg.text
+
+    async with traced.runtime() as rt:
+        ref = await rt.spawn(Inner, name="inner")
+        with traced.tracer.start_as_current_span("user request"):
+            assert await ref.ask(Echo(text="hi")) == "hi"
+    request = traced.one("user request")
+    send = traced.one("send inner")
+    process = traced.one("process inner")
+    inner = traced.one("work inside")
+    trace_id = request.context.trace_id
+    assert {s.context.trace_id for s in (send, process, inner)} == {trace_id}
+    assert parent_id(send) == request.context.span_id
+    assert parent_id(process) == send.context.span_id
+    assert parent_id(inner) == process.context.span_id
+    assert send.kind is SpanKind.PRODUCER
+    assert process.kind is SpanKind.CONSUMER
+    for span, op in ((send, "send"), (process, "process")):
+        attrs = span.attributes or {}
+        assert attrs["messaging.system"] == "corral"
+        assert attrs["messaging.operation.type"] == op
+        assert attrs["messaging.destination.name"] == "inner"
+        assert attrs["corral.outcome"] == "succeeded"
+        assert attrs["corral.message.type"] == "Echo"
+        assert len(str(attrs["messaging.message.id"])) == 36
+        assert span.status.status_code is StatusCode.UNSET
+    assert (process.attributes or {})["corral.attempt"] == 1
+    assert (send.attributes or {})["messaging.operation.name"] == "submit"
+    assert event_names(send) == ["enqueued"]
+    assert event_names(process) == ["dequeued"]
+    assert send.events[0].attributes == {"corral.queue.depth": 1}
+
+
+async def test_failed_call_marks_both_spans_as_errors(traced: Traced) -> None:
+    """A handler error sets status ERROR with the message, error.type and an exception event."""
+    async with traced.runtime() as rt:
+        ref = await rt.spawn(Gate, name="gate")
+        with pytest.raises(ValueError, match="boom"):
+            await ref.ask(Boom())
+    for name in ("send gate", "process gate"):
+        span = traced.one(name)
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.status.description == "boom"
+        assert (span.attributes or {})["error.type"] == "ValueError"
+        assert (span.attributes or {})["corral.outcome"] == "failed"
+        assert "exception" in event_names(span)
+
+
+async def test_cancelled_and_expired_calls_are_outcomes_not_errors(traced: Traced) -> None:
+    """Cancelled and expired calls leave the status unset and record the outcome."""
+    gate = Gate()
+    async with traced.runtime() as rt:
+        ref = await rt.spawn(lambda: gate, name="gate")
+        with anyio.move_on_after(0.02):
+            await ref.ask(Block(key="cancel-me"))
+        with pytest.raises(corral.DeadlineExceeded):
+            await ref.ask(Block(key="expire-me"), timeout=0.02)
+    sends = traced.named("send gate")
+    processes = traced.named("process gate")
+    assert len(sends) == len(processes) == 2
+    outcomes = {(s.attributes or {})["corral.outcome"] for s in sends}
+    assert outcomes == {"cancelled", "expired"}
+    for span in sends + processes:
+        assert span.status.status_code is StatusCode.UNSET
+        outcome = (span.attributes or {})["corral.outcome"]
+        assert ("cancelled" if outcome == "cancelled" else "deadline exceeded") in event_names(span)
+
+
+async def test_concurrent_calls_keep_their_own_traces(traced: Traced) -> None:
+    """Two calls served at once by one actor each keep their own context."""
+
+    class Interleave(corral.Actor[Block, str]):
+        def __init__(self) -> None:
+            self.gates = {"a": anyio.Event(), "b": anyio.Event()}
+            self.entered = {"a": anyio.Event(), "b": anyio.Event()}
+
+        async def handle(self, msg: Block) -> str:
+            self.entered[msg.key].set()
+            await self.gates[msg.key].wait()
+            with traced.tracer.start_as_current_span(f"inner {msg.key}"):
+                pass
+            return msg.key
+
+    actor = Interleave()
+    async with traced.runtime() as rt:
+        ref = await rt.spawn(lambda: actor, name="il", max_concurrency=2)
+
+        async def caller(key: str) -> None:
+            with traced.tracer.start_as_current_span(f"caller {key}"):
+                await ref.ask(Block(key=key))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller, "a")
+            tg.start_soon(caller, "b")
+            await actor.entered["a"].wait()
+            await actor.entered["b"].wait()
+            actor.gates["b"].set()  # b finishes first, a after
+            await anyio.wait_all_tasks_blocked()
+            actor.gates["a"].set()
+    for key in ("a", "b"):
+        caller_span = traced.one(f"caller {key}")
+        inner = traced.one(f"inner {key}")
+        assert inner.context.trace_id == caller_span.context.trace_id
+        consumer = next(
+            s
+            for s in traced.named("process il")
+            if s.context.trace_id == caller_span.context.trace_id
+        )
+        assert parent_id(inner) == consumer.context.span_id
+
+
+async def test_no_provider_means_no_instrument_no_span_no_carrier() -> None:
+    """Without OpenTelemetry configured the runtime installs nothing and allocates nothing."""
+    assert not corral.telemetry._instrument.tracing_configured()
+    async with corral.Runtime() as rt:
+        assert rt._instruments is None
+        ref = await rt.spawn(Calculator, name="calc")
+        fut = await ref.submit(Add(a=1, b=2))
+        call = fut._call
+        assert call is not None
+        assert call.instrument_data is None
+        assert call.envelope.trace_context is corral.Envelope.__attrs_attrs__.trace_context.default
+        assert await fut == 3
+
+
+async def test_restarts_and_give_ups_are_traced(traced: Traced) -> None:
+    """A crash and its restart form one span with events; a give-up is an error span."""
+    from .test_supervision import Do, Worker
+
+    journal: list[str] = []
+    tree = corral.Supervisor(
+        max_restarts=1,
+        children=[corral.child(lambda: Worker(journal, "w"), name="w", shutdown=0.05)],
+    )
+    with pytest.raises(corral.SupervisorGaveUp):
+        async with traced.runtime(tree, clock=corral.testing.ManualClock()) as rt:
+            with pytest.raises(corral.Crash):
+                await rt.ref("w").ask(Do("crash"))
+            await rt.ref("w").ping()
+            with pytest.raises(corral.Crash):
+                await rt.ref("w").ask(Do("crash"))
+            await anyio.sleep_forever()
+    supervise = traced.named("supervise w")
+    assert len(supervise) == 2
+    first = supervise[0]
+    assert first.parent is None  # a trace of its own
+    assert first.status.status_code is StatusCode.ERROR
+    attrs = first.attributes or {}
+    assert attrs["corral.supervisor"] == "root"
+    assert attrs["corral.strategy"] == "one_for_one"
+    assert attrs["error.type"] == "Crash"
+    assert attrs["corral.restarts"] == 1
+    assert event_names(first)[-2:] == ["restart scheduled", "restarted"]
+    give_up = traced.one("give up root")
+    assert give_up.status.status_code is StatusCode.ERROR
+    assert event_names(give_up) == ["escalated"]
+
+
+async def test_envelope_crossing_a_process_continues_the_trace(traced: Traced) -> None:
+    """Serialized inside a span, an envelope carries traceparent; deliver continues the trace."""
+    proto = corral.Protocol([Add])
+    async with traced.runtime() as rt:
+        await rt.spawn(Calculator, name="calc")
+        with traced.tracer.start_as_current_span("remote sender"):
+            wire = proto.dumps(corral.Envelope(payload=Add(a=1, b=2), target="calc"))
+        assert b"traceparent" in wire
+        fut = await rt.deliver(proto.loads(wire))
+        assert fut is not None
+        assert await fut == 3
+        outside = proto.loads(proto.dumps(corral.Envelope(payload=Add(a=1, b=2), target="calc")))
+        assert outside.trace_context == {}
+    sender = traced.one("remote sender")
+    process = traced.one("process calc")
+    assert process.context.trace_id == sender.context.trace_id
+    assert parent_id(process) == sender.context.span_id
+    assert traced.named("send calc") == []  # the send happened on the other side
+
+
+async def test_metrics_count_calls_by_outcome_and_observe_queues(traced: Traced) -> None:
+    """Calls by outcome, durations, queue waits, queue depth and in-flight are recorded."""
+    gate = Gate()
+    async with traced.runtime() as rt:
+        ref = await rt.spawn(lambda: gate, name="gate")
+        await ref.ask(Echo(text="x"))
+        with pytest.raises(ValueError, match="boom"):
+            await ref.ask(Boom())
+        blocked = await ref.submit(Block(key="b"))
+        await gate.entered_event("b").wait()
+        await ref.submit(Echo(text="queued"))
+        data = traced.reader.get_metrics_data()
+        gate.gates["b"].set()
+        await blocked
+    assert data is not None
+    points: dict[str, list[Any]] = {}
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                points[metric.name] = list(metric.data.data_points)
+    calls = {p.attributes["corral.outcome"]: p.value for p in points["corral.calls"]}
+    assert calls == {"succeeded": 1, "failed": 1}
+    assert sum(p.count for p in points["corral.call.duration"]) == 2
+    assert sum(p.count for p in points["corral.queue.wait"]) == 2
+    depth = {
+        p.attributes["messaging.destination.name"]: p.value for p in points["corral.queue.depth"]
+    }
+    assert depth == {"gate": 1}
+    in_flight = {
+        p.attributes["messaging.destination.name"]: p.value
+        for p in points["corral.calls.in_flight"]
+    }
+    assert in_flight == {"gate": 1}
+
+
+# --- export over the wire and to files ----------------------------------------------------
+
+
+async def test_spans_reach_a_real_otlp_http_receiver() -> None:
+    """configure(exporter="otlp") sends protobuf ExportTraceServiceRequests over HTTP."""
+    with otlp_receiver() as receiver:
+        telemetry = corral.telemetry.configure(
+            service_name="e2e", endpoint=receiver.endpoint, set_global=False, metrics=False
+        )
+        try:
+            async with corral.Runtime(instruments=[telemetry.instrument()]) as rt:
+                ref = await rt.spawn(Calculator, name="calc")
+                assert await ref.ask(Add(a=2, b=2)) == 4
+            # The runtime flushed at exit: the spans have been handed over.
+            assert receiver.got_spans.is_set()
+        finally:
+            await telemetry.aclose()
+    by_name = receiver.spans_by_name()
+    send, process = by_name["send calc"], by_name["process calc"]
+    assert process.parent_span_id == send.span_id
+    assert process.trace_id == send.trace_id
+    attributes = {kv.key: kv.value.string_value for kv in send.attributes}
+    assert attributes["messaging.destination.name"] == "calc"
+
+
+def _closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    sock.close()
+    return port
+
+
+@pytest.mark.parametrize("receiver_state", ["down", "slow"])
+async def test_dead_or_slow_collector_never_fails_calls_nor_hangs_shutdown(
+    receiver_state: str,
+) -> None:
+    """Calls succeed and the runtime exits within the flush bound whatever the collector does."""
+    with otlp_receiver(delay=30.0) as slow:
+        endpoint = (
+            slow.endpoint if receiver_state == "slow" else f"http://127.0.0.1:{_closed_port()}"
+        )
+        telemetry = corral.telemetry.configure(
+            endpoint=endpoint, set_global=False, metrics=False, flush_timeout=0.5
+        )
+        started = time.monotonic()
+        async with corral.Runtime(instruments=[telemetry.instrument()]) as rt:
+            ref = await rt.spawn(Calculator, name="calc")
+            for i in range(20):
+                assert await ref.ask(Add(a=i, b=1)) == i + 1
+        assert time.monotonic() - started < 10
+        with anyio.fail_after(5):
+            await telemetry.aclose()
+
+
+async def test_otlp_json_file_round_trips_ids_and_parentage(tmp_path: Path) -> None:
+    """The file exporter writes OTLP JSON lines that parse back to the same spans."""
+    memory = InMemorySpanExporter()
+    path = tmp_path / "traces.jsonl"
+    telemetry = corral.telemetry.configure(
+        exporter=["file", memory], trace_file=path, set_global=False, metrics=False
+    )
+    try:
+        async with corral.Runtime(instruments=[telemetry.instrument()]) as rt:
+            ref = await rt.spawn(Gate, name="gate")
+            await ref.ask(Echo(text="x"))
+            with pytest.raises(ValueError, match="boom"):
+                await ref.ask(Boom())
+    finally:
+        await telemetry.aclose()
+    lines = path.read_text().splitlines()
+    assert lines
+    assert all(json.loads(line)["resourceSpans"] for line in lines)
+    records = {r.span_id: r for r in read_otlp_json(path)}
+    originals = memory.get_finished_spans()
+    assert len(records) == len(originals) == 4
+    for span in originals:
+        record = records[f"{span.context.span_id:016x}"]
+        assert record.trace_id == f"{span.context.trace_id:032x}"
+        assert record.parent_id == (f"{span.parent.span_id:016x}" if span.parent else None)
+        assert record.name == span.name
+        assert record.start_ns == span.start_time
+        assert record.service == "corral"
+    failed = [r for r in records.values() if r.status == "error"]
+    assert {r.kind for r in failed} == {"producer", "consumer"}
+    assert failed[0].status_message == "boom"
+
+
+def test_jaeger_conversion_keeps_traces_and_references(tmp_path: Path) -> None:
+    """to_jaeger groups spans by trace with CHILD_OF references, tags and logs."""
+    provider = TracerProvider()
+    path = tmp_path / "t.jsonl"
+    exporter = corral.telemetry.OTLPJsonFileExporter(path)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[arg-type]
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("root") as root:
+        root.add_event("hello", {"n": 1})
+        with tracer.start_as_current_span("child", attributes={"k": "v", "f": 1.5}):
+            pass
+    provider.shutdown()
+    data = to_jaeger(read_otlp_json(path))
+    (trace_entry,) = data["data"]
+    spans = {s["operationName"]: s for s in trace_entry["spans"]}
+    assert spans["child"]["references"] == [
+        {
+            "refType": "CHILD_OF",
+            "traceID": trace_entry["traceID"],
+            "spanID": spans["root"]["spanID"],
+        }
+    ]
+    assert {"key": "k", "type": "string", "value": "v"} in spans["child"]["tags"]
+    assert {"key": "f", "type": "float64", "value": 1.5} in spans["child"]["tags"]
+    assert spans["root"]["logs"][0]["fields"][0] == {
+        "key": "event",
+        "type": "string",
+        "value": "hello",
+    }
+    assert trace_entry["processes"]["p1"]["serviceName"].startswith("unknown_service")
+    assert len(trace_entry["traceID"]) == 32
+
+
+def test_bad_trace_files_are_refused_with_the_line(tmp_path: Path) -> None:
+    """Unreadable or malformed files raise TraceFileError naming the file and line."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"resourceSpans": []}\nnot json\n')
+    with pytest.raises(corral.telemetry.TraceFileError, match=r"bad\.jsonl:2: not JSON"):
+        read_otlp_json(bad)
+    bad.write_text('{"something": 1}\n')
+    with pytest.raises(corral.telemetry.TraceFileError, match="not an OTLP"):
+        read_otlp_json(bad)
+    with pytest.raises(corral.telemetry.TraceFileError, match="cannot read"):
+        read_otlp_json(tmp_path / "missing.jsonl")
+
+
+def test_configure_refuses_bad_options() -> None:
+    """Unknown exporters and a file exporter without a file are refused."""
+    with pytest.raises(ValueError, match="exporter must be one of"):
+        corral.telemetry.configure(exporter="jaeger", set_global=False)
+    with pytest.raises(ValueError, match="needs trace_file"):
+        corral.telemetry.configure(exporter="file", set_global=False)
+
+
+def _run(code: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **env}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=full_env,
+        cwd=tmp_path,
+        check=False,
+    )
+
+
+def test_global_setup_needs_no_corral_wiring_and_honours_env(tmp_path: Path) -> None:
+    """With OpenTelemetry configured globally (env vars honoured), a plain Runtime traces."""
+    code = """
+        import anyio, corral
+        from corral.telemetry import configure, read_otlp_json
+        from tests.helpers import Add, Calculator
+        t = configure(exporter="file", trace_file="out.jsonl", metrics=False)
+        async def main():
+            async with corral.Runtime() as rt:
+                ref = await rt.spawn(Calculator, name="calc")
+                await ref.ask(Add(a=1, b=1))
+        anyio.run(main)
+        t.shutdown()
+        spans = read_otlp_json("out.jsonl")
+        print(sorted(s.name for s in spans), {s.service for s in spans})
+    """
+    env = {"OTEL_SERVICE_NAME": "from-env", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    out = _run(code, env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "['process calc', 'send calc'] {'from-env'}" in out.stdout
+
+    (tmp_path / "out.jsonl").unlink()
+    env["OTEL_TRACES_SAMPLER"] = "always_off"
+    out = _run(code, env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "[] set()" in out.stdout
+
+
+def test_endpoint_variables_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_EXPORTER_OTLP_TRACES_ENDPOINT beats OTEL_EXPORTER_OTLP_ENDPOINT; default :4318."""
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    t = corral.telemetry.configure(set_global=False, metrics=False)
+    assert t.otlp_endpoint == "http://localhost:4318/v1/traces"
+    t.shutdown()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")
+    t = corral.telemetry.configure(set_global=False, metrics=False)
+    assert t.otlp_endpoint == "http://collector:4318/v1/traces"
+    t.shutdown()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://other:9999/custom")
+    t = corral.telemetry.configure(set_global=False, metrics=False)
+    assert t.otlp_endpoint == "http://other:9999/custom"
+    t.shutdown()
+
+
+def test_tracing_is_off_by_default_in_this_process() -> None:
+    """The test process never installs a global provider (tests pass their own)."""
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
