@@ -123,6 +123,42 @@ WORKLOADS: tuple[Workload, ...] = (
         ),
         baseline="no crashes",
     ),
+    Workload(
+        "W1T",
+        "W1 with tracing on (SDK, always-on sampler, batch processor, dropping exporter)",
+        w.corral_w1,
+        w.traced_w1,
+        lambda s: (_scaled(20_000, s),),
+        (Check("per_s", "higher", 1 / 3), Check("p50_us", "lower")),
+        baseline="tracing off",
+    ),
+    Workload(
+        "W2T",
+        "W2 with tracing on (as W1T)",
+        w.corral_w2,
+        w.traced_w2,
+        lambda s: (_scaled(100_000, s, 64),),
+        (Check("per_s", "higher", 1 / 3), Check("p50_us", "lower")),
+        baseline="tracing off",
+    ),
+    Workload(
+        "W1S",
+        "W1 with tracing on and the parent-based 1 % ratio sampler",
+        w.corral_w1,
+        w.sampled_w1,
+        lambda s: (_scaled(20_000, s),),
+        (Check("per_s", "higher", 0.8),),
+        baseline="tracing off",
+    ),
+    Workload(
+        "W2S",
+        "W2 with tracing on and the parent-based 1 % ratio sampler",
+        w.corral_w2,
+        w.sampled_w2,
+        lambda s: (_scaled(100_000, s, 64),),
+        (Check("per_s", "higher", 0.8),),
+        baseline="tracing off",
+    ),
 )
 
 

@@ -6,7 +6,7 @@ import gc
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -114,10 +114,10 @@ async def floor_w1(count: int) -> Result:
     return Result(_latency_metrics(count, elapsed, lat))
 
 
-async def corral_w1(count: int) -> Result:
+async def corral_w1(count: int, instruments: Sequence[corral.Instrument] = ()) -> Result:
     lat: list[float] = []
     clock = time.perf_counter
-    async with corral.Runtime() as rt:
+    async with corral.Runtime(instruments=instruments) as rt:
         ref = await rt.spawn(Inc, name="inc")
         start = clock()
         for i in range(count):
@@ -161,10 +161,12 @@ async def floor_w2(count: int, callers: int = 64) -> Result:
     return Result(_latency_metrics(len(lat), elapsed, lat))
 
 
-async def corral_w2(count: int, callers: int = 64) -> Result:
+async def corral_w2(
+    count: int, callers: int = 64, instruments: Sequence[corral.Instrument] = ()
+) -> Result:
     lat: list[float] = []
     clock = time.perf_counter
-    async with corral.Runtime() as rt:
+    async with corral.Runtime(instruments=instruments) as rt:
         ref = await rt.spawn(Inc, name="inc")
 
         async def one(i: int) -> None:
@@ -416,3 +418,62 @@ async def nocrash_w7(count: int) -> Result:
 async def corral_w7(count: int) -> Result:
     """W7: the actor crashes on every 100th message under one-for-one."""
     return await _crash_run(count, 100)
+
+
+# --- tracing overhead ---------------------------------------------------------------------
+
+
+class _DropSpans:
+    """A span exporter that drops everything: the cost measured is corral's and the SDK's."""
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def _tracing(ratio: float | None) -> tuple[Any, corral.Instrument]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+    from corral.telemetry import OpenTelemetry
+
+    sampler = ALWAYS_ON if ratio is None else ParentBased(TraceIdRatioBased(ratio))
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(BatchSpanProcessor(_DropSpans()))  # type: ignore[arg-type]
+    return provider, OpenTelemetry(tracer_provider=provider, record_metrics=False)
+
+
+async def traced_w1(count: int, ratio: float | None = None) -> Result:
+    """W1 with an SDK tracer provider, a batch processor and an exporter that drops spans."""
+    provider, instrument = _tracing(ratio)
+    try:
+        return await corral_w1(count, [instrument])
+    finally:
+        await anyio.to_thread.run_sync(provider.shutdown)
+
+
+async def traced_w2(count: int, ratio: float | None = None) -> Result:
+    """W2 with tracing on, as traced_w1."""
+    provider, instrument = _tracing(ratio)
+    try:
+        return await corral_w2(count, instruments=[instrument])
+    finally:
+        await anyio.to_thread.run_sync(provider.shutdown)
+
+
+async def sampled_w1(count: int) -> Result:
+    """W1 with the parent-based 1 % ratio sampler."""
+    return await traced_w1(count, 0.01)
+
+
+async def sampled_w2(count: int) -> Result:
+    """W2 with the parent-based 1 % ratio sampler."""
+    return await traced_w2(count, 0.01)

@@ -69,7 +69,8 @@ class _CallSpans:
 
 
 def _mark_outcome(span: trace.Span, call: Call, outcome: CallStatus | None) -> None:
-    if not span.is_recording():
+    # Success is the status left unset; other outcomes say what happened.
+    if outcome is CallStatus.SUCCEEDED:
         return
     span.set_attribute("corral.outcome", _OUTCOME[outcome] if outcome is not None else "failed")
     exc = call.future._exc
@@ -131,7 +132,7 @@ class OpenTelemetry(Instrument):
                 "corral", __version__, tracer_provider, schema_url=_SCHEMA_URL
             )
         self._runtimes: list[Runtime] = []
-        self._attrs: dict[tuple[str, str], Mapping[str, str]] = {}
+        self._static_cache: dict[tuple[str, str], tuple[str, Mapping[str, Any]]] = {}
         self._supervision_spans: dict[tuple[str, str], trace.Span | None] = {}
         self._metrics = False
         if record_metrics:
@@ -236,16 +237,22 @@ class OpenTelemetry(Instrument):
 
     # --- calls ---------------------------------------------------------------------------
 
-    def _attributes(self, actor: str, operation: str) -> Mapping[str, str]:
-        key = (actor, operation)
-        found = self._attrs.get(key)
+    def _static(self, call: Call, operation: str) -> tuple[str, Mapping[str, Any]]:
+        """The span name and the attributes every span of this actor and operation has."""
+        cell = call._cell
+        key = (cell.name, operation)
+        found = self._static_cache.get(key)
         if found is None:
-            found = self._attrs[key] = {
-                "messaging.system": "corral",
-                "messaging.operation.type": "process" if operation == "process" else "send",
-                "messaging.operation.name": operation,
-                "messaging.destination.name": actor,
-            }
+            found = self._static_cache[key] = (
+                f"{'process' if operation == 'process' else 'send'} {cell.name}",
+                {
+                    "messaging.system": "corral",
+                    "messaging.operation.type": "process" if operation == "process" else "send",
+                    "messaging.operation.name": operation,
+                    "messaging.destination.name": cell.name,
+                    "corral.actor.class": cell.actor_class.__qualname__,
+                },
+            )
         return found
 
     def call_submitted(self, call: Call) -> None:
@@ -258,18 +265,15 @@ class OpenTelemetry(Instrument):
             # consumer span continues that trace, and there is no local send.
             call.instrument_data = _CallSpans(None, propagate.extract(envelope.trace_context))
             return
-        actor = call._cell.name
-        span = tracer.start_span(
-            f"send {actor}",
-            kind=SpanKind.PRODUCER,
-            attributes=self._attributes(actor, _OPERATION[envelope.kind]),
-        )
+        name, attributes = self._static(call, _OPERATION[envelope.kind])
+        span = tracer.start_span(name, kind=SpanKind.PRODUCER, attributes=attributes)
+        # Per-call details only for spans that are recorded: a call in a
+        # trace the sampler dropped pays for the sampling decision and no more.
         if span.is_recording():
             span.set_attributes(
                 {
                     "messaging.message.id": str(envelope.id),
                     "corral.message.type": type(envelope.payload).__qualname__,
-                    "corral.actor.class": call._cell.actor_class.__qualname__,
                 }
             )
             span.add_event("enqueued", {"corral.queue.depth": len(call._cell.mailbox.queue)})
@@ -280,15 +284,21 @@ class OpenTelemetry(Instrument):
         data = call.instrument_data
         if tracer is None or not isinstance(data, _CallSpans):
             return
-        actor = call._cell.name
-        parent = data.parent
-        if data.producer is not None:
-            parent = trace.set_span_in_context(data.producer)
+        producer = data.producer
+        parent: otel_context.Context | None
+        if producer is not None:
+            parent = trace.set_span_in_context(producer)
+            if not producer.is_recording():
+                # Sampled out at the send: the consumer would be too (parent
+                # based). The producer's context is made current instead, so
+                # the handler's own spans follow the same decision.
+                data.token = otel_context.attach(parent)
+                return
+        else:
+            parent = data.parent
+        name, attributes = self._static(call, "process")
         span = tracer.start_span(
-            f"process {actor}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=self._attributes(actor, "process"),
+            name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
         )
         if span.is_recording():
             envelope = call._envelope
@@ -297,7 +307,6 @@ class OpenTelemetry(Instrument):
                 {
                     "messaging.message.id": str(envelope.id),
                     "corral.message.type": type(envelope.payload).__qualname__,
-                    "corral.actor.class": call._cell.actor_class.__qualname__,
                     "corral.attempt": envelope.attempt,
                     "corral.queue.wait": waited,
                 }
@@ -310,10 +319,12 @@ class OpenTelemetry(Instrument):
 
     def call_resolved(self, call: Call) -> None:
         data = call.instrument_data
-        if not isinstance(data, _CallSpans) or data.producer is None:
+        if not isinstance(data, _CallSpans):
             return
-        _mark_outcome(data.producer, call, call._outcome)
-        data.producer.end()
+        producer = data.producer
+        if producer is not None and producer.is_recording():
+            _mark_outcome(producer, call, call._outcome)
+            producer.end()
 
     def call_finished(self, call: Call) -> None:
         data = call.instrument_data
@@ -322,7 +333,7 @@ class OpenTelemetry(Instrument):
                 otel_context.detach(data.token)  # type: ignore[arg-type]
                 data.token = None
             consumer = data.consumer
-            if consumer is not None:
+            if consumer is not None and consumer.is_recording():
                 _mark_outcome(consumer, call, call._status)
                 consumer.end()
             call.instrument_data = None
