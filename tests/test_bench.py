@@ -25,7 +25,7 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
         timeout=300,
         check=True,
     )
-    keys = {"W1", "W2", "W3", "W4", "W5", "W6", "W7"}
+    keys = {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W1T", "W2T", "W1S", "W2S"}
     for key in keys:
         assert key in proc.stdout
     assert "corral/floor" in proc.stdout
@@ -34,9 +34,10 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
     for data in report["workloads"].values():
         for fig in data["figures"]:
             assert fig["corral"]["median"] > 0
-            if data["baseline"] == "anyio floor":
+            if fig["metric"] == "per_s":
                 assert fig["floor"]["median"] > 0
     assert report["workloads"]["W7"]["baseline"] == "no crashes"
+    assert report["workloads"]["W1T"]["baseline"] == "tracing off"
 
 
 def test_trio_backend_runs() -> None:

@@ -14,6 +14,7 @@ from ._exceptions import InvalidStateError
 
 if TYPE_CHECKING:
     from ._cell import ActorCell
+    from ._policy import CallPolicy
     from ._ref import ActorRef
 
 __all__ = ["Actor", "handles"]
@@ -111,6 +112,9 @@ class Actor(Generic[ReqT, ReplyT]):
     """
 
     fatal: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: How calls run (retries, rate limits, circuit breaker); see
+    #: :class:`corral.ServicePolicy`. A ``policy=`` given at spawn wins.
+    policy: ClassVar[CallPolicy | None] = None
 
     #: Message type -> name of the method that handles it (built per class).
     __corral_dispatch__: ClassVar[dict[type, str]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import math
 import time
@@ -24,9 +25,10 @@ from ._exceptions import (
 from ._future import _PENDING
 from ._instrument import Instruments
 from ._loop import LoopHooks
+from ._policy import CallPolicy
 from ._mailbox import Mailbox
 from ._messages import Envelope, Kind, Pong, new_id
-from ._pile import ActorState, ActorStatus, Call, CallStatus, Handler, Pile
+from ._pile import ActorState, ActorStatus, Call, CallStatus, Handler, Pile, _current_call
 
 if TYPE_CHECKING:
     from ._ref import ActorRef
@@ -101,6 +103,7 @@ class ActorCell:
         "on_final",
         "owner",
         "pile",
+        "policy",
         "ref",
         "restarts",
         "shutdown",
@@ -119,6 +122,7 @@ class ActorCell:
         shutdown: float | None,
         instruments: Instruments | None,
         loop: LoopHooks,
+        policy: CallPolicy | None = None,
     ) -> None:
         from ._ref import ActorRef
 
@@ -146,6 +150,8 @@ class ActorCell:
         # Shared by every cell of the class, and so is what lookup() caches in it.
         self._dispatch: dict[type, Handler] = cls.__corral_handlers__
         self._fatal: tuple[type[BaseException], ...] = (Crash, *cls.fatal)
+        #: How every call of this actor runs (retries, limits...); ``None``: directly.
+        self.policy: CallPolicy | None = policy if policy is not None else cls.policy
         self._instruments = instruments
         self._scope: anyio.CancelScope | None = None
         self._stop_deadline = _INF
@@ -381,9 +387,16 @@ class ActorCell:
         if deadline is not None and deadline < scope.deadline:
             scope.deadline = deadline
         call._scope = scope
+        token = _current_call.set(call)
         try:
             try:
-                result = await call._func(self.instance, call._envelope.payload)
+                policy = self.policy
+                if policy is None:
+                    result = await call._func(self.instance, call._envelope.payload)
+                else:
+                    result = await policy.run(
+                        call, functools.partial(call._func, self.instance, call._envelope.payload)
+                    )
             except Exception as exc:
                 if isinstance(exc, self._fatal):
                     self._crashed(exc)
@@ -391,6 +404,7 @@ class ActorCell:
             else:
                 self._resolve(call, _SUCCEEDED, result)
         finally:
+            _current_call.reset(token)
             call._scope = None
             if deadline is not None:
                 scope.deadline = self._stop_deadline if carry_stop else _INF

@@ -69,6 +69,21 @@ class Instrument:
         handler (undo here what :meth:`call_started` set).
         """
 
+    def attempt_started(self, call: Call) -> None:
+        """A call policy starts an attempt of the handler (``call.attempt`` is its number).
+
+        Runs in the worker task, so a context set here is seen by the attempt.
+        """
+
+    def attempt_finished(self, call: Call, error: BaseException | None) -> None:
+        """The attempt ended, with *error* or ``None`` for a success."""
+
+    def retry_scheduled(self, call: Call, delay: float, error: BaseException) -> None:
+        """A call policy will try the call again after *delay* seconds because of *error*."""
+
+    def call_waited(self, call: Call, reason: str, seconds: float) -> None:
+        """A call waited *seconds* for *reason* (for example ``"rate limit"``)."""
+
     def supervisor_event(self, event: SupervisorEvent) -> None:
         """A supervisor started, restarted or stopped a child, or gave up.
 
@@ -83,6 +98,10 @@ _HOOKS: Final = (
     "call_started",
     "call_resolved",
     "call_finished",
+    "attempt_started",
+    "attempt_finished",
+    "retry_scheduled",
+    "call_waited",
     "supervisor_event",
 )
 
@@ -131,11 +150,11 @@ class Instruments:
     def __iter__(self) -> Any:
         return iter(list(self._items))
 
-    def call(self, hook: str, arg: Any) -> None:
+    def call(self, hook: str, *args: Any) -> None:
         """Call *hook* on every instrument that has it; drop an instrument that raises."""
         for item, fn in self._hooks[hook]:
             try:
-                fn(arg)
+                fn(*args)
             except Exception:
                 self._drop(item, hook)
 

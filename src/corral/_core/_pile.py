@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import itertools
 from collections import deque
@@ -25,6 +26,7 @@ __all__ = [
     "CallInfo",
     "CallStatus",
     "Pile",
+    "current_call",
 ]
 
 #: How many finished calls an actor keeps for its status view.
@@ -81,6 +83,20 @@ class ActorState(enum.Enum):
 
 
 _seq = itertools.count()
+
+#: The call whose handler the current task is running (set by the worker).
+_current_call: contextvars.ContextVar[Call | None] = contextvars.ContextVar(
+    "corral_current_call", default=None
+)
+
+
+def current_call() -> Call | None:
+    """Return the call whose handler is running in this task, or ``None`` outside handlers.
+
+    Handlers and the libraries they use can read the call's deadline,
+    attempt and envelope from it.
+    """
+    return _current_call.get()
 
 
 class Call:
@@ -181,6 +197,48 @@ class Call:
     def finished_at(self) -> float | None:
         """When the call left the pile, on the anyio clock."""
         return self._finished_at
+
+    def remaining(self) -> float | None:
+        """Seconds left until the call's deadline (never below 0), or ``None`` without one."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - self._cell._clock())
+
+    def attempt_started(self) -> int:
+        """Record that a policy starts another attempt of the handler; return its number.
+
+        The first attempt is 1 and is recorded by the runtime; each call of
+        this makes the next one. The call is ``RUNNING`` again and its
+        envelope carries the new attempt number.
+        """
+        cell = self._cell
+        envelope = self._envelope
+        if self._status is CallStatus.RETRYING:
+            self._envelope = envelope = attrs.evolve(envelope, attempt=envelope.attempt + 1)
+            self._status = CallStatus.RUNNING
+        instruments = cell._instruments
+        if instruments is not None:
+            instruments.call("attempt_started", self)
+        return envelope.attempt
+
+    def attempt_finished(self, error: BaseException | None) -> None:
+        """Record the end of the current attempt (``error`` is ``None`` for a success)."""
+        instruments = self._cell._instruments
+        if instruments is not None:
+            instruments.call("attempt_finished", self, error)
+
+    def retry_scheduled(self, delay: float, error: BaseException) -> None:
+        """Record that the call will be tried again after *delay* seconds because of *error*."""
+        self._status = CallStatus.RETRYING
+        instruments = self._cell._instruments
+        if instruments is not None:
+            instruments.call("retry_scheduled", self, delay, error)
+
+    def waited(self, reason: str, seconds: float) -> None:
+        """Record that the call waited *seconds* for *reason* (``"rate limit"``, ...)."""
+        instruments = self._cell._instruments
+        if instruments is not None:
+            instruments.call("call_waited", self, reason, seconds)
 
     def info(self) -> CallInfo:
         """Return a frozen snapshot of the call for status views."""

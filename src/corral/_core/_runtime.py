@@ -29,6 +29,7 @@ from ._loop import LoopHooks
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._messages import UNSET, Envelope, GetStatus, Kind, Ping, Stop, _Unset
 from ._pile import ActorStatus
+from ._policy import CallPolicy
 from ._ref import ActorRef
 from ._specs import TEMPORARY, ChildSpec, Restart, child
 from ._supervisor import Supervisor
@@ -241,6 +242,7 @@ class Runtime:
             shutdown=spec.shutdown,
             instruments=self._instruments,
             loop=self._loop,
+            policy=spec.policy,
         )
         cell.on_exit = sup._cell_exited
         cell.activate = sup._activate
@@ -267,6 +269,7 @@ class Runtime:
         max_concurrency: int = 1,
         shutdown: float | _Unset | None = UNSET,
         restart: Restart = TEMPORARY,
+        policy: CallPolicy | None = None,
     ) -> ActorRef[ReqT, ReplyT]:
         """Start an actor as a child of the root supervisor and return its ref once ready.
 
@@ -284,6 +287,8 @@ class Runtime:
                 time is not restarted unless you ask for it
                 (:data:`PERMANENT`, :data:`TRANSIENT`), and then counts
                 toward the root supervisor's restart intensity.
+            policy: How its calls run (a :class:`corral.ServicePolicy`);
+                default the actor class's ``policy``.
 
         Returns once ``on_start`` has finished.
 
@@ -303,6 +308,7 @@ class Runtime:
             shutdown=self.shutdown_timeout if isinstance(shutdown, _Unset) else shutdown,
             mailbox=mailbox,
             max_concurrency=max_concurrency,
+            policy=policy,
         )
         self._check_name_free(name)
         ref = await self._root.start_child(spec)

@@ -12,6 +12,7 @@ from ._actor import Actor
 from ._cell import DEFAULT_SHUTDOWN, check_timeout
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._messages import UNSET, _Unset
+from ._policy import CallPolicy
 
 __all__ = [
     "ONE_FOR_ALL",
@@ -97,6 +98,7 @@ class ChildSpec:
     shutdown: float | None = attrs.field(default=DEFAULT_SHUTDOWN, validator=_check_shutdown)
     mailbox: int = attrs.field(default=DEFAULT_MAILBOX_CAPACITY)
     max_concurrency: int = attrs.field(default=1)
+    policy: CallPolicy | None = None
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.factory):
@@ -105,6 +107,11 @@ class ChildSpec:
             )
         check_positive_int(self.mailbox, "mailbox capacity")
         check_positive_int(self.max_concurrency, "max_concurrency")
+        if self.policy is not None and not isinstance(self.policy, CallPolicy):
+            raise TypeError(
+                f"policy of child {self.name!r} must be a corral.ServicePolicy (a CallPolicy), "
+                f"got {self.policy!r}"
+            )
 
 
 def child(
@@ -115,6 +122,7 @@ def child(
     shutdown: float | _Unset | None = UNSET,
     mailbox: int = DEFAULT_MAILBOX_CAPACITY,
     max_concurrency: int = 1,
+    policy: CallPolicy | None = None,
 ) -> ChildSpec:
     """Describe an actor child of a :class:`Supervisor`.
 
@@ -128,6 +136,8 @@ def child(
             waits without limit. Default :data:`DEFAULT_SHUTDOWN` (5 s, as OTP).
         mailbox: Mailbox capacity.
         max_concurrency: Calls that may run at once.
+        policy: How its calls run (retries, rate limit, circuit breaker): a
+            :class:`corral.ServicePolicy`; default the actor class's ``policy``.
 
     Raises:
         ValueError, TypeError: A setting is out of range; the message names it.
@@ -139,6 +149,7 @@ def child(
         shutdown=DEFAULT_SHUTDOWN if isinstance(shutdown, _Unset) else shutdown,
         mailbox=mailbox,
         max_concurrency=max_concurrency,
+        policy=policy,
     )
 
 
