@@ -14,14 +14,19 @@ from ._core._exceptions import ActorCrashed as ActorCrashed
 from ._core._exceptions import ActorNotFound as ActorNotFound
 from ._core._exceptions import ActorStopped as ActorStopped
 from ._core._exceptions import CallCancelled as CallCancelled
+from ._core._exceptions import CircuitOpen as CircuitOpen
 from ._core._exceptions import CorralError as CorralError
 from ._core._exceptions import Crash as Crash
 from ._core._exceptions import DeadlineExceeded as DeadlineExceeded
+from ._core._exceptions import HttpStatusError as HttpStatusError
 from ._core._exceptions import InvalidStateError as InvalidStateError
 from ._core._exceptions import MailboxFull as MailboxFull
 from ._core._exceptions import NameTaken as NameTaken
 from ._core._exceptions import ProtocolError as ProtocolError
+from ._core._exceptions import RateLimitRefused as RateLimitRefused
+from ._core._exceptions import ServiceError as ServiceError
 from ._core._exceptions import SupervisorGaveUp as SupervisorGaveUp
+from ._core._exceptions import TransportError as TransportError
 from ._core._exceptions import UnhandledMessage as UnhandledMessage
 from ._core._future import Future as Future
 from ._core._instrument import Instrument as Instrument
@@ -40,6 +45,8 @@ from ._core._pile import ActorStatus as ActorStatus
 from ._core._pile import Call as Call
 from ._core._pile import CallInfo as CallInfo
 from ._core._pile import CallStatus as CallStatus
+from ._core._pile import current_call as current_call
+from ._core._policy import CallPolicy as CallPolicy
 from ._core._ref import ActorRef as ActorRef
 from ._core._runtime import Runtime as Runtime
 from ._core._specs import ONE_FOR_ALL as ONE_FOR_ALL
@@ -58,6 +65,22 @@ from ._core._specs import SupervisorEventKind as SupervisorEventKind
 from ._core._specs import child as child
 from ._core._supervisor import Supervisor as Supervisor
 from ._protocol import Protocol as Protocol
+from ._services._breaker import BreakerState as BreakerState
+from ._services._breaker import BreakerStatus as BreakerStatus
+from ._services._breaker import CircuitBreaker as CircuitBreaker
+from ._services._http import HttpService as HttpService
+from ._services._openai import ChatMessage as ChatMessage
+from ._services._openai import ChatReply as ChatReply
+from ._services._openai import ChatRequest as ChatRequest
+from ._services._openai import EmbeddingsReply as EmbeddingsReply
+from ._services._openai import EmbeddingsRequest as EmbeddingsRequest
+from ._services._openai import OpenAIChat as OpenAIChat
+from ._services._openai import OpenAIEmbeddings as OpenAIEmbeddings
+from ._services._openai import TokenUsage as TokenUsage
+from ._services._policy import ServicePolicy as ServicePolicy
+from ._services._ratelimit import RateLimiter as RateLimiter
+from ._services._ratelimit import RateLimiterStatus as RateLimiterStatus
+from ._services._retry import RetryPolicy as RetryPolicy
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -79,41 +102,64 @@ __all__ = [
     "ActorStatus",
     "ActorStopped",
     "Backoff",
+    "BreakerState",
+    "BreakerStatus",
     "Call",
     "CallCancelled",
     "CallInfo",
+    "CallPolicy",
     "CallStatus",
+    "ChatMessage",
+    "ChatReply",
+    "ChatRequest",
     "ChildInfo",
     "ChildSpec",
     "ChildState",
+    "CircuitBreaker",
+    "CircuitOpen",
     "Clock",
     "CorralError",
     "Crash",
     "DeadlineExceeded",
+    "EmbeddingsReply",
+    "EmbeddingsRequest",
     "Envelope",
     "Future",
     "GetStatus",
+    "HttpService",
+    "HttpStatusError",
     "Instrument",
     "InvalidStateError",
     "Kind",
     "LoopClock",
     "MailboxFull",
     "NameTaken",
+    "OpenAIChat",
+    "OpenAIEmbeddings",
     "Ping",
     "Pong",
     "Protocol",
     "ProtocolError",
+    "RateLimitRefused",
+    "RateLimiter",
+    "RateLimiterStatus",
     "Restart",
+    "RetryPolicy",
     "Runtime",
+    "ServiceError",
+    "ServicePolicy",
     "Stop",
     "Strategy",
     "Supervisor",
     "SupervisorEvent",
     "SupervisorEventKind",
     "SupervisorGaveUp",
+    "TokenUsage",
+    "TransportError",
     "UnhandledMessage",
     "__version__",
     "child",
+    "current_call",
     "handles",
     "message",
 ]

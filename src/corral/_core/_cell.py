@@ -25,10 +25,10 @@ from ._exceptions import (
 from ._future import _PENDING
 from ._instrument import Instruments
 from ._loop import LoopHooks
-from ._policy import CallPolicy
 from ._mailbox import Mailbox
 from ._messages import Envelope, Kind, Pong, new_id
 from ._pile import ActorState, ActorStatus, Call, CallStatus, Handler, Pile, _current_call
+from ._policy import CallPolicy
 
 if TYPE_CHECKING:
     from ._ref import ActorRef
@@ -400,7 +400,10 @@ class ActorCell:
             except Exception as exc:
                 if isinstance(exc, self._fatal):
                     self._crashed(exc)
-                self._resolve(call, _FAILED, None, exc)
+                # A deadline error from a call that has a deadline (a policy
+                # that could not retry in time) is that call expiring.
+                expired = deadline is not None and isinstance(exc, DeadlineExceeded)
+                self._resolve(call, _EXPIRED if expired else _FAILED, None, exc)
             else:
                 self._resolve(call, _SUCCEEDED, result)
         finally:

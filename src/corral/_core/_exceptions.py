@@ -14,6 +14,11 @@ Hierarchy::
     ├── CallCancelled                               the call's future was cancelled
     ├── DeadlineExceeded        (also TimeoutError) the call's deadline passed
     ├── SupervisorGaveUp                            restart intensity exceeded
+    ├── ServiceError                                a call to an outside service failed
+    │   ├── HttpStatusError                         ... with an HTTP error status
+    │   └── TransportError                          ... before a response (connect, timeout)
+    ├── CircuitOpen                                 the circuit breaker refuses calls for now
+    ├── RateLimitRefused        (also ValueError)   a call can never fit the rate limit
     └── Crash                                       raised by a handler to crash its own actor
 
 Each docstring says when the error is raised and whose fault it is.
@@ -26,14 +31,19 @@ __all__ = [
     "ActorNotFound",
     "ActorStopped",
     "CallCancelled",
+    "CircuitOpen",
     "CorralError",
     "Crash",
     "DeadlineExceeded",
+    "HttpStatusError",
     "InvalidStateError",
     "MailboxFull",
     "NameTaken",
     "ProtocolError",
+    "RateLimitRefused",
+    "ServiceError",
     "SupervisorGaveUp",
+    "TransportError",
     "UnhandledMessage",
 ]
 
@@ -140,3 +150,75 @@ class SupervisorGaveUp(CorralError):
 
     #: Name of the supervisor that gave up.
     supervisor: str = ""
+
+
+class ServiceError(CorralError):
+    """A call to an outside service (an HTTP API) failed. The service's fault, usually."""
+
+
+class HttpStatusError(ServiceError):
+    """The service answered with an HTTP error status (4xx, 5xx).
+
+    Retry policies retry 408, 409, 429 and 5xx by default and never 400,
+    401, 403, 404 or 422; list it (or a subclass check on :attr:`status`) in
+    an actor's ``fatal`` to crash on, say, 401. Never carries credentials.
+
+    Attributes:
+        status: The HTTP status code.
+        method: The request method.
+        url: The request URL (without query string).
+        body: The first 500 characters of the response body.
+        request_id: The provider's request id (``x-request-id``), if any.
+        retry_after: Seconds the service asked to wait (``Retry-After``), if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        method: str = "",
+        url: str = "",
+        body: str = "",
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.method = method
+        self.url = url
+        self.body = body
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+
+class TransportError(ServiceError):
+    """No response came: the connection failed, broke, or timed out.
+
+    ``__cause__`` is the HTTP library's error; :attr:`timeout` says whether it
+    was a timeout. Retried by default.
+    """
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class CircuitOpen(CorralError):
+    """The circuit breaker is open: the service failed repeatedly, calls fail fast.
+
+    Not retried. :attr:`retry_in` says how long until it lets a probe through.
+    """
+
+    def __init__(self, message: str, *, retry_in: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
+
+
+class RateLimitRefused(CorralError, ValueError):
+    """A call can never be admitted by its rate limiter, so it is refused at once.
+
+    Its token estimate is larger than the token bucket, or the limiter counts
+    tokens and no estimate could be made (a configuration error). The
+    caller's (or configuration's) fault.
+    """

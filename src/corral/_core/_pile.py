@@ -164,6 +164,11 @@ class Call:
         return self._cell.name
 
     @property
+    def actor(self) -> Any:
+        """The actor instance serving the call (the current incarnation)."""
+        return self._cell.instance
+
+    @property
     def future(self) -> Future[Any]:
         """The call's future."""
         return self._future

@@ -25,7 +25,7 @@ from .._version import __version__
 if TYPE_CHECKING:
     from .._core._runtime import Runtime
 
-__all__ = ["DEFAULT_FLUSH_TIMEOUT", "OpenTelemetry", "tracing_configured"]
+__all__ = ["DEFAULT_FLUSH_TIMEOUT", "OpenTelemetry", "tracer_for", "tracing_configured"]
 
 logger = logging.getLogger("corral")
 
@@ -414,6 +414,23 @@ class OpenTelemetry(Instrument):
             if open_span is not None:
                 open_span.add_event("escalated")
                 open_span.end()
+
+
+def tracer_for(call: Call | None) -> trace.Tracer | None:
+    """The tracer of the runtime serving *call*, or ``None`` when it is not traced.
+
+    Layers that add spans of their own (HTTP requests, model calls) use it,
+    so their spans go where the call's spans go.
+    """
+    if call is None:
+        return None
+    instruments = call._cell._instruments
+    if instruments is None:
+        return None
+    for item in instruments:
+        if isinstance(item, OpenTelemetry) and item._tracer is not None:
+            return item._tracer
+    return None
 
 
 def _default(existing: list[Instrument]) -> Instrument | None:

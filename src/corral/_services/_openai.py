@@ -1,0 +1,313 @@
+"""Service actors for OpenAI-compatible APIs: chat completions and embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+import attrs
+import httpx
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from .._core._exceptions import ProtocolError
+from .._core._messages import message
+from .._core._pile import current_call
+from ..telemetry._instrument import tracer_for
+from ._http import DEFAULT_HTTP_TIMEOUT, HttpService
+from ._policy import ServicePolicy
+
+__all__ = [
+    "ChatMessage",
+    "ChatReply",
+    "ChatRequest",
+    "EmbeddingsReply",
+    "EmbeddingsRequest",
+    "OpenAIChat",
+    "OpenAIEmbeddings",
+    "TokenUsage",
+]
+
+DEFAULT_OPENAI_URL: Final = "https://api.openai.com"
+_PROVIDER: Final = "openai"
+
+
+@message(name="openai.ChatMessage")
+class ChatMessage:
+    """One message of a chat: ``role`` is ``system``, ``user``, ``assistant`` (or ``tool``)."""
+
+    role: str
+    content: str
+
+
+def _as_messages(value: Sequence[ChatMessage | Mapping[str, str]]) -> tuple[ChatMessage, ...]:
+    return tuple(
+        m if isinstance(m, ChatMessage) else ChatMessage(role=m["role"], content=m["content"])
+        for m in value
+    )
+
+
+@message(name="openai.ChatRequest")
+class ChatRequest:
+    """A chat completion request; ``model`` defaults to the actor's."""
+
+    messages: tuple[ChatMessage, ...] = attrs.field(converter=_as_messages)
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+@message(name="openai.TokenUsage")
+class TokenUsage:
+    """Tokens a call used, as the provider reported them."""
+
+    input_tokens: int
+    output_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        """Input and output tokens together."""
+        return self.input_tokens + self.output_tokens
+
+
+@message(name="openai.ChatReply")
+class ChatReply:
+    """The reply to a :class:`ChatRequest`."""
+
+    content: str
+    finish_reason: str | None
+    model: str
+    usage: TokenUsage
+
+
+@message(name="openai.EmbeddingsRequest")
+class EmbeddingsRequest:
+    """Texts to embed; ``model`` defaults to the actor's."""
+
+    inputs: tuple[str, ...] = attrs.field(converter=tuple)
+    model: str | None = None
+
+
+@message(name="openai.EmbeddingsReply")
+class EmbeddingsReply:
+    """One vector per input, in order."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    model: str
+    usage: TokenUsage
+
+
+class _Shape:
+    """Reads a JSON reply, naming the path of anything missing or mistyped."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        self.data = data
+        self.where = where
+
+    def get(self, path: str, kind: type | tuple[type, ...], *, optional: bool = False) -> Any:
+        value = self.data
+        for part in path.split("."):
+            if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            elif isinstance(value, dict) and part in value:
+                value = value[part]
+            else:
+                if optional:
+                    return None
+                raise ProtocolError(f"{self.where}: the reply has no {path!r}")
+        if value is None and optional:
+            return None
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+            raise ProtocolError(
+                f"{self.where}: {path!r} should be {getattr(kind, '__name__', kind)}, "
+                f"got {type(value).__name__}"
+            )
+        return value
+
+
+class _GenAI:
+    """GenAI semantic-convention span around one model call."""
+
+    @staticmethod
+    @contextmanager
+    def span(
+        operation: str, model: str, attributes: Mapping[str, Any]
+    ) -> Iterator[trace.Span | None]:
+        tracer = tracer_for(current_call())
+        if tracer is None:
+            yield None
+            return
+        span = tracer.start_span(
+            f"{operation} {model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": operation,
+                "gen_ai.system": _PROVIDER,
+                "gen_ai.provider.name": _PROVIDER,
+                "gen_ai.request.model": model,
+                **attributes,
+            },
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield span
+        except BaseException as exc:
+            if span.is_recording() and isinstance(exc, Exception):
+                span.set_attribute("error.type", type(exc).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+
+def _usage(span: trace.Span | None, usage: TokenUsage, model: str) -> None:
+    if span is not None and span.is_recording():
+        span.set_attributes(
+            {
+                "gen_ai.response.model": model,
+                "gen_ai.usage.input_tokens": usage.input_tokens,
+                "gen_ai.usage.output_tokens": usage.output_tokens,
+            }
+        )
+
+
+class OpenAIChat(HttpService[ChatRequest, ChatReply]):
+    """Chat completions from any OpenAI-compatible server (OpenAI, vLLM, Ollama, LM Studio...).
+
+    ``POST {base_url}/v1/chat/completions``. Retries transient failures by
+    default (a :class:`corral.ServicePolicy` with the default
+    :class:`corral.RetryPolicy`; give ``policy=`` at spawn to add a rate
+    limiter or a breaker). For rate limiters that count tokens, a call is
+    estimated at a quarter of its characters plus its ``max_tokens``, and
+    corrected with the usage the server reports.
+
+    Args:
+        model: The default model.
+        base_url: The server (default OpenAI's).
+        api_key_env: Environment variable with the API key (default
+            ``OPENAI_API_KEY``; ``None`` for servers without keys).
+        timeout, headers, transport: As :class:`HttpService`.
+    """
+
+    policy = ServicePolicy()
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str = DEFAULT_OPENAI_URL,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout: float = DEFAULT_HTTP_TIMEOUT,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            base_url=base_url,
+            headers=headers,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            transport=transport,
+        )
+        self.model = model
+
+    def estimate_tokens(self, msg: ChatRequest) -> int:
+        """Tokens a request may use: characters / 4, plus the reply's ``max_tokens``."""
+        chars = sum(len(m.content) + len(m.role) for m in msg.messages)
+        return max(1, chars // 4) + (msg.max_tokens or 0)
+
+    def reported_tokens(self, reply: ChatReply) -> int:
+        """Tokens the server says the call used."""
+        return reply.usage.total
+
+    async def handle(self, msg: ChatRequest) -> ChatReply:
+        model = msg.model or self.model
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in msg.messages],
+        }
+        request_attrs: dict[str, Any] = {}
+        if msg.temperature is not None:
+            body["temperature"] = msg.temperature
+            request_attrs["gen_ai.request.temperature"] = msg.temperature
+        if msg.max_tokens is not None:
+            body["max_tokens"] = msg.max_tokens
+            request_attrs["gen_ai.request.max_tokens"] = msg.max_tokens
+        with _GenAI.span("chat", model, request_attrs) as span:
+            response = await self.request("POST", "/v1/chat/completions", json=body)
+            shape = _Shape(self.parse_json(response), "POST /v1/chat/completions")
+            content = shape.get("choices.0.message.content", str, optional=True) or ""
+            finish = shape.get("choices.0.finish_reason", str, optional=True)
+            usage = TokenUsage(
+                input_tokens=shape.get("usage.prompt_tokens", int),
+                output_tokens=shape.get("usage.completion_tokens", int, optional=True) or 0,
+            )
+            reply_model = shape.get("model", str, optional=True) or model
+            shape.get("choices.0.message", dict)
+            _usage(span, usage, reply_model)
+            if span is not None and span.is_recording() and finish is not None:
+                span.set_attribute("gen_ai.response.finish_reasons", (finish,))
+            return ChatReply(content=content, finish_reason=finish, model=reply_model, usage=usage)
+
+
+class OpenAIEmbeddings(HttpService[EmbeddingsRequest, EmbeddingsReply]):
+    """Embeddings from any OpenAI-compatible server: ``POST {base_url}/v1/embeddings``.
+
+    Arguments as :class:`OpenAIChat`. Token estimate: characters / 4.
+    """
+
+    policy = ServicePolicy()
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str = DEFAULT_OPENAI_URL,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout: float = DEFAULT_HTTP_TIMEOUT,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            base_url=base_url,
+            headers=headers,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            transport=transport,
+        )
+        self.model = model
+
+    def estimate_tokens(self, msg: EmbeddingsRequest) -> int:
+        """Tokens a request may use: characters / 4."""
+        return max(1, sum(len(text) for text in msg.inputs) // 4)
+
+    def reported_tokens(self, reply: EmbeddingsReply) -> int:
+        """Tokens the server says the call used."""
+        return reply.usage.total
+
+    async def handle(self, msg: EmbeddingsRequest) -> EmbeddingsReply:
+        model = msg.model or self.model
+        with _GenAI.span("embeddings", model, {}) as span:
+            response = await self.request(
+                "POST", "/v1/embeddings", json={"model": model, "input": list(msg.inputs)}
+            )
+            shape = _Shape(self.parse_json(response), "POST /v1/embeddings")
+            items = shape.get("data", list)
+            vectors: list[tuple[float, ...]] = []
+            for index in range(len(items)):
+                vector = shape.get(f"data.{index}.embedding", list)
+                if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
+                    raise ProtocolError(
+                        f"POST /v1/embeddings: 'data.{index}.embedding' should hold numbers"
+                    )
+                vectors.append(tuple(float(x) for x in vector))
+            if len(vectors) != len(msg.inputs):
+                raise ProtocolError(
+                    f"POST /v1/embeddings: {len(msg.inputs)} inputs but {len(vectors)} vectors"
+                )
+            usage = TokenUsage(input_tokens=shape.get("usage.prompt_tokens", int))
+            reply_model = shape.get("model", str, optional=True) or model
+            _usage(span, usage, reply_model)
+            return EmbeddingsReply(vectors=tuple(vectors), model=reply_model, usage=usage)

@@ -1,0 +1,191 @@
+"""ServicePolicy: deadline, circuit breaker, rate limit and retries, in one documented order."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import attrs
+
+from .._core._clock import Clock, LoopClock
+from .._core._exceptions import DeadlineExceeded, HttpStatusError, RateLimitRefused
+from .._core._pile import Call
+from .._core._policy import CallPolicy
+from ._breaker import CircuitBreaker
+from ._ratelimit import RateLimiter
+from ._retry import RetryPolicy, retry_after_of
+
+__all__ = ["ServicePolicy"]
+
+
+@contextlib.asynccontextmanager
+async def _no_slot() -> AsyncIterator[float]:
+    yield 0.0
+
+
+def _check(kind: type | tuple[type, ...], name: str) -> Callable[[Any, Any, Any], None]:
+    def validator(_: Any, __: Any, value: Any) -> None:
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(f"{name} must be a {kind!r} or None, got {value!r}")
+
+    return validator
+
+
+def _callable_or_none(_: Any, attribute: Any, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{attribute.name} must be callable or None, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ServicePolicy(CallPolicy):
+    """How an actor's calls to an outside service run: retries, rate limit, circuit breaker.
+
+    The layers compose in one order, outermost first:
+
+    1. **deadline** — the call's own, set by the caller (``timeout=``). It
+       covers the mailbox, every wait, every attempt and every backoff; no
+       layer adds a longer timeout of its own, and HTTP requests get what is
+       left of it.
+    2. **circuit breaker** — an open circuit fails the call at once
+       (:class:`corral.CircuitOpen`); each attempt is let through (or not)
+       by it, and reports back.
+    3. **rate limit** — a concurrency slot is held for the whole call; each
+       attempt is admitted by the request and token buckets (so retries count
+       against the provider's rate too). A 429 with ``Retry-After`` pauses
+       the limiter for everyone.
+    4. **retry loop** — a failed attempt the retry policy accepts is tried
+       again after a backoff, unless that backoff would pass the deadline (the
+       call then fails with :class:`corral.DeadlineExceeded`, the last error
+       chained).
+    5. **attempt** — the handler itself.
+
+    Each attempt shows in the pile (status ``RETRYING`` between attempts,
+    the attempt number in the envelope) and in traces (one span per attempt).
+
+    Token estimates come from *estimate_tokens* (or the actor's
+    ``estimate_tokens(msg)`` method); the reply's real usage from
+    *reported_tokens* (or the actor's ``reported_tokens(reply)``). A limiter
+    that counts tokens with no estimate for a call refuses it
+    (:class:`corral.RateLimitRefused`): a configuration error, not a bypass.
+
+    Args:
+        retry: The :class:`RetryPolicy`, or ``None`` for no retries.
+        rate_limiter: A :class:`RateLimiter`, possibly shared by several actors.
+        breaker: A :class:`CircuitBreaker`, possibly shared.
+        estimate_tokens: ``f(msg) -> tokens | None``.
+        reported_tokens: ``f(reply) -> tokens | None``.
+        clock: Clock for backoff sleeps; default the limiter's, else the loop's.
+    """
+
+    retry: RetryPolicy | None = attrs.field(
+        factory=RetryPolicy, validator=_check(RetryPolicy, "retry")
+    )
+    rate_limiter: RateLimiter | None = attrs.field(
+        default=None, validator=_check(RateLimiter, "rate_limiter")
+    )
+    breaker: CircuitBreaker | None = attrs.field(
+        default=None, validator=_check(CircuitBreaker, "breaker")
+    )
+    estimate_tokens: Callable[[Any], float | None] | None = attrs.field(
+        default=None, validator=_callable_or_none
+    )
+    reported_tokens: Callable[[Any], float | None] | None = attrs.field(
+        default=None, validator=_callable_or_none
+    )
+    clock: Clock | None = attrs.field(default=None, validator=_check(Clock, "clock"))
+    random: Callable[[], float] = attrs.field(default=random.random, repr=False)
+
+    def _clock(self) -> Clock:
+        if self.clock is not None:
+            return self.clock
+        if self.rate_limiter is not None:
+            return self.rate_limiter.clock
+        return LoopClock()
+
+    def _estimate(self, call: Call) -> float | None:
+        limiter = self.rate_limiter
+        if limiter is None or not limiter.counts_tokens:
+            return None
+        payload = call.envelope.payload
+        estimator = self.estimate_tokens or getattr(call.actor, "estimate_tokens", None)
+        tokens = estimator(payload) if estimator is not None else None
+        if tokens is None:
+            raise RateLimitRefused(
+                f"the rate limiter of actor {call.actor_name!r} counts tokens, but no token "
+                f"estimate could be made for {type(payload).__qualname__}: give the policy "
+                "estimate_tokens=, or the actor an estimate_tokens(msg) method"
+            )
+        limiter.check(tokens)
+        return tokens
+
+    def _reported(self, call: Call, reply: Any) -> float | None:
+        reporter = self.reported_tokens or getattr(call.actor, "reported_tokens", None)
+        return reporter(reply) if reporter is not None else None
+
+    async def run(self, call: Call, attempt: Callable[[], Awaitable[Any]]) -> Any:
+        breaker = self.breaker
+        limiter = self.rate_limiter
+        retry = self.retry
+        if breaker is not None:
+            breaker.before_call()
+        tokens = self._estimate(call)
+        slot = limiter.slot() if limiter is not None else _no_slot()
+        async with slot as waited_for_slot:
+            if waited_for_slot > 0:
+                call.waited("concurrency", waited_for_slot)
+            number = 1
+            while True:
+                if number > 1 and breaker is not None:
+                    breaker.before_call()
+                if limiter is not None:
+                    waited = await limiter.admit(tokens or 0.0)
+                    if waited > 0:
+                        call.waited("rate limit", waited)
+                call.attempt_started()
+                try:
+                    reply = await attempt()
+                except Exception as exc:
+                    call.attempt_finished(exc)
+                    if breaker is not None:
+                        breaker.on_failure(exc)
+                    if limiter is not None and tokens:
+                        limiter.adjust(tokens, 0.0)  # the next attempt is charged again
+                    retry_after = retry_after_of(exc)
+                    if (
+                        limiter is not None
+                        and retry_after
+                        and isinstance(exc, HttpStatusError)
+                        and exc.status == 429
+                    ):
+                        limiter.pause(retry_after)
+                    if retry is None or number >= retry.max_attempts or not retry.should_retry(exc):
+                        raise
+                    delay = retry.delay(number, self.random(), retry_after)
+                    remaining = call.remaining()
+                    if remaining is not None and delay >= remaining:
+                        raise DeadlineExceeded(
+                            f"{type(call.envelope.payload).__qualname__} call to actor "
+                            f"{call.actor_name!r}: the next retry (in {delay:.3g}s) would pass "
+                            f"its deadline ({remaining:.3g}s left) after attempt {number}"
+                        ) from exc
+                    call.retry_scheduled(delay, exc)
+                    clock = self._clock()
+                    await clock.sleep_until(clock.now() + delay)
+                    number += 1
+                except BaseException:
+                    # Cancelled (by the caller, the deadline or a stop): no
+                    # outcome for the breaker, but its probe is free again.
+                    if breaker is not None:
+                        breaker.on_abandon()
+                    raise
+                else:
+                    call.attempt_finished(None)
+                    if breaker is not None:
+                        breaker.on_success()
+                    if limiter is not None and tokens:
+                        actual = self._reported(call, reply)
+                        if actual is not None:
+                            limiter.adjust(tokens, actual)
+                    return reply

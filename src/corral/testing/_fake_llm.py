@@ -1,0 +1,460 @@
+"""A fake OpenAI-compatible server: real HTTP on loopback, with latency and faults.
+
+It runs in a thread of its own with its own event loop (anyio's blocking
+portal), so tests and demos on any backend — trio included — talk to it over
+real sockets. HTTP/1.1 is spoken with h11.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import attrs
+import h11
+
+__all__ = ["FakeLLMServer", "Faults", "ServerStats"]
+
+_OUTCOMES: Final = ("ok", "429", "500", "503", "401", "slow", "drop", "malformed")
+
+
+def _rate(name: str, value: float) -> None:
+    if not (0 <= value <= 1):
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Faults:
+    """How often the fake server misbehaves, per request (probabilities, seeded).
+
+    Args:
+        rate_429: Answer 429 with ``Retry-After: retry_after``.
+        rate_500, rate_503: Answer 500 / 503.
+        rate_slow: Wait *slow_delay* seconds before answering normally.
+        rate_drop: Close the connection without an answer.
+        rate_malformed: Answer 200 with a body that is not JSON.
+    """
+
+    rate_429: float = 0.0
+    retry_after: float = 1.0
+    rate_500: float = 0.0
+    rate_503: float = 0.0
+    rate_slow: float = 0.0
+    slow_delay: float = 2.0
+    rate_drop: float = 0.0
+    rate_malformed: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        for name in (
+            "rate_429",
+            "rate_500",
+            "rate_503",
+            "rate_slow",
+            "rate_drop",
+            "rate_malformed",
+        ):
+            _rate(name, getattr(self, name))
+        if not self.retry_after >= 0 or not self.slow_delay >= 0:
+            raise ValueError("retry_after and slow_delay must be >= 0 seconds")
+
+    def pick(self, rand: float) -> str:
+        edge = 0.0
+        for outcome, rate in (
+            ("429", self.rate_429),
+            ("500", self.rate_500),
+            ("503", self.rate_503),
+            ("slow", self.rate_slow),
+            ("drop", self.rate_drop),
+            ("malformed", self.rate_malformed),
+        ):
+            edge += rate
+            if rand < edge:
+                return outcome
+        return "ok"
+
+
+@attrs.frozen(kw_only=True)
+class ServerStats:
+    """What the fake server saw, for assertions."""
+
+    requests: int
+    by_status: dict[int, int]
+    by_path: dict[str, int]
+    dropped: int
+    concurrent_peak: int
+    #: Monotonic arrival times of every request.
+    arrivals: tuple[float, ...]
+    #: How often each Idempotency-Key was seen.
+    idempotency_keys: dict[str, int]
+
+    def max_in_window(self, seconds: float) -> int:
+        """The most requests that arrived within any window of *seconds*."""
+        times = sorted(self.arrivals)
+        best = 0
+        start = 0
+        for end, t in enumerate(times):
+            while t - times[start] >= seconds:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+
+class FakeLLMServer:
+    """A real HTTP server on loopback that speaks the OpenAI-compatible endpoints.
+
+    ``POST /v1/chat/completions`` and ``POST /v1/embeddings``, with
+    configurable latency, faults (429 with ``Retry-After``, 500, 503, slow
+    answers, dropped connections, malformed bodies), an optional API key and
+    an optional server-side rate limit, and counters to assert on::
+
+        async with FakeLLMServer(latency=0.005, faults=Faults(rate_503=0.1)) as server:
+            chat = await rt.spawn(lambda: OpenAIChat(model="m", base_url=server.base_url,
+                                                     api_key_env=None), name="chat")
+            ...
+            assert server.stats().requests == ...
+
+    Args:
+        latency: Seconds each answer takes.
+        jitter: Up to this many extra seconds, uniformly.
+        faults: Random misbehaviour (:class:`Faults`).
+        script: Outcomes for the first requests, in order, before *faults*
+            apply: ``"ok"``, ``"429"``, ``"500"``, ``"503"``, ``"401"``,
+            ``"slow"``, ``"drop"``, ``"malformed"``.
+        rate_limit: Requests per second the server accepts (a token bucket of
+            *rate_burst*); beyond it, 429 with ``Retry-After``.
+        api_key: Require ``Authorization: Bearer <api_key>`` (else 401).
+        seed: Seed of the fault and jitter randomness.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        jitter: float = 0.0,
+        faults: Faults | None = None,
+        script: Iterable[str] = (),
+        rate_limit: float | None = None,
+        rate_burst: float = 1.0,
+        api_key: str | None = None,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        if not latency >= 0 or not jitter >= 0:
+            raise ValueError("latency and jitter must be >= 0 seconds")
+        self.script: collections.deque[str] = collections.deque(script)
+        for outcome in self.script:
+            if outcome not in _OUTCOMES:
+                raise ValueError(f"script outcomes are {', '.join(_OUTCOMES)}; got {outcome!r}")
+        if rate_limit is not None and not rate_limit > 0:
+            raise ValueError(f"rate_limit must be > 0 requests per second, got {rate_limit!r}")
+        self.latency = latency
+        self.jitter = jitter
+        self.faults = faults or Faults()
+        self.rate_limit = rate_limit
+        self.rate_burst = rate_burst
+        self.api_key = api_key
+        self.host = host
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._portal_cm: Any = None
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+        self._stop: anyio.CancelScope | None = None
+        self._done: Any = None
+        self.port = 0
+        self._reset_stats()
+        self._bucket = rate_burst
+        self._bucket_at = time.monotonic()
+
+    def _reset_stats(self) -> None:
+        self._requests = 0
+        self._by_status: collections.Counter[int] = collections.Counter()
+        self._by_path: collections.Counter[str] = collections.Counter()
+        self._dropped = 0
+        self._in_flight = 0
+        self._peak = 0
+        self._arrivals: list[float] = []
+        self._keys: collections.Counter[str] = collections.Counter()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://{self.host}:{self.port}"
+
+    def stats(self) -> ServerStats:
+        """A snapshot of the counters."""
+        with self._lock:
+            return ServerStats(
+                requests=self._requests,
+                by_status=dict(self._by_status),
+                by_path=dict(self._by_path),
+                dropped=self._dropped,
+                concurrent_peak=self._peak,
+                arrivals=tuple(self._arrivals),
+                idempotency_keys=dict(self._keys),
+            )
+
+    def reset(self) -> None:
+        """Zero the counters (the script and faults stay)."""
+        with self._lock:
+            self._reset_stats()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeLLMServer:
+        await anyio.to_thread.run_sync(self._start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._close)
+
+    def _start(self) -> None:
+        self._portal_cm = anyio.from_thread.start_blocking_portal(backend="asyncio")
+        self._portal = self._portal_cm.__enter__()
+        self._done, self.port = self._portal.start_task(self._serve, name="fake LLM server")
+
+    def _close(self) -> None:
+        portal = self._portal
+        if portal is None:
+            return
+        if self._stop is not None:
+            portal.call(self._stop.cancel)
+        try:
+            self._done.result(timeout=10)
+        except BaseException:  # the server task ends by cancellation; nothing to report
+            pass
+        self._portal_cm.__exit__(None, None, None)
+        self._portal = None
+
+    async def _serve(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=0)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        with anyio.CancelScope() as scope:
+            self._stop = scope
+            task_status.started(port)
+            async with listener:
+                await listener.serve(self._connection)
+
+    # --- HTTP ----------------------------------------------------------------------------
+
+    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        async with stream:
+            while True:
+                try:
+                    request, body = await self._read_request(conn, stream)
+                except (anyio.EndOfStream, anyio.BrokenResourceError, h11.RemoteProtocolError):
+                    return
+                if request is None:
+                    return
+                keep = await self._respond(conn, stream, request, body)
+                if not keep or conn.our_state is not h11.DONE:
+                    return
+                try:
+                    conn.start_next_cycle()
+                except h11.LocalProtocolError:
+                    return
+
+    async def _read_request(
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream
+    ) -> tuple[h11.Request | None, bytes]:
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive(65536)
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body.extend(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return request, bytes(body)
+            elif isinstance(event, h11.ConnectionClosed):
+                return None, b""
+
+    def _admit(self) -> float | None:
+        # Server-side token bucket; returns the Retry-After when refused.
+        if self.rate_limit is None:
+            return None
+        now = time.monotonic()
+        self._bucket = min(
+            self.rate_burst, self._bucket + (now - self._bucket_at) * self.rate_limit
+        )
+        self._bucket_at = now
+        if self._bucket >= 1:
+            self._bucket -= 1
+            return None
+        return (1 - self._bucket) / self.rate_limit
+
+    async def _respond(
+        self,
+        conn: h11.Connection,
+        stream: anyio.abc.SocketStream,
+        request: h11.Request,
+        body: bytes,
+    ) -> bool:
+        path = request.target.decode("latin-1").split("?", 1)[0]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+        with self._lock:
+            self._requests += 1
+            self._by_path[path] += 1
+            self._arrivals.append(time.monotonic())
+            self._in_flight += 1
+            self._peak = max(self._peak, self._in_flight)
+            key = headers.get("idempotency-key")
+            if key:
+                self._keys[key] += 1
+            outcome = (
+                self.script.popleft() if self.script else self.faults.pick(self._random.random())
+            )
+            delay = self.latency + (self._random.random() * self.jitter if self.jitter else 0.0)
+            refused = self._admit()
+        try:
+            if (
+                self.api_key is not None
+                and headers.get("authorization") != f"Bearer {self.api_key}"
+            ):
+                outcome = "401"
+            if refused is not None:
+                return await self._send(
+                    conn, stream, 429, {"error": {"message": "rate limited"}}, retry_after=refused
+                )
+            if outcome == "drop":
+                with self._lock:
+                    self._dropped += 1
+                await anyio.sleep(delay)
+                return False  # closing the stream without an answer
+            if outcome == "slow":
+                delay += self.faults.slow_delay
+            if delay:
+                await anyio.sleep(delay)
+            if outcome == "429":
+                return await self._send(
+                    conn,
+                    stream,
+                    429,
+                    {"error": {"message": "slow down"}},
+                    retry_after=self.faults.retry_after,
+                )
+            if outcome in ("500", "503", "401"):
+                status = int(outcome)
+                return await self._send(
+                    conn, stream, status, {"error": {"message": f"fake {status}"}}
+                )
+            if request.method != b"POST" or path not in ("/v1/chat/completions", "/v1/embeddings"):
+                return await self._send(conn, stream, 404, {"error": {"message": "not found"}})
+            try:
+                payload = json.loads(body or b"{}")
+            except ValueError:
+                return await self._send(conn, stream, 400, {"error": {"message": "bad JSON"}})
+            if outcome == "malformed":
+                return await self._send_raw(
+                    conn, stream, 200, b"{this is not json", "application/json"
+                )
+            reply = (
+                self._chat(payload) if path.endswith("completions") else self._embeddings(payload)
+            )
+            return await self._send(conn, stream, 200, reply)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    @staticmethod
+    def _chat(payload: dict[str, Any]) -> dict[str, Any]:
+        messages = payload.get("messages") or [{"role": "user", "content": ""}]
+        last = str(messages[-1].get("content", ""))
+        prompt = sum(len(str(m.get("content", ""))) for m in messages)
+        content = f"fake reply to: {last[:60]}"
+        completion = max(1, len(content) // 4)
+        return {
+            "id": f"chatcmpl-{abs(hash(last)) % 10**8}",
+            "object": "chat.completion",
+            "model": payload.get("model", "fake"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": max(1, prompt // 4),
+                "completion_tokens": completion,
+                "total_tokens": max(1, prompt // 4) + completion,
+            },
+        }
+
+    @staticmethod
+    def _embeddings(payload: dict[str, Any]) -> dict[str, Any]:
+        inputs = payload.get("input") or []
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        data = []
+        for index, text in enumerate(inputs):
+            text = str(text)
+            vector = [round(math.sin(len(text) + i), 6) for i in range(8)]
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = max(1, sum(len(str(t)) for t in inputs) // 4)
+        return {
+            "object": "list",
+            "data": data,
+            "model": payload.get("model", "fake"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    async def _send(
+        self,
+        conn: h11.Connection,
+        stream: anyio.abc.SocketStream,
+        status: int,
+        payload: Any,
+        *,
+        retry_after: float | None = None,
+    ) -> bool:
+        extra = [] if retry_after is None else [("Retry-After", f"{max(0.0, retry_after):.3f}")]
+        return await self._send_raw(
+            conn, stream, status, json.dumps(payload).encode(), "application/json", extra
+        )
+
+    async def _send_raw(
+        self,
+        conn: h11.Connection,
+        stream: anyio.abc.SocketStream,
+        status: int,
+        body: bytes,
+        content_type: str,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> bool:
+        with self._lock:
+            self._by_status[status] += 1
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("x-request-id", f"req-{self._requests}"),
+            *extra,
+        ]
+        try:
+            await stream.send(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+            await stream.send(conn.send(h11.Data(data=body)) or b"")
+            await stream.send(conn.send(h11.EndOfMessage()) or b"")
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        return True
