@@ -13,6 +13,7 @@ from ._core._clock import LoopClock as LoopClock
 from ._core._exceptions import ActorCrashed as ActorCrashed
 from ._core._exceptions import ActorNotFound as ActorNotFound
 from ._core._exceptions import ActorStopped as ActorStopped
+from ._core._exceptions import AuthenticationError as AuthenticationError
 from ._core._exceptions import CallCancelled as CallCancelled
 from ._core._exceptions import CircuitOpen as CircuitOpen
 from ._core._exceptions import CorralError as CorralError
@@ -101,6 +102,7 @@ __all__ = [
     "ActorState",
     "ActorStatus",
     "ActorStopped",
+    "AuthenticationError",
     "Backoff",
     "BreakerState",
     "BreakerStatus",

@@ -16,6 +16,7 @@ Hierarchy::
     ├── SupervisorGaveUp                            restart intensity exceeded
     ├── ServiceError                                a call to an outside service failed
     │   ├── HttpStatusError                         ... with an HTTP error status
+    │   │   └── AuthenticationError                 ... 401 or 403: our credentials
     │   └── TransportError                          ... before a response (connect, timeout)
     ├── CircuitOpen                                 the circuit breaker refuses calls for now
     ├── RateLimitRefused        (also ValueError)   a call can never fit the rate limit
@@ -190,6 +191,15 @@ class HttpStatusError(ServiceError):
         self.body = body
         self.request_id = request_id
         self.retry_after = retry_after
+
+
+class AuthenticationError(HttpStatusError):
+    """The service refused our credentials (401) or our permission (403).
+
+    Never retried. Declare it fatal (``fatal = (corral.AuthenticationError,)``)
+    to have the supervisor restart the actor (which re-reads its key) or stop
+    it, instead of failing every call one by one.
+    """
 
 
 class TransportError(ServiceError):

@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._core._actor import Actor
 from .._core._exceptions import (
+    AuthenticationError,
     HttpStatusError,
     InvalidStateError,
     ProtocolError,
@@ -55,7 +56,8 @@ def status_error(response: httpx.Response) -> HttpStatusError:
     request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
     body = _excerpt(response)
     detail = f": {body[:200]}" if body else ""
-    return HttpStatusError(
+    kind = AuthenticationError if response.status_code in (401, 403) else HttpStatusError
+    return kind(
         f"{request.method} {url} answered {response.status_code} {response.reason_phrase}{detail}",
         status=response.status_code,
         method=request.method,

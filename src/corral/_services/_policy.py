@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import attrs
+from opentelemetry import trace
 
 from .._core._clock import Clock, LoopClock
 from .._core._exceptions import DeadlineExceeded, HttpStatusError, RateLimitRefused
 from .._core._pile import Call
 from .._core._policy import CallPolicy
-from ._breaker import CircuitBreaker
+from ._breaker import BreakerState, CircuitBreaker
 from ._ratelimit import RateLimiter
 from ._retry import RetryPolicy, retry_after_of
 
@@ -36,6 +37,16 @@ def _check(kind: type | tuple[type, ...], name: str) -> Callable[[Any, Any, Any]
 def _callable_or_none(_: Any, attribute: Any, value: Any) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{attribute.name} must be callable or None, got {value!r}")
+
+
+def _trace_change(breaker: CircuitBreaker, old: BreakerState, new: BreakerState) -> None:
+    # A state change happens inside a call: mark it on that call's span.
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(
+            f"circuit {new.value}",
+            {"corral.circuit": breaker.name, "corral.circuit.from": old.value},
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -96,6 +107,10 @@ class ServicePolicy(CallPolicy):
     )
     clock: Clock | None = attrs.field(default=None, validator=_check(Clock, "clock"))
     random: Callable[[], float] = attrs.field(default=random.random, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.breaker is not None and _trace_change not in self.breaker.on_change:
+            self.breaker.on_change.append(_trace_change)
 
     def _clock(self) -> Clock:
         if self.clock is not None:

@@ -17,6 +17,8 @@ from ._buckets import refill, wait_for
 
 __all__ = ["RateLimiter", "RateLimiterStatus"]
 
+_EPSILON = 1e-9
+
 
 def _rate(name: str, value: float | None) -> None:
     if value is None:
@@ -195,7 +197,9 @@ class RateLimiter:
             while True:
                 now = clock.now()
                 wait = self._wait_needed(tokens, now)
-                if wait <= 0:
+                # Float rounding can leave a wait too small to move any
+                # clock; it counts as none rather than a wait forever.
+                if wait <= _EPSILON:
                     if self.requests is not None:
                         self._req_level -= 1.0
                     if self.tokens is not None:

@@ -59,13 +59,15 @@ def _metering_configured() -> bool:
 
 
 class _CallSpans:
-    __slots__ = ("consumer", "parent", "producer", "token")
+    __slots__ = ("attempt", "attempt_token", "consumer", "parent", "producer", "token")
 
     def __init__(self, producer: trace.Span | None, parent: otel_context.Context | None) -> None:
         self.producer = producer
         self.parent = parent
         self.consumer: trace.Span | None = None
         self.token: object = None
+        self.attempt: trace.Span | None = None
+        self.attempt_token: object = None
 
 
 def _mark_outcome(span: trace.Span, call: Call, outcome: CallStatus | None) -> None:
@@ -329,6 +331,8 @@ class OpenTelemetry(Instrument):
     def call_finished(self, call: Call) -> None:
         data = call.instrument_data
         if isinstance(data, _CallSpans):
+            if data.attempt is not None:  # cut short mid-attempt
+                self.attempt_finished(call, None)
             if data.token is not None:
                 otel_context.detach(data.token)  # type: ignore[arg-type]
                 data.token = None
@@ -339,6 +343,59 @@ class OpenTelemetry(Instrument):
             call.instrument_data = None
         if self._metrics:
             self._record(call)
+
+    # --- attempts, retries and waits (reported by call policies) ------------------------
+
+    def attempt_started(self, call: Call) -> None:
+        tracer = self._tracer
+        data = call.instrument_data
+        if tracer is None or not isinstance(data, _CallSpans):
+            return
+        consumer = data.consumer
+        if consumer is None or not consumer.is_recording():
+            return
+        number = call._envelope.attempt
+        span = tracer.start_span(
+            f"attempt {number}",
+            context=trace.set_span_in_context(consumer),
+            attributes={"corral.attempt": number, "messaging.destination.name": call._cell.name},
+        )
+        data.attempt = span
+        # The attempt is current while it runs: an HTTP request made by the
+        # handler nests under it.
+        data.attempt_token = otel_context.attach(trace.set_span_in_context(span))
+
+    def attempt_finished(self, call: Call, error: BaseException | None) -> None:
+        data = call.instrument_data
+        if not isinstance(data, _CallSpans) or data.attempt is None:
+            return
+        span, data.attempt = data.attempt, None
+        if data.attempt_token is not None:
+            otel_context.detach(data.attempt_token)  # type: ignore[arg-type]
+            data.attempt_token = None
+        if error is not None:
+            span.set_attribute("error.type", type(error).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+        span.end()
+
+    def retry_scheduled(self, call: Call, delay: float, error: BaseException) -> None:
+        data = call.instrument_data
+        consumer = data.consumer if isinstance(data, _CallSpans) else None
+        if consumer is not None and consumer.is_recording():
+            consumer.add_event(
+                "retry scheduled",
+                {
+                    "corral.retry.delay": delay,
+                    "corral.retry.reason": type(error).__qualname__,
+                    "corral.attempt": call._envelope.attempt,
+                },
+            )
+
+    def call_waited(self, call: Call, reason: str, seconds: float) -> None:
+        data = call.instrument_data
+        consumer = data.consumer if isinstance(data, _CallSpans) else None
+        if consumer is not None and consumer.is_recording():
+            consumer.add_event(f"{reason} wait", {"corral.wait": seconds})
 
     def _record(self, call: Call) -> None:
         actor = call._cell.name

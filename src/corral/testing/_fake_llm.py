@@ -166,6 +166,7 @@ class FakeLLMServer:
         self.host = host
         self._random = random.Random(seed)
         self._lock = threading.Lock()
+        self._seen = threading.Condition(self._lock)
         self._portal_cm: Any = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._stop: anyio.CancelScope | None = None
@@ -202,6 +203,20 @@ class FakeLLMServer:
                 arrivals=tuple(self._arrivals),
                 idempotency_keys=dict(self._keys),
             )
+
+    async def wait_for_requests(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until the server has received *count* requests in all.
+
+        Raises:
+            TimeoutError: Not within *timeout* seconds.
+        """
+
+        def wait() -> bool:
+            with self._seen:
+                return self._seen.wait_for(lambda: self._requests >= count, timeout)
+
+        if not await anyio.to_thread.run_sync(wait, abandon_on_cancel=True):
+            raise TimeoutError(f"the fake server saw {self._requests} of {count} requests")
 
     def reset(self) -> None:
         """Zero the counters (the script and faults stay)."""
@@ -315,6 +330,7 @@ class FakeLLMServer:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
         with self._lock:
             self._requests += 1
+            self._seen.notify_all()
             self._by_path[path] += 1
             self._arrivals.append(time.monotonic())
             self._in_flight += 1
