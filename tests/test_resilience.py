@@ -373,7 +373,9 @@ async def test_retries_show_in_the_pile_and_recover() -> None:
 
 async def test_a_retry_never_outlives_the_deadline() -> None:
     """When the next backoff would pass the deadline the call fails now, the error chained."""
-    policy = corral.ServicePolicy(retry=corral.RetryPolicy(max_attempts=5, min_delay=10, max_delay=10))
+    policy = corral.ServicePolicy(
+        retry=corral.RetryPolicy(max_attempts=5, min_delay=10, max_delay=10)
+    )
     async with corral.Runtime() as rt:
         ref = await rt.spawn(lambda: Flaky(fails=5), name="flaky", policy=policy)
         started = anyio.current_time()
@@ -418,7 +420,9 @@ async def test_a_token_limiter_without_an_estimate_is_a_configuration_error() ->
         ref = await rt.spawn(
             lambda: Flaky(fails=0), name="flaky", policy=corral.ServicePolicy(rate_limiter=limiter)
         )
-        with pytest.raises(corral.RateLimitRefused, match="no token estimate could be made for Job"):
+        with pytest.raises(
+            corral.RateLimitRefused, match="no token estimate could be made for Job"
+        ):
             await ref.ask(Job(1))
         estimating = corral.ServicePolicy(rate_limiter=limiter, estimate_tokens=lambda m: 10)
         other = await rt.spawn(lambda: Flaky(fails=0), name="other", policy=estimating)
