@@ -51,7 +51,7 @@ async def test_retries_recover_from_5xx_and_429_with_one_idempotency_key() -> No
 async def test_auth_failure_declared_fatal_goes_to_the_supervisor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A 401 crashes an actor that declares AuthenticationError fatal; the restart re-reads the key."""
+    """A 401 crashes an actor declaring AuthenticationError fatal; its restart re-reads the key."""
 
     class StrictChat(OpenAIChat):
         fatal = (corral.AuthenticationError,)
@@ -275,7 +275,7 @@ async def test_missing_api_key_fails_the_start_naming_the_variable(
 async def test_spans_show_attempts_http_requests_and_genai_attributes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Consumer -> attempt -> chat span (GenAI) -> POST span; retries are events; no key in spans."""
+    """Consumer -> attempt -> chat (GenAI) -> POST span; retries are events; no key in spans."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
