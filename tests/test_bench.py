@@ -25,7 +25,7 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
         timeout=300,
         check=True,
     )
-    keys = {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W1T", "W2T", "W1S", "W2S"}
+    keys = {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W8T", "W1T", "W2T", "W1S", "W2S"}
     for key in keys:
         assert key in proc.stdout
     assert "corral/floor" in proc.stdout
@@ -36,8 +36,8 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
             assert fig["corral"]["median"] > 0
             if fig["metric"] == "per_s":
                 assert fig["floor"]["median"] > 0
-    assert report["workloads"]["W7"]["baseline"] == "no crashes"
-    assert report["workloads"]["W1T"]["baseline"] == "tracing off"
+    assert report["workloads"]["W7"]["baseline"] == "corral without crashes"
+    assert report["workloads"]["W1T"]["baseline"] == "corral with tracing off"
 
 
 def test_trio_backend_runs() -> None:

@@ -477,3 +477,95 @@ async def sampled_w1(count: int) -> Result:
 async def sampled_w2(count: int) -> Result:
     """W2 with the parent-based 1 % ratio sampler."""
     return await traced_w2(count, 0.01)
+
+
+# --- W8: a chat service over HTTP ---------------------------------------------------------
+
+_CHAT_BODY: dict[str, Any] = {
+    "model": "fake-model",
+    "messages": [{"role": "user", "content": "hello from the benchmark"}],
+}
+
+
+class _ServerProcess:
+    """The fake LLM server in a process of its own, so it does not share this one's GIL."""
+
+    def __init__(self, latency: float) -> None:
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "corral.testing", "--latency", str(latency)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line.startswith("listening on "):
+            self.close()
+            raise RuntimeError(f"the fake server did not start: {line!r}")
+        self.base_url = f"http://127.0.0.1:{int(line.split()[-1])}"
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except Exception:
+            self._proc.kill()
+            self._proc.wait()
+
+
+async def floor_w8(count: int, concurrency: int = 64) -> Result:
+    """The raw httpx floor: one AsyncClient, at most 64 requests at once."""
+    import httpx
+
+    server = await anyio.to_thread.run_sync(_ServerProcess, 0.005)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+
+            async def one(i: int) -> None:
+                response = await client.post("/v1/chat/completions", json=_CHAT_BODY)
+                response.raise_for_status()
+                data = response.json()
+                _ = data["choices"][0]["message"]["content"], data["usage"]["prompt_tokens"]
+
+            elapsed = await _callers(concurrency, count, one)
+    finally:
+        await anyio.to_thread.run_sync(server.close)
+    return Result({"per_s": count / elapsed})
+
+
+async def corral_w8(
+    count: int, concurrency: int = 64, instruments: Sequence[corral.Instrument] = ()
+) -> Result:
+    """OpenAIChat (default retry policy) with max_concurrency 64, asked by 64 callers."""
+    request = corral.ChatRequest(messages=[{"role": "user", "content": "hello from the benchmark"}])
+    server = await anyio.to_thread.run_sync(_ServerProcess, 0.005)
+    try:
+        async with corral.Runtime(instruments=instruments) as rt:
+            ref = await rt.spawn(
+                lambda: corral.OpenAIChat(
+                    model="fake-model", base_url=server.base_url, api_key_env=None
+                ),
+                name="chat",
+                max_concurrency=concurrency,
+            )
+
+            async def one(i: int) -> None:
+                await ref.ask(request)
+
+            elapsed = await _callers(concurrency, count, one)
+    finally:
+        await anyio.to_thread.run_sync(server.close)
+    return Result({"per_s": count / elapsed})
+
+
+async def traced_w8(count: int) -> Result:
+    """W8 with every call traced (SDK, always-on, batch processor, dropping exporter)."""
+    provider, instrument = _tracing(None)
+    try:
+        return await corral_w8(count, instruments=[instrument])
+    finally:
+        await anyio.to_thread.run_sync(provider.shutdown)

@@ -38,6 +38,7 @@ ReplyT = TypeVar("ReplyT")
 #: Longest an HTTP request may take when the call has no (shorter) deadline.
 DEFAULT_HTTP_TIMEOUT = 60.0
 _BODY_EXCERPT = 500
+_MAX_KEEPALIVE = 20
 
 
 def _excerpt(response: httpx.Response) -> str:
@@ -142,11 +143,17 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
                 )
             headers["Authorization"] = f"Bearer {key}"
         size = self._corral_cell.max_concurrency
+        # As many connections as calls may run at once; but httpx's pool looks
+        # at every idle connection on every request, so past ~20 kept-alive
+        # connections the pool costs more than reconnecting on loopback.
+        limits = httpx.Limits(
+            max_connections=size, max_keepalive_connections=min(size, _MAX_KEEPALIVE)
+        )
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
             timeout=self.timeout,
-            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            limits=limits,
             transport=self.transport,
         )
 

@@ -11,6 +11,7 @@ import collections
 import json
 import math
 import random
+import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -268,6 +269,8 @@ class FakeLLMServer:
     # --- HTTP ----------------------------------------------------------------------------
 
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = h11.Connection(h11.SERVER)
         async with stream:
             while True:
@@ -467,10 +470,14 @@ class FakeLLMServer:
             ("x-request-id", f"req-{self._requests}"),
             *extra,
         ]
+        # One write per response: split writes meet Nagle and delayed ACKs.
+        data = (
+            (conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+            + (conn.send(h11.Data(data=body)) or b"")
+            + (conn.send(h11.EndOfMessage()) or b"")
+        )
         try:
-            await stream.send(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-            await stream.send(conn.send(h11.Data(data=body)) or b"")
-            await stream.send(conn.send(h11.EndOfMessage()) or b"")
+            await stream.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
         return True
