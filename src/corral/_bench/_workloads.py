@@ -541,7 +541,9 @@ async def corral_w8(
     count: int, concurrency: int = 64, instruments: Sequence[corral.Instrument] = ()
 ) -> Result:
     """OpenAIChat (default retry policy) with max_concurrency 64, asked by 64 callers."""
-    request = corral.ChatRequest(messages=[{"role": "user", "content": "hello from the benchmark"}])
+    request = corral.ChatRequest(
+        messages=(corral.ChatMessage(role="user", content="hello from the benchmark"),)
+    )
     server = await anyio.to_thread.run_sync(_ServerProcess, 0.005)
     try:
         async with corral.Runtime(instruments=instruments) as rt:
