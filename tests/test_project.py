@@ -51,6 +51,7 @@ def test_readme_quickstart_has_two_commands_and_ci_runs_the_second() -> None:
     assert len(commands) == 2
     assert all("\n" not in c for c in commands)
     assert "pytest" in commands[1]
+    assert commands[0].endswith("corral demo")
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert commands[1] in ci
 

@@ -58,8 +58,9 @@ def status_error(response: httpx.Response) -> HttpStatusError:
     body = _excerpt(response)
     detail = f": {body[:200]}" if body else ""
     kind = AuthenticationError if response.status_code in (401, 403) else HttpStatusError
+    status = f"{response.status_code} {response.reason_phrase}".strip()
     return kind(
-        f"{request.method} {url} answered {response.status_code} {response.reason_phrase}{detail}",
+        f"{request.method} {url} answered {status}{detail}",
         status=response.status_code,
         method=request.method,
         url=url,

@@ -20,6 +20,9 @@ from ._retry import RetryPolicy, retry_after_of
 
 __all__ = ["ServicePolicy"]
 
+#: Waits shorter than this (seconds) are not worth an event.
+_NOTABLE_WAIT = 0.001
+
 
 @contextlib.asynccontextmanager
 async def _no_slot() -> AsyncIterator[float]:
@@ -148,7 +151,7 @@ class ServicePolicy(CallPolicy):
         tokens = self._estimate(call)
         slot = limiter.slot() if limiter is not None else _no_slot()
         async with slot as waited_for_slot:
-            if waited_for_slot > 0:
+            if waited_for_slot > _NOTABLE_WAIT:
                 call.waited("concurrency", waited_for_slot)
             number = 1
             while True:
@@ -156,7 +159,7 @@ class ServicePolicy(CallPolicy):
                     breaker.before_call()
                 if limiter is not None:
                     waited = await limiter.admit(tokens or 0.0)
-                    if waited > 0:
+                    if waited > _NOTABLE_WAIT:
                         call.waited("rate limit", waited)
                 call.attempt_started()
                 try:

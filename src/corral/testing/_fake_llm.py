@@ -135,6 +135,10 @@ class FakeLLMServer:
             *rate_burst*); beyond it, 429 with ``Retry-After``.
         api_key: Require ``Authorization: Bearer <api_key>`` (else 401).
         seed: Seed of the fault and jitter randomness.
+        port: The port to listen on (default: any free one).
+
+    Raises:
+        OSError: On entering, when the port is taken.
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class FakeLLMServer:
         api_key: str | None = None,
         seed: int = 0,
         host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         if not latency >= 0 or not jitter >= 0:
             raise ValueError("latency and jitter must be >= 0 seconds")
@@ -172,7 +177,7 @@ class FakeLLMServer:
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._stop: anyio.CancelScope | None = None
         self._done: Any = None
-        self.port = 0
+        self.port = port
         self._reset_stats()
         self._bucket = rate_burst
         self._bucket_at = time.monotonic()
@@ -240,9 +245,16 @@ class FakeLLMServer:
             await anyio.to_thread.run_sync(self._close)
 
     def _start(self) -> None:
-        self._portal_cm = anyio.from_thread.start_blocking_portal(backend="asyncio")
-        self._portal = self._portal_cm.__enter__()
-        self._done, self.port = self._portal.start_task(self._serve, name="fake LLM server")
+        portal_cm = anyio.from_thread.start_blocking_portal(backend="asyncio")
+        portal = portal_cm.__enter__()
+        try:
+            self._done, self.port = portal.start_task(self._serve, name="fake LLM server")
+        except BaseException:
+            # Could not listen (port taken...): stop the portal's loop thread too.
+            portal_cm.__exit__(None, None, None)
+            raise
+        self._portal_cm = portal_cm
+        self._portal = portal
 
     def _close(self) -> None:
         portal = self._portal
@@ -258,7 +270,7 @@ class FakeLLMServer:
         self._portal = None
 
     async def _serve(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=0)
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
         with anyio.CancelScope() as scope:
             self._stop = scope
