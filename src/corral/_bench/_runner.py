@@ -362,24 +362,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.one:
         _one(args.one, args.scale, args.backend, args.uvloop)
         return 0
-    only = [k.strip().upper() for k in args.only.split(",") if k.strip()]
     try:
-        report = run_suite(
-            only,
-            backend=args.backend,
-            uvloop=args.uvloop,
-            repeat=args.repeat,
-            scale=args.scale,
-            progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True),
-        )
+        run_and_print(args.only, args.backend, args.uvloop, args.repeat, args.scale, args.json)
     except ValueError as exc:
         parser.error(str(exc))
-    print(format_table(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"\nwrote {args.json}")
     return 0
+
+
+def run_and_print(
+    only: str, backend: str, uvloop: bool, repeat: int, scale: float, json_path: str | None
+) -> dict[str, Any]:
+    """Run the suite with progress on stderr, print the table, write the JSON; return the report.
+
+    Raises:
+        ValueError: An unknown workload.
+    """
+    selected = [k.strip().upper() for k in only.split(",") if k.strip()]
+    report = run_suite(
+        selected,
+        backend=backend,
+        uvloop=uvloop,
+        repeat=repeat,
+        scale=scale,
+        progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True),
+    )
+    print(format_table(report))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {json_path}")
+    return report
 
 
 if __name__ == "__main__":

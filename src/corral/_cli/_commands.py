@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import sys
 
 import anyio
 
@@ -37,7 +35,7 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    from .._bench._runner import format_table, run_suite
+    from .._bench._runner import run_and_print
 
     if args.repeat < 1:
         raise CommandError(f"--repeat must be >= 1, got {args.repeat}")
@@ -52,23 +50,12 @@ def bench(args: argparse.Namespace) -> int:
     import logging
 
     logging.getLogger("corral").setLevel(logging.CRITICAL)
-    only = [k.strip().upper() for k in args.only.split(",") if k.strip()]
     try:
-        report = run_suite(
-            only,
-            backend=args.backend,
-            uvloop=args.uvloop,
-            repeat=args.repeat,
-            scale=args.scale,
-            progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True),
+        report = run_and_print(
+            args.only, args.backend, args.uvloop, args.repeat, args.scale, args.json
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
-    print(format_table(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"\nwrote {args.json}")
     if args.plot:
         _plot(report, args.plot)
         print(f"wrote {args.plot}")

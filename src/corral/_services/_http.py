@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
 import httpx
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._core._actor import Actor
 from .._core._exceptions import (
@@ -27,7 +25,7 @@ from .._core._exceptions import (
     TransportError,
 )
 from .._core._pile import current_call
-from ..telemetry._instrument import tracer_for
+from ..telemetry._instrument import client_span
 from ._retry import parse_retry_after
 
 __all__ = ["DEFAULT_HTTP_TIMEOUT", "HttpService"]
@@ -163,34 +161,17 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         if client is not None:
             await client.aclose()
 
-    @contextmanager
-    def _span(self, method: str, path: str) -> Iterator[trace.Span | None]:
-        tracer = tracer_for(current_call())
-        if tracer is None:
-            yield None
-            return
+    def _span(self, method: str, path: str) -> AbstractContextManager[trace.Span | None]:
         url = httpx.URL(self.base_url + path)
-        span = tracer.start_span(
+        return client_span(
             f"{method} {path}",
-            kind=SpanKind.CLIENT,
-            attributes={
+            {
                 "http.request.method": method,
                 "url.full": str(url.copy_with(query=None)),
                 "server.address": url.host,
                 "server.port": url.port or (443 if url.scheme == "https" else 80),
             },
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            yield span
-        except BaseException as exc:
-            if span.is_recording() and isinstance(exc, Exception):
-                span.set_attribute("error.type", type(exc).__qualname__)
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-            raise
-        finally:
-            otel_context.detach(token)
-            span.end()
 
     async def request(
         self,

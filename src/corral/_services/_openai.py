@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Final, Generic, TypeVar
 
 import attrs
 import httpx
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._core._exceptions import ProtocolError
 from .._core._messages import message
-from .._core._pile import current_call
-from ..telemetry._instrument import tracer_for
+from ..telemetry._instrument import client_span
 from ._http import DEFAULT_HTTP_TIMEOUT, HttpService
 from ._policy import ServicePolicy
 
@@ -31,6 +28,8 @@ __all__ = [
 ]
 
 DEFAULT_OPENAI_URL: Final = "https://api.openai.com"
+ReqT = TypeVar("ReqT")
+ReplyT = TypeVar("ReplyT")
 _PROVIDER: Final = "openai"
 
 
@@ -127,40 +126,20 @@ class _Shape:
         return value
 
 
-class _GenAI:
-    """GenAI semantic-convention span around one model call."""
-
-    @staticmethod
-    @contextmanager
-    def span(
-        operation: str, model: str, attributes: Mapping[str, Any]
-    ) -> Iterator[trace.Span | None]:
-        tracer = tracer_for(current_call())
-        if tracer is None:
-            yield None
-            return
-        span = tracer.start_span(
-            f"{operation} {model}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": operation,
-                "gen_ai.system": _PROVIDER,
-                "gen_ai.provider.name": _PROVIDER,
-                "gen_ai.request.model": model,
-                **attributes,
-            },
-        )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            yield span
-        except BaseException as exc:
-            if span.is_recording() and isinstance(exc, Exception):
-                span.set_attribute("error.type", type(exc).__qualname__)
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-            raise
-        finally:
-            otel_context.detach(token)
-            span.end()
+def _genai_span(
+    operation: str, model: str, attributes: Mapping[str, Any]
+) -> AbstractContextManager[trace.Span | None]:
+    """The GenAI semantic-convention span around one model call."""
+    return client_span(
+        f"{operation} {model}",
+        {
+            "gen_ai.operation.name": operation,
+            "gen_ai.system": _PROVIDER,
+            "gen_ai.provider.name": _PROVIDER,
+            "gen_ai.request.model": model,
+            **attributes,
+        },
+    )
 
 
 def _usage(span: trace.Span | None, usage: TokenUsage, model: str) -> None:
@@ -174,23 +153,8 @@ def _usage(span: trace.Span | None, usage: TokenUsage, model: str) -> None:
         )
 
 
-class OpenAIChat(HttpService[ChatRequest, ChatReply]):
-    """Chat completions from any OpenAI-compatible server (OpenAI, vLLM, Ollama, LM Studio...).
-
-    ``POST {base_url}/v1/chat/completions``. Retries transient failures by
-    default (a :class:`corral.ServicePolicy` with the default
-    :class:`corral.RetryPolicy`; give ``policy=`` at spawn to add a rate
-    limiter or a breaker). For rate limiters that count tokens, a call is
-    estimated at a quarter of its characters plus its ``max_tokens``, and
-    corrected with the usage the server reports.
-
-    Args:
-        model: The default model.
-        base_url: The server (default OpenAI's).
-        api_key_env: Environment variable with the API key (default
-            ``OPENAI_API_KEY``; ``None`` for servers without keys).
-        timeout, headers, transport: As :class:`HttpService`.
-    """
+class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
+    """What the OpenAI-compatible actors share: a default model, OpenAI's URL and key."""
 
     policy = ServicePolicy()
 
@@ -211,7 +175,28 @@ class OpenAIChat(HttpService[ChatRequest, ChatReply]):
             timeout=timeout,
             transport=transport,
         )
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"model must be a non-empty str, got {model!r}")
         self.model = model
+
+
+class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
+    """Chat completions from any OpenAI-compatible server (OpenAI, vLLM, Ollama, LM Studio...).
+
+    ``POST {base_url}/v1/chat/completions``. Retries transient failures by
+    default (a :class:`corral.ServicePolicy` with the default
+    :class:`corral.RetryPolicy`; give ``policy=`` at spawn to add a rate
+    limiter or a breaker). For rate limiters that count tokens, a call is
+    estimated at a quarter of its characters plus its ``max_tokens``, and
+    corrected with the usage the server reports.
+
+    Args:
+        model: The default model.
+        base_url: The server (default OpenAI's).
+        api_key_env: Environment variable with the API key (default
+            ``OPENAI_API_KEY``; ``None`` for servers without keys).
+        timeout, headers, transport: As :class:`HttpService`.
+    """
 
     def estimate_tokens(self, msg: ChatRequest) -> int:
         """Tokens a request may use: characters / 4, plus the reply's ``max_tokens``."""
@@ -235,7 +220,7 @@ class OpenAIChat(HttpService[ChatRequest, ChatReply]):
         if msg.max_tokens is not None:
             body["max_tokens"] = msg.max_tokens
             request_attrs["gen_ai.request.max_tokens"] = msg.max_tokens
-        with _GenAI.span("chat", model, request_attrs) as span:
+        with _genai_span("chat", model, request_attrs) as span:
             response = await self.request("POST", "/v1/chat/completions", json=body)
             shape = _Shape(self.parse_json(response), "POST /v1/chat/completions")
             content = shape.get("choices.0.message.content", str, optional=True) or ""
@@ -252,32 +237,11 @@ class OpenAIChat(HttpService[ChatRequest, ChatReply]):
             return ChatReply(content=content, finish_reason=finish, model=reply_model, usage=usage)
 
 
-class OpenAIEmbeddings(HttpService[EmbeddingsRequest, EmbeddingsReply]):
+class OpenAIEmbeddings(_OpenAIService[EmbeddingsRequest, EmbeddingsReply]):
     """Embeddings from any OpenAI-compatible server: ``POST {base_url}/v1/embeddings``.
 
     Arguments as :class:`OpenAIChat`. Token estimate: characters / 4.
     """
-
-    policy = ServicePolicy()
-
-    def __init__(
-        self,
-        *,
-        model: str,
-        base_url: str = DEFAULT_OPENAI_URL,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        timeout: float = DEFAULT_HTTP_TIMEOUT,
-        headers: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            base_url=base_url,
-            headers=headers,
-            api_key_env=api_key_env,
-            timeout=timeout,
-            transport=transport,
-        )
-        self.model = model
 
     def estimate_tokens(self, msg: EmbeddingsRequest) -> int:
         """Tokens a request may use: characters / 4."""
@@ -289,7 +253,7 @@ class OpenAIEmbeddings(HttpService[EmbeddingsRequest, EmbeddingsReply]):
 
     async def handle(self, msg: EmbeddingsRequest) -> EmbeddingsReply:
         model = msg.model or self.model
-        with _GenAI.span("embeddings", model, {}) as span:
+        with _genai_span("embeddings", model, {}) as span:
             response = await self.request(
                 "POST", "/v1/embeddings", json={"model": model, "input": list(msg.inputs)}
             )

@@ -6,9 +6,10 @@ or the user's own setup.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -18,14 +19,20 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._core._instrument import DEFAULT_INSTRUMENTS, Instrument
 from .._core._messages import Kind
-from .._core._pile import Call, CallStatus
+from .._core._pile import Call, CallStatus, current_call
 from .._core._specs import SupervisorEvent, SupervisorEventKind
 from .._version import __version__
 
 if TYPE_CHECKING:
     from .._core._runtime import Runtime
 
-__all__ = ["DEFAULT_FLUSH_TIMEOUT", "OpenTelemetry", "tracer_for", "tracing_configured"]
+__all__ = [
+    "DEFAULT_FLUSH_TIMEOUT",
+    "OpenTelemetry",
+    "client_span",
+    "tracer_for",
+    "tracing_configured",
+]
 
 logger = logging.getLogger("corral")
 
@@ -488,6 +495,31 @@ def tracer_for(call: Call | None) -> trace.Tracer | None:
         if isinstance(item, OpenTelemetry) and item._tracer is not None:
             return item._tracer
     return None
+
+
+@contextlib.contextmanager
+def client_span(name: str, attributes: Mapping[str, Any]) -> Iterator[trace.Span | None]:
+    """A CLIENT span for an outgoing request of the current call, current while it runs.
+
+    Yields ``None`` (and costs nothing) when the call is not traced. An
+    exception marks the span as failed and goes on.
+    """
+    tracer = tracer_for(current_call())
+    if tracer is None:
+        yield None
+        return
+    span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield span
+    except BaseException as exc:
+        if span.is_recording() and isinstance(exc, Exception):
+            span.set_attribute("error.type", type(exc).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()
 
 
 def _default(existing: list[Instrument]) -> Instrument | None:

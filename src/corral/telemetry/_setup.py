@@ -59,26 +59,16 @@ class Telemetry:
             self.meter_provider.shutdown()
 
 
-def _traces_endpoint(endpoint: str | None) -> str:
+def _signal_endpoint(signal: str, endpoint: str | None) -> str:
     # The standard variables: a signal-specific endpoint is used as is; the
     # general one gets the signal's path appended.
     if endpoint:
-        return endpoint.rstrip("/") + "/v1/traces"
-    specific = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        return endpoint.rstrip("/") + f"/v1/{signal}"
+    specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
     if specific:
         return specific
     general = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_OTLP_ENDPOINT
-    return general.rstrip("/") + "/v1/traces"
-
-
-def _metrics_endpoint(endpoint: str | None) -> str:
-    if endpoint:
-        return endpoint.rstrip("/") + "/v1/metrics"
-    specific = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-    if specific:
-        return specific
-    general = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_OTLP_ENDPOINT
-    return general.rstrip("/") + "/v1/metrics"
+    return general.rstrip("/") + f"/v1/{signal}"
 
 
 def configure(
@@ -152,7 +142,7 @@ def configure(
         if item == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            otlp_endpoint = _traces_endpoint(endpoint)
+            otlp_endpoint = _signal_endpoint("traces", endpoint)
             provider.add_span_processor(processor(OTLPSpanExporter(endpoint=otlp_endpoint)))
         elif item == "console":
             provider.add_span_processor(processor(ConsoleSpanExporter()))
@@ -177,7 +167,7 @@ def configure(
 
             readers.append(
                 PeriodicExportingMetricReader(
-                    OTLPMetricExporter(endpoint=_metrics_endpoint(endpoint)),
+                    OTLPMetricExporter(endpoint=_signal_endpoint("metrics", endpoint)),
                     export_interval_millis=interval_ms,
                 )
             )
