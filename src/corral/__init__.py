@@ -6,6 +6,7 @@ The public API is what this module exports; everything else is private.
 from . import telemetry as telemetry  # registers the OpenTelemetry instrument (last)
 from ._core._actor import Actor as Actor
 from ._core._actor import handles as handles
+from ._core._actor import streams as streams
 from ._core._backoff import Backoff as Backoff
 from ._core._cell import DEFAULT_SHUTDOWN as DEFAULT_SHUTDOWN
 from ._core._clock import Clock as Clock
@@ -49,6 +50,7 @@ from ._core._pile import CallStatus as CallStatus
 from ._core._pile import current_call as current_call
 from ._core._policy import CallPolicy as CallPolicy
 from ._core._ref import ActorRef as ActorRef
+from ._core._ref import Stream as Stream
 from ._core._runtime import Runtime as Runtime
 from ._core._specs import ONE_FOR_ALL as ONE_FOR_ALL
 from ._core._specs import ONE_FOR_ONE as ONE_FOR_ONE
@@ -70,6 +72,7 @@ from ._services._breaker import BreakerState as BreakerState
 from ._services._breaker import BreakerStatus as BreakerStatus
 from ._services._breaker import CircuitBreaker as CircuitBreaker
 from ._services._http import HttpService as HttpService
+from ._services._openai import ChatChunk as ChatChunk
 from ._services._openai import ChatMessage as ChatMessage
 from ._services._openai import ChatReply as ChatReply
 from ._services._openai import ChatRequest as ChatRequest
@@ -111,6 +114,7 @@ __all__ = [
     "CallInfo",
     "CallPolicy",
     "CallStatus",
+    "ChatChunk",
     "ChatMessage",
     "ChatReply",
     "ChatRequest",
@@ -152,6 +156,7 @@ __all__ = [
     "ServicePolicy",
     "Stop",
     "Strategy",
+    "Stream",
     "Supervisor",
     "SupervisorEvent",
     "SupervisorEventKind",
@@ -164,6 +169,7 @@ __all__ = [
     "current_call",
     "handles",
     "message",
+    "streams",
 ]
 
 

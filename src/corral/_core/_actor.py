@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import attrs
@@ -17,13 +17,15 @@ if TYPE_CHECKING:
     from ._policy import CallPolicy
     from ._ref import ActorRef
 
-__all__ = ["Actor", "handles"]
+__all__ = ["Actor", "handles", "streams"]
 
 ReqT = TypeVar("ReqT")
 ReplyT = TypeVar("ReplyT")
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
+G = TypeVar("G", bound=Callable[..., AsyncIterator[Any]])
 
 _HANDLES_ATTR = "__corral_handles__"
+_STREAMS_ATTR = "__corral_streams__"
 
 
 def handles(*types_: type[Any]) -> Callable[[F], F]:
@@ -53,6 +55,40 @@ def handles(*types_: type[Any]) -> Callable[[F], F]:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"@corral.handles needs an async def method, got {fn!r}")
         setattr(fn, _HANDLES_ATTR, (*getattr(fn, _HANDLES_ATTR, ()), *types_))
+        return fn
+
+    return mark
+
+
+def streams(*types_: type[Any]) -> Callable[[G], G]:
+    """Declare that the decorated async generator method streams replies to these types.
+
+    ::
+
+        class Chat(corral.Actor[Ask, Answer]):
+            @corral.streams(Ask)
+            async def stream_answer(self, msg: Ask) -> AsyncIterator[str]:
+                async for piece in ...:
+                    yield piece
+
+    Callers get the chunks with :meth:`ActorRef.stream`; ``ask`` keeps going
+    to the ordinary handler of the type, if there is one.
+
+    Raises:
+        TypeError: A type is not an attrs class, or the method is not an
+            ``async def`` generator.
+    """
+    if not types_:
+        raise TypeError("@corral.streams needs at least one message type")
+    for t in types_:
+        if not (isinstance(t, type) and attrs.has(t)):
+            raise TypeError(f"@corral.streams takes attrs message classes, got {t!r}")
+
+    def mark(fn: G) -> G:
+        is_generator: bool = inspect.isasyncgenfunction(fn)  # no narrowing of G
+        if not is_generator:
+            raise TypeError(f"@corral.streams needs an async generator method, got {fn!r}")
+        setattr(fn, _STREAMS_ATTR, (*getattr(fn, _STREAMS_ATTR, ()), *types_))
         return fn
 
     return mark
@@ -121,6 +157,9 @@ class Actor(Generic[ReqT, ReplyT]):
     #: Message type -> the function itself; the runtime also caches the
     #: handlers it resolved for subclasses of declared types here.
     __corral_handlers__: ClassVar[dict[type, Any]] = {}
+    #: Message type -> the async generator that streams its replies.
+    __corral_streamers__: ClassVar[dict[type, Any]] = {}
+    __corral_stream_names__: ClassVar[dict[type, str]] = {}
 
     _corral_cell: ActorCell
 
@@ -144,6 +183,14 @@ class Actor(Generic[ReqT, ReplyT]):
             raise TypeError(f"{cls.__qualname__}.handle must be an async def method")
         cls.__corral_dispatch__ = table
         cls.__corral_handlers__ = {t: getattr(cls, attr) for t, attr in table.items()}
+        streamers: dict[type, str] = {}
+        for base in reversed(cls.__mro__[1:]):
+            streamers.update(getattr(base, "__corral_stream_names__", {}))
+        for attr_name, value in vars(cls).items():
+            for t in getattr(value, _STREAMS_ATTR, ()):
+                streamers[t] = attr_name
+        cls.__corral_stream_names__ = streamers
+        cls.__corral_streamers__ = {t: getattr(cls, attr) for t, attr in streamers.items()}
 
     async def handle(self, msg: ReqT) -> ReplyT:
         """Serve one request and return the reply.

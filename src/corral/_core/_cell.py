@@ -127,7 +127,7 @@ class ActorCell:
         from ._ref import ActorRef
 
         cls = type(instance)
-        if not cls.__corral_dispatch__:
+        if not cls.__corral_dispatch__ and not cls.__corral_streamers__:
             raise TypeError(
                 f"{cls.__qualname__} handles no message types: declare them as "
                 f"Actor[Request, Reply] or with @corral.handles(...)"
@@ -204,6 +204,24 @@ class ActorCell:
         raise UnhandledMessage(
             f"actor {self.name!r} ({self.actor_class.__qualname__}) does not handle "
             f"{t.__qualname__}; it handles: {handled}"
+        )
+
+    def lookup_stream(self, msg: object) -> Any:
+        """Return the streaming handler for *msg*, or refuse it before anything is queued."""
+        streamers = self.actor_class.__corral_streamers__
+        for t in type(msg).__mro__:
+            gen = streamers.get(t)
+            if gen is not None:
+                return gen
+        if not attrs.has(type(msg)):
+            raise UnhandledMessage(
+                f"messages must be attrs instances (corral messages); actor {self.name!r} "
+                f"was sent {type(msg).__qualname__}"
+            )
+        names = ", ".join(sorted(c.__qualname__ for c in streamers)) or "nothing"
+        raise UnhandledMessage(
+            f"actor {self.name!r} ({self.actor_class.__qualname__}) does not stream replies "
+            f"to {type(msg).__qualname__}; it streams: {names} (declare with @corral.streams)"
         )
 
     def new_call(
@@ -317,6 +335,9 @@ class ActorCell:
                 )
         else:
             fut._set_result(value)
+        if call._stream is not None:
+            # The reader stops at once, whatever ended the call.
+            call._stream.send.close()
         if self._instruments is not None:
             self._instruments.call("call_resolved", call)
         return True

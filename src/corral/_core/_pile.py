@@ -6,11 +6,12 @@ import contextvars
 import enum
 import itertools
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import attrs
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._future import Future
 from ._messages import Envelope
@@ -120,6 +121,7 @@ class Call:
         "_seq",
         "_started_at",
         "_status",
+        "_stream",
         "instrument_data",
     )
 
@@ -142,6 +144,7 @@ class Call:
         self._started_at: float | None = None
         self._finished_at: float | None = None
         self._scope: anyio.CancelScope | None = None
+        self._stream: StreamState | None = None
         #: Free slot for one instrument's per-call state (the tracing
         #: instrument keeps its spans here); ``None`` otherwise.
         self.instrument_data: Any = None
@@ -152,6 +155,16 @@ class Call:
             f"<corral.Call {type(self._envelope.payload).__name__} to "
             f"{self._envelope.target!r} {status}>"
         )
+
+    @property
+    def chunks(self) -> int:
+        """Chunks a streamed call has delivered so far (0 for other calls)."""
+        return self._stream.count if self._stream is not None else 0
+
+    @property
+    def first_chunk_at(self) -> float | None:
+        """When a streamed call delivered its first chunk, on the anyio clock."""
+        return self._stream.first_at if self._stream is not None else None
 
     @property
     def envelope(self) -> Envelope:
@@ -268,6 +281,41 @@ class Call:
 
     def _expire(self) -> None:
         self._cell._expire_call(self)
+
+
+class StreamState:
+    """Where a streamed call's chunks go, and how many went."""
+
+    __slots__ = ("count", "first_at", "send")
+
+    def __init__(self, send: MemoryObjectSendStream[Any]) -> None:
+        self.send = send
+        self.count = 0
+        self.first_at: float | None = None
+
+
+def stream_pump(
+    gen: Callable[[Any, Any], AsyncIterator[Any]], state: StreamState, clock: Callable[[], float]
+) -> Handler:
+    """The handler a streamed call runs: drive the actor's generator into the caller's channel.
+
+    It returns how many chunks it delivered; the channel is closed when the
+    call's future resolves, however it ends.
+    """
+
+    async def pump(instance: Any, payload: Any) -> int:
+        agen = gen(instance, payload)
+        try:
+            async for chunk in agen:
+                if state.first_at is None:
+                    state.first_at = clock()
+                await state.send.send(chunk)
+                state.count += 1
+        finally:
+            await agen.aclose()  # type: ignore[attr-defined]
+        return state.count
+
+    return pump
 
 
 @attrs.frozen(kw_only=True)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._exceptions import MailboxFull
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from ._exceptions import InvalidStateError, MailboxFull
 from ._future import _PENDING, Future
 from ._messages import UNSET, Kind, Ping, _Unset
-from ._pile import ActorState, ActorStatus
+from ._pile import ActorState, ActorStatus, Call, StreamState, stream_pump
 
 if TYPE_CHECKING:
     from ._cell import ActorCell
 
-__all__ = ["ActorRef"]
+__all__ = ["STREAM_BUFFER", "ActorRef", "Stream"]
 
 ReqT = TypeVar("ReqT")
 ReplyT = TypeVar("ReplyT")
@@ -173,6 +176,27 @@ class ActorRef(Generic[ReqT, ReplyT]):
             if fut._state is _PENDING:
                 fut.cancel()
 
+    def stream(self, msg: ReqT, *, timeout: float | None = None) -> Stream[Any]:
+        """Send a request whose reply comes in chunks, and read them as they arrive.
+
+        ::
+
+            async with chat.stream(ChatRequest(...), timeout=30) as chunks:
+                async for chunk in chunks:
+                    print(chunk.content, end="")
+
+        The call is admitted like any other (mailbox, the actor's policy: rate
+        limit, concurrency, deadline) and is one call in the pile and in
+        traces. Leaving the ``async with`` early cancels it at once and
+        releases what it held. The actor declares the handler with
+        :func:`corral.streams`.
+
+        Raises:
+            UnhandledMessage: The actor streams no replies to this type (on entering).
+            ActorStopped: The actor is not accepting calls (on entering).
+        """
+        return Stream(self._cell, msg, timeout)
+
     def status(self) -> ActorStatus:
         """Return a snapshot of the actor's pile: counts, queue depth, in-flight, recent calls."""
         return self._cell.status()
@@ -194,3 +218,81 @@ class ActorRef(Generic[ReqT, ReplyT]):
 
     def __hash__(self) -> int:
         return hash(self._cell)
+
+
+#: Chunks a streamed call may have delivered ahead of its reader.
+STREAM_BUFFER = 16
+
+
+class Stream(Generic[ReplyT]):
+    """The chunks of one streamed call (made by :meth:`ActorRef.stream`).
+
+    Use it as an async context manager and iterate it. When the handler
+    fails, iterating raises its error after the chunks that came before it;
+    when the deadline passes, :class:`DeadlineExceeded`.
+    """
+
+    def __init__(self, cell: ActorCell, msg: Any, timeout: float | None) -> None:
+        self._cell = cell
+        self._msg = msg
+        self._timeout = timeout
+        self._call: Call | None = None
+        self._recv: MemoryObjectReceiveStream[Any] | None = None
+
+    @property
+    def future(self) -> Future[int]:
+        """The call's future: the number of chunks, once the stream ended."""
+        if self._call is None:
+            raise InvalidStateError("the stream has not been opened: use 'async with'")
+        return self._call._future
+
+    async def __aenter__(self) -> Stream[ReplyT]:
+        cell = self._cell
+        await cell.checkpoint_if_cancelled()
+        gen = cell.lookup_stream(self._msg)
+        send, recv = anyio.create_memory_object_stream[Any](STREAM_BUFFER)
+        state = StreamState(send)
+        call = cell.new_call(
+            self._msg, _REQUEST, self._timeout, stream_pump(gen, state, cell._clock)
+        )
+        call._stream = state
+        try:
+            if not cell.enqueue_nowait(call):
+                await cell.mailbox.put(call)
+        except BaseException:
+            send.close()
+            recv.close()
+            raise
+        self._call = call
+        self._recv = recv
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        call, recv = self._call, self._recv
+        if call is not None and call._future._state is _PENDING:
+            call._future.cancel()  # the caller stopped reading: release everything now
+        if recv is not None:
+            recv.close()
+
+    def __aiter__(self) -> Stream[ReplyT]:
+        return self
+
+    async def __anext__(self) -> ReplyT:
+        call, recv = self._call, self._recv
+        if call is None or recv is None:
+            raise InvalidStateError("the stream has not been opened: use 'async with'")
+        try:
+            if call._deadline is None:
+                return await recv.receive()  # type: ignore[no-any-return]
+            with anyio.CancelScope(deadline=call._deadline) as scope:
+                chunk = await recv.receive()
+            if not scope.cancelled_caught:
+                return chunk  # type: ignore[no-any-return]
+            call._expire()  # the deadline passed while waiting for a chunk
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            pass
+        fut = call._future
+        await fut.wait()
+        if fut._exc is not None:
+            raise fut._exc
+        raise StopAsyncIteration

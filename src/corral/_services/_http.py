@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -187,17 +187,7 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             HttpStatusError: The response status is 4xx or 5xx.
             TransportError: No response: connect error, broken connection, timeout.
         """
-        call = current_call()
-        timeout = self.timeout
-        extra = dict(headers or {})
-        if call is not None:
-            remaining = call.remaining()
-            if remaining is not None:
-                timeout = max(0.001, min(timeout, remaining))
-            if method.upper() == "POST":
-                # The same key on every attempt of the call: a provider that
-                # honours it never runs the call twice.
-                extra.setdefault("Idempotency-Key", str(call.envelope.id))
+        timeout, extra = self._request_options(method, headers)
         with self._span(method, path) as span:
             try:
                 response = await self.client.request(
@@ -211,6 +201,56 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
                 await response.aread()
                 raise status_error(response)
             return response
+
+    @asynccontextmanager
+    async def stream_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """Send one request and yield the response before its body is read (for streaming).
+
+        The same deadline, errors and idempotency key as :meth:`request`.
+
+        Raises:
+            HttpStatusError: The response status is 4xx or 5xx (its body read first).
+            TransportError: No response, or the connection broke while reading.
+        """
+        timeout, extra = self._request_options(method, headers)
+        url = self.base_url + path
+        with self._span(method, path) as span:
+            try:
+                async with self.client.stream(
+                    method, path, json=json, headers=extra, timeout=timeout
+                ) as response:
+                    if span is not None and span.is_recording():
+                        span.set_attribute("http.response.status_code", response.status_code)
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise status_error(response)
+                    yield response
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, method, url) from exc
+
+    def _request_options(
+        self, method: str, headers: Mapping[str, str] | None
+    ) -> tuple[float, dict[str, str]]:
+        # What is left of the call's deadline, and its idempotency key.
+        call = current_call()
+        timeout = self.timeout
+        extra = dict(headers or {})
+        if call is not None:
+            remaining = call.remaining()
+            if remaining is not None:
+                timeout = max(0.001, min(timeout, remaining))
+            if method.upper() == "POST":
+                # The same key on every attempt of the call: a provider that
+                # honours it never runs the call twice.
+                extra.setdefault("Idempotency-Key", str(call.envelope.id))
+        return timeout, extra
 
     def parse_json(self, response: httpx.Response) -> Any:
         """The response body as JSON.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final, Generic, TypeVar
 
@@ -10,6 +11,7 @@ import attrs
 import httpx
 from opentelemetry import trace
 
+from .._core._actor import streams
 from .._core._exceptions import ProtocolError
 from .._core._messages import message
 from ..telemetry._instrument import client_span
@@ -17,6 +19,7 @@ from ._http import DEFAULT_HTTP_TIMEOUT, HttpService
 from ._policy import ServicePolicy
 
 __all__ = [
+    "ChatChunk",
     "ChatMessage",
     "ChatReply",
     "ChatRequest",
@@ -79,6 +82,14 @@ class ChatReply:
     finish_reason: str | None
     model: str
     usage: TokenUsage
+
+
+@message(name="openai.ChatChunk")
+class ChatChunk:
+    """One piece of a streamed chat reply (:meth:`ActorRef.stream`)."""
+
+    content: str
+    finish_reason: str | None = None
 
 
 @message(name="openai.EmbeddingsRequest")
@@ -209,16 +220,11 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
 
     async def handle(self, msg: ChatRequest) -> ChatReply:
         model = msg.model or self.model
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in msg.messages],
-        }
+        body = self._body(msg, model)
         request_attrs: dict[str, Any] = {}
         if msg.temperature is not None:
-            body["temperature"] = msg.temperature
             request_attrs["gen_ai.request.temperature"] = msg.temperature
         if msg.max_tokens is not None:
-            body["max_tokens"] = msg.max_tokens
             request_attrs["gen_ai.request.max_tokens"] = msg.max_tokens
         with _genai_span("chat", model, request_attrs) as span:
             response = await self.request("POST", "/v1/chat/completions", json=body)
@@ -235,6 +241,50 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
             if span is not None and span.is_recording() and finish is not None:
                 span.set_attribute("gen_ai.response.finish_reasons", (finish,))
             return ChatReply(content=content, finish_reason=finish, model=reply_model, usage=usage)
+
+    @streams(ChatRequest)
+    async def stream_chat(self, msg: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """Stream the reply (server-sent events) as :class:`ChatChunk` pieces."""
+        model = msg.model or self.model
+        body = self._body(msg, model)
+        body["stream"] = True
+        where = "POST /v1/chat/completions (stream)"
+        with _genai_span("chat", model, {"gen_ai.request.stream": True}) as span:
+            async with self.stream_request("POST", "/v1/chat/completions", json=body) as response:
+                finished = False
+                # Read to the end of the body even after [DONE]: leaving httpx's
+                # byte iterators half-consumed leaves them to the garbage collector.
+                async for line in response.aiter_lines():
+                    if finished or not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        finished = True
+                        continue
+                    try:
+                        event = json.loads(data)
+                    except ValueError as exc:
+                        raise ProtocolError(
+                            f"{where}: an event is not JSON: {data[:80]!r}"
+                        ) from exc
+                    shape = _Shape(event, where)
+                    content = shape.get("choices.0.delta.content", str, optional=True) or ""
+                    finish = shape.get("choices.0.finish_reason", str, optional=True)
+                    if content or finish:
+                        yield ChatChunk(content=content, finish_reason=finish)
+            if span is not None and span.is_recording():
+                span.set_attribute("gen_ai.response.model", model)
+
+    def _body(self, msg: ChatRequest, model: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in msg.messages],
+        }
+        if msg.temperature is not None:
+            body["temperature"] = msg.temperature
+        if msg.max_tokens is not None:
+            body["max_tokens"] = msg.max_tokens
+        return body
 
 
 class OpenAIEmbeddings(_OpenAIService[EmbeddingsRequest, EmbeddingsReply]):

@@ -178,7 +178,12 @@ class ServicePolicy(CallPolicy):
                         and exc.status == 429
                     ):
                         limiter.pause(retry_after)
-                    if retry is None or number >= retry.max_attempts or not retry.should_retry(exc):
+                    if (
+                        retry is None
+                        or number >= retry.max_attempts
+                        or not retry.should_retry(exc)
+                        or call.chunks > 0  # a stream is retried only before its first chunk
+                    ):
                         raise
                     delay = retry.delay(number, self.random(), retry_after)
                     remaining = call.remaining()

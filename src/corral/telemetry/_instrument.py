@@ -93,6 +93,14 @@ def _mark_outcome(span: trace.Span, call: Call, outcome: CallStatus | None) -> N
         span.record_exception(exc)
 
 
+def _mark_stream(span: trace.Span, call: Call) -> None:
+    # A streamed call: how many chunks, and how soon the first one came.
+    span.set_attribute("corral.stream.chunks", call.chunks)
+    first = call.first_chunk_at
+    if first is not None:
+        span.set_attribute("corral.stream.time_to_first_chunk", first - call._enqueued_at)
+
+
 class OpenTelemetry(Instrument):
     """Traces every call from submit to the resolution of its future, and records metrics.
 
@@ -333,6 +341,8 @@ class OpenTelemetry(Instrument):
         producer = data.producer
         if producer is not None and producer.is_recording():
             _mark_outcome(producer, call, call._outcome)
+            if call._stream is not None:
+                _mark_stream(producer, call)
             producer.end()
 
     def call_finished(self, call: Call) -> None:
@@ -346,6 +356,8 @@ class OpenTelemetry(Instrument):
             consumer = data.consumer
             if consumer is not None and consumer.is_recording():
                 _mark_outcome(consumer, call, call._status)
+                if call._stream is not None:
+                    _mark_stream(consumer, call)
                 consumer.end()
             call.instrument_data = None
         if self._metrics:

@@ -136,6 +136,7 @@ class FakeLLMServer:
         api_key: Require ``Authorization: Bearer <api_key>`` (else 401).
         seed: Seed of the fault and jitter randomness.
         port: The port to listen on (default: any free one).
+        stream_delay: Seconds between the events of a streamed chat reply.
 
     Raises:
         OSError: On entering, when the port is taken.
@@ -154,6 +155,7 @@ class FakeLLMServer:
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
+        stream_delay: float = 0.0,
     ) -> None:
         if not latency >= 0 or not jitter >= 0:
             raise ValueError("latency and jitter must be >= 0 seconds")
@@ -168,6 +170,7 @@ class FakeLLMServer:
         self.faults = faults or Faults()
         self.rate_limit = rate_limit
         self.rate_burst = rate_burst
+        self.stream_delay = stream_delay
         self.api_key = api_key
         self.host = host
         self._random = random.Random(seed)
@@ -400,6 +403,8 @@ class FakeLLMServer:
                 return await self._send_raw(
                     conn, stream, 200, b"{this is not json", "application/json"
                 )
+            if path.endswith("completions") and payload.get("stream"):
+                return await self._send_events(conn, stream, payload)
             reply = (
                 self._chat(payload) if path.endswith("completions") else self._embeddings(payload)
             )
@@ -450,6 +455,42 @@ class FakeLLMServer:
             "model": payload.get("model", "fake"),
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+    async def _send_events(
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream, payload: dict[str, Any]
+    ) -> bool:
+        # Server-sent events, one per word, as OpenAI streams chat completions.
+        content = self._chat(payload)["choices"][0]["message"]["content"]
+        model = payload.get("model", "fake")
+        words = content.split(" ")
+        with self._lock:
+            self._by_status[200] += 1
+        headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
+        try:
+            await stream.send(conn.send(h11.Response(status_code=200, headers=headers)) or b"")
+            for index, word in enumerate(words):
+                piece = word if index == 0 else " " + word
+                event = {
+                    "object": "chat.completion.chunk",
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                }
+                data = f"data: {json.dumps(event)}\n\n".encode()
+                await stream.send(conn.send(h11.Data(data=data)) or b"")
+                if self.stream_delay:
+                    await anyio.sleep(self.stream_delay)
+            last = {
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
+            tail = f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode()
+            await stream.send(
+                (conn.send(h11.Data(data=tail)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+            )
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        return True
 
     async def _send(
         self,
