@@ -60,7 +60,7 @@ async def test_chunks_arrive_in_order_and_ask_still_works() -> None:
 
 
 async def test_an_error_mid_stream_reaches_the_reader_after_the_chunks_before_it() -> None:
-    """The reader gets the chunks sent before the failure, then the error; no retry after a chunk."""
+    """The reader gets the chunks sent before a failure, then the error; no retry after one."""
     policy = corral.ServicePolicy(
         retry=corral.RetryPolicy(max_attempts=5, min_delay=0, max_delay=0)
     )
