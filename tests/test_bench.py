@@ -25,7 +25,22 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
         timeout=300,
         check=True,
     )
-    keys = {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W8T", "W1T", "W2T", "W1S", "W2S"}
+    keys = {
+        "W1",
+        "W2",
+        "W3",
+        "W4",
+        "W5",
+        "W6",
+        "W7",
+        "W8",
+        "W8T",
+        "W8L",
+        "W1T",
+        "W2T",
+        "W1S",
+        "W2S",
+    }
     for key in keys:
         assert key in proc.stdout
     assert "corral/floor" in proc.stdout

@@ -125,7 +125,7 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "W8",
-        "service: 10,000 chat calls to the fake server (5 ms, 64 at once) vs raw httpx",
+        "service: 10,000 chat calls to the fake server (5 ms), 64 at once, vs raw httpx",
         w.floor_w8,
         w.corral_w8,
         lambda s: (_scaled(10_000, s, 64),),
@@ -140,6 +140,15 @@ WORKLOADS: tuple[Workload, ...] = (
         lambda s: (_scaled(10_000, s, 64),),
         (Check("per_s", "higher"),),
         baseline="raw httpx",
+    ),
+    Workload(
+        "W8L",
+        "W8 as a closed loop: 64 callers, each asking again when answered",
+        w.floor_w8_loop,
+        w.corral_w8_loop,
+        lambda s: (_scaled(10_000, s, 64),),
+        (Check("per_s", "higher"),),
+        baseline="raw httpx, 64 callers",
     ),
     Workload(
         "W1T",

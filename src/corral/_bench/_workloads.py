@@ -518,7 +518,63 @@ class _ServerProcess:
 
 
 async def floor_w8(count: int, concurrency: int = 64) -> Result:
-    """The raw httpx floor: one AsyncClient, at most 64 requests at once."""
+    """The raw httpx floor: one AsyncClient; every call a task, at most 64 at once (a semaphore)."""
+    import httpx
+
+    server = await anyio.to_thread.run_sync(_ServerProcess, 0.005)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            slots = anyio.Semaphore(concurrency)
+
+            async def one() -> None:
+                try:
+                    response = await client.post("/v1/chat/completions", json=_CHAT_BODY)
+                    response.raise_for_status()
+                    data = response.json()
+                    _ = data["choices"][0]["message"]["content"], data["usage"]["prompt_tokens"]
+                finally:
+                    slots.release()
+
+            start = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for _ in range(count):
+                    await slots.acquire()
+                    tg.start_soon(one)
+            elapsed = time.perf_counter() - start
+    finally:
+        await anyio.to_thread.run_sync(server.close)
+    return Result({"per_s": count / elapsed})
+
+
+async def corral_w8(
+    count: int, concurrency: int = 64, instruments: Sequence[corral.Instrument] = ()
+) -> Result:
+    """OpenAIChat (default retry policy) with max_concurrency 64: submit every call, await all."""
+    request = corral.ChatRequest(
+        messages=(corral.ChatMessage(role="user", content="hello from the benchmark"),)
+    )
+    server = await anyio.to_thread.run_sync(_ServerProcess, 0.005)
+    try:
+        async with corral.Runtime(instruments=instruments) as rt:
+            ref = await rt.spawn(
+                lambda: corral.OpenAIChat(
+                    model="fake-model", base_url=server.base_url, api_key_env=None
+                ),
+                name="chat",
+                max_concurrency=concurrency,
+            )
+            start = time.perf_counter()
+            futures = [await ref.submit(request) for _ in range(count)]
+            for fut in futures:
+                await fut
+            elapsed = time.perf_counter() - start
+    finally:
+        await anyio.to_thread.run_sync(server.close)
+    return Result({"per_s": count / elapsed})
+
+
+async def floor_w8_loop(count: int, concurrency: int = 64) -> Result:
+    """Closed loop: 64 callers, each sending its next call when the last one answered."""
     import httpx
 
     server = await anyio.to_thread.run_sync(_ServerProcess, 0.005)
@@ -528,8 +584,7 @@ async def floor_w8(count: int, concurrency: int = 64) -> Result:
             async def one(i: int) -> None:
                 response = await client.post("/v1/chat/completions", json=_CHAT_BODY)
                 response.raise_for_status()
-                data = response.json()
-                _ = data["choices"][0]["message"]["content"], data["usage"]["prompt_tokens"]
+                response.json()
 
             elapsed = await _callers(concurrency, count, one)
     finally:
@@ -537,16 +592,14 @@ async def floor_w8(count: int, concurrency: int = 64) -> Result:
     return Result({"per_s": count / elapsed})
 
 
-async def corral_w8(
-    count: int, concurrency: int = 64, instruments: Sequence[corral.Instrument] = ()
-) -> Result:
-    """OpenAIChat (default retry policy) with max_concurrency 64, asked by 64 callers."""
+async def corral_w8_loop(count: int, concurrency: int = 64) -> Result:
+    """Closed loop through corral: 64 callers asking OpenAIChat (max_concurrency 64)."""
     request = corral.ChatRequest(
         messages=(corral.ChatMessage(role="user", content="hello from the benchmark"),)
     )
     server = await anyio.to_thread.run_sync(_ServerProcess, 0.005)
     try:
-        async with corral.Runtime(instruments=instruments) as rt:
+        async with corral.Runtime() as rt:
             ref = await rt.spawn(
                 lambda: corral.OpenAIChat(
                     model="fake-model", base_url=server.base_url, api_key_env=None
