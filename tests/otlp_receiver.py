@@ -7,7 +7,6 @@ exporter posts (the same bytes Jaeger receives) with ``opentelemetry-proto``.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +26,8 @@ class Receiver:
         self.spans: list[Any] = []
         self.requests = 0
         self.got_spans = threading.Event()
+        #: Set when the receiver shuts down, so a slow answer ends at once.
+        self.stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -48,7 +49,7 @@ def otlp_receiver(delay: float = 0.0) -> Iterator[Receiver]:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             if receiver.delay:
-                time.sleep(receiver.delay)
+                receiver.stopping.wait(receiver.delay)
             if self.path == "/v1/traces":
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
@@ -75,6 +76,7 @@ def otlp_receiver(delay: float = 0.0) -> Iterator[Receiver]:
     try:
         yield receiver
     finally:
+        receiver.stopping.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
