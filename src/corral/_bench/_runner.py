@@ -343,18 +343,23 @@ def _one(spec: str, scale: float, backend: str, uvloop: bool) -> None:
     print(json.dumps(result.metrics))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point of the benchmark suite."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
-        description="Measure corral beside the raw anyio floor, in the same run.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The suite's options, shared by ``python -m benchmarks`` and ``corral bench``."""
     parser.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W6")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument("--uvloop", action="store_true", help="run asyncio on uvloop")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side (median, min-max)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point of the benchmark suite."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Measure corral beside the raw anyio floor, in the same run.",
+    )
+    add_arguments(parser)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     # Crash workloads would otherwise print a traceback per crash: the suite

@@ -65,12 +65,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the benchmark suite; every figure is a ratio to a floor measured "
         "in the same run.",
     )
-    bench.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W6")
-    bench.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    bench.add_argument("--uvloop", action="store_true", help="run asyncio on uvloop")
-    bench.add_argument("--repeat", type=int, default=1, help="runs per side (median, min-max)")
-    bench.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
-    bench.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    from .._bench._runner import add_arguments
+
+    add_arguments(bench)
     bench.add_argument("--plot", metavar="FILE.png", help="draw the ratios (needs matplotlib)")
 
     trace = commands.add_parser(
