@@ -376,3 +376,20 @@ async def test_stop_cuts_a_call_with_a_later_deadline() -> None:
         await gate.entered_event("slow").wait()
         await ref.stop(timeout=0)
         assert isinstance(fut.exception(), corral.ActorStopped)
+
+
+async def test_an_actor_asking_itself_is_refused_instead_of_deadlocking() -> None:
+    """With max_concurrency=1 a handler asking its own actor would wait forever: refused."""
+
+    class Selfish(corral.Actor[Echo, str]):
+        async def handle(self, msg: Echo) -> str:
+            if msg.text == "again":
+                return "inner"
+            return await self.ref.ask(Echo(text="again"))
+
+    async with corral.Runtime() as rt:
+        ref = await rt.spawn(Selfish, name="selfish")
+        with pytest.raises(corral.InvalidStateError, match="asked itself"):
+            await ref.ask(Echo(text="first"), timeout=5)
+        wide = await rt.spawn(Selfish, name="wide", max_concurrency=2)
+        assert await wide.ask(Echo(text="first"), timeout=5) == "inner"

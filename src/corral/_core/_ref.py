@@ -10,7 +10,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from ._exceptions import InvalidStateError, MailboxFull
 from ._future import _PENDING, Future
 from ._messages import UNSET, Kind, Ping, _Unset
-from ._pile import ActorState, ActorStatus, Call, StreamState, stream_pump
+from ._pile import ActorState, ActorStatus, Call, StreamState, _current_call, stream_pump
 
 if TYPE_CHECKING:
     from ._cell import ActorCell
@@ -109,10 +109,19 @@ class ActorRef(Generic[ReqT, ReplyT]):
         Raises:
             DeadlineExceeded: *timeout* passed before the reply came.
             ActorStopped: The actor stopped before replying.
+            InvalidStateError: An actor with ``max_concurrency=1`` asks itself
+                (the reply could never come).
             UnhandledMessage: The actor does not handle this message type.
             Exception: Whatever the handler raised.
         """
         cell = self._cell
+        current = _current_call.get()
+        if current is not None and current._cell is cell and cell.max_concurrency == 1:
+            raise InvalidStateError(
+                f"actor {cell.name!r} asked itself from its own handler; with "
+                "max_concurrency=1 the reply could never come (use tell, or submit "
+                "without awaiting)"
+            )
         call = cell.new_call(msg, _REQUEST, timeout)
         if not cell.enqueue_nowait(call):
             await cell.mailbox.put(call)
