@@ -6,10 +6,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import corral
 from corral._bench import _runner
+from corral._bench import _workloads as w
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,6 +43,10 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
         "W2T",
         "W1S",
         "W2S",
+        "W1TB",
+        "W2TB",
+        "W1SB",
+        "W2SB",
     }
     for key in keys:
         assert key in proc.stdout
@@ -69,3 +76,40 @@ def test_bad_options_are_refused() -> None:
         _runner.main(["--repeat", "0"])
     with pytest.raises(SystemExit):
         _runner.main(["--uvloop", "--backend", "trio"])
+
+
+def _shape(spans: list[Any]) -> dict[str, tuple[Any, ...]]:
+    return {
+        span.name: (span.kind, sorted(span.attributes or {}), [e.name for e in span.events])
+        for span in spans
+    }
+
+
+@pytest.mark.anyio
+async def test_ceiling_makes_the_same_spans_as_a_traced_call() -> None:
+    """The tracing ceilings (W1TB...) do the SDK work of a real traced call, no less."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from corral.telemetry import OpenTelemetry
+
+    traced = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(traced))
+    instrument = OpenTelemetry(tracer_provider=provider, record_metrics=False)
+    async with corral.Runtime(instruments=[instrument]) as rt:
+        ref = await rt.spawn(w.Inc, name="inc")
+        assert await ref.ask(w.Num(1)) == 2
+    provider.shutdown()
+
+    alone_exporter = InMemorySpanExporter()
+    alone = w._SpansAlone(None, alone_exporter)
+    async with corral.Runtime() as rt:
+        ref = await rt.spawn(w.Inc, name="inc")
+        await alone.ask(ref, 1)
+    alone.provider.shutdown()
+
+    expected = _shape(list(traced.get_finished_spans()))
+    assert set(expected) == {"send inc", "process inc"}
+    assert _shape(list(alone_exporter.get_finished_spans())) == expected

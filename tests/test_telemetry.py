@@ -117,6 +117,33 @@ async def test_caller_producer_consumer_and_handler_spans_form_one_trace(traced:
     assert send.events[0].attributes == {"corral.queue.depth": 1}
 
 
+async def test_a_name_taken_again_by_another_class_is_traced_as_that_class(
+    traced: Traced,
+) -> None:
+    """Span attributes follow the actor now behind a name, and the kind of send."""
+
+    class Doubler(corral.Actor[Add, int]):
+        async def handle(self, msg: Add) -> int:
+            return 2 * (msg.a + msg.b)
+
+    async with traced.runtime() as rt:
+        first = await rt.spawn(Calculator, name="svc")
+        assert await first.ask(Add(1, 2)) == 3
+        await first.stop()
+        second = await rt.spawn(Doubler, name="svc")
+        assert await second.ask(Add(1, 2)) == 6
+        await second.tell(Add(0, 0))
+    spans = sorted(traced.exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
+    doubler = Doubler.__qualname__
+    for name, operations in (
+        ("send svc", ["submit", "submit", "tell"]),
+        ("process svc", ["process"] * 3),
+    ):
+        mine = [s.attributes or {} for s in spans if s.name == name]
+        assert [a["corral.actor.class"] for a in mine] == ["Calculator", doubler, doubler]
+        assert [a["messaging.operation.name"] for a in mine] == operations
+
+
 async def test_failed_call_marks_both_spans_as_errors(traced: Traced) -> None:
     """A handler error sets status ERROR with the message, error.type and an exception event."""
     async with traced.runtime() as rt:

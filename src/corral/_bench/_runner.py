@@ -56,13 +56,37 @@ def _scaled(n: int, scale: float, least: int = 1) -> int:
     return max(least, round(n * scale))
 
 
+def _w1_args(scale: float) -> tuple[Any, ...]:
+    return (_scaled(20_000, scale),)
+
+
+def _w2_args(scale: float) -> tuple[Any, ...]:
+    return (_scaled(100_000, scale, 64),)
+
+
+def _ceiling(
+    key: str, of: str, untraced: Side, bound: Side, args: Callable[[float], tuple[Any, ...]]
+) -> Workload:
+    """The most a tracing workload could reach: its calls untraced, wrapped in the
+    SDK's own work for their spans (see ``_workloads._SpansAlone``)."""
+    return Workload(
+        key,
+        f"ceiling for {of}: untraced, each ask wrapped in the SDK's own work for its spans",
+        untraced,
+        bound,
+        args,
+        (Check("per_s", "higher"),),
+        baseline="corral with tracing off",
+    )
+
+
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "W1",
         "ask-serial: 20,000 sequential asks to one actor",
         w.floor_w1,
         w.corral_w1,
-        lambda s: (_scaled(20_000, s),),
+        _w1_args,
         (Check("per_s", "higher", 0.5), Check("p50_us", "lower"), Check("p99_us", "lower")),
     ),
     Workload(
@@ -70,7 +94,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "ask-concurrent: 64 callers, 100,000 asks",
         w.floor_w2,
         w.corral_w2,
-        lambda s: (_scaled(100_000, s, 64),),
+        _w2_args,
         (Check("per_s", "higher", 0.5), Check("p50_us", "lower"), Check("p99_us", "lower")),
     ),
     Workload(
@@ -155,7 +179,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "W1 with tracing on (SDK, always-on sampler, batch processor, dropping exporter)",
         w.corral_w1,
         w.traced_w1,
-        lambda s: (_scaled(20_000, s),),
+        _w1_args,
         (Check("per_s", "higher", 1 / 3), Check("p50_us", "lower")),
         baseline="corral with tracing off",
     ),
@@ -164,7 +188,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "W2 with tracing on (as W1T)",
         w.corral_w2,
         w.traced_w2,
-        lambda s: (_scaled(100_000, s, 64),),
+        _w2_args,
         (Check("per_s", "higher", 1 / 3), Check("p50_us", "lower")),
         baseline="corral with tracing off",
     ),
@@ -173,7 +197,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "W1 with tracing on and the parent-based 1 % ratio sampler",
         w.corral_w1,
         w.sampled_w1,
-        lambda s: (_scaled(20_000, s),),
+        _w1_args,
         (Check("per_s", "higher", 0.8),),
         baseline="corral with tracing off",
     ),
@@ -182,10 +206,14 @@ WORKLOADS: tuple[Workload, ...] = (
         "W2 with tracing on and the parent-based 1 % ratio sampler",
         w.corral_w2,
         w.sampled_w2,
-        lambda s: (_scaled(100_000, s, 64),),
+        _w2_args,
         (Check("per_s", "higher", 0.8),),
         baseline="corral with tracing off",
     ),
+    _ceiling("W1TB", "W1T", w.corral_w1, w.sdk_bound_w1, _w1_args),
+    _ceiling("W2TB", "W2T", w.corral_w2, w.sdk_bound_w2, _w2_args),
+    _ceiling("W1SB", "W1S", w.corral_w1, w.sdk_bound_sampled_w1, _w1_args),
+    _ceiling("W2SB", "W2S", w.corral_w2, w.sdk_bound_sampled_w2, _w2_args),
 )
 
 

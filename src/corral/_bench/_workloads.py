@@ -438,7 +438,7 @@ class _DropSpans:
         return True
 
 
-def _tracing(ratio: float | None) -> tuple[Any, corral.Instrument]:
+def _tracing(ratio: float | None, exporter: Any = None) -> tuple[Any, corral.Instrument]:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
@@ -447,7 +447,7 @@ def _tracing(ratio: float | None) -> tuple[Any, corral.Instrument]:
 
     sampler = ALWAYS_ON if ratio is None else ParentBased(TraceIdRatioBased(ratio))
     provider = TracerProvider(sampler=sampler)
-    provider.add_span_processor(BatchSpanProcessor(_DropSpans()))  # type: ignore[arg-type]
+    provider.add_span_processor(BatchSpanProcessor(exporter or _DropSpans()))  # type: ignore[arg-type]
     return provider, OpenTelemetry(tracer_provider=provider, record_metrics=False)
 
 
@@ -477,6 +477,117 @@ async def sampled_w1(count: int) -> Result:
 async def sampled_w2(count: int) -> Result:
     """W2 with the parent-based 1 % ratio sampler."""
     return await traced_w2(count, 0.01)
+
+
+class _SpansAlone:
+    """The OpenTelemetry work a traced call needs, done by hand with none of corral's.
+
+    With the same SDK setup as W1T: the producer span with its attributes and
+    ``enqueued`` event, the consumer span (attributes given at its start, as
+    the instrument does) with its ``dequeued`` event, made current around the
+    call, both ended; a call the sampler drops costs one sampling decision
+    and its context made current. Wrapped around an untraced ask, it gives
+    the most a traced call could reach with this SDK.
+    """
+
+    def __init__(self, ratio: float | None, exporter: Any = None) -> None:
+        import uuid
+
+        from opentelemetry import context, trace
+
+        self._context = context
+        self._trace = trace
+        self.provider, _ = _tracing(ratio, exporter)
+        self._tracer = self.provider.get_tracer("corral-bound")
+        common = {
+            "messaging.system": "corral",
+            "messaging.destination.name": "inc",
+            "corral.actor.class": "Inc",
+        }
+        self._send = {
+            **common,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "submit",
+        }
+        self._process = {
+            **common,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+        }
+        self._envelope_id = uuid.uuid4()  # corral's envelopes have theirs already
+
+    async def ask(self, ref: corral.ActorRef[Num, int], i: int) -> None:
+        trace = self._trace
+        producer = self._tracer.start_span(
+            "send inc", kind=trace.SpanKind.PRODUCER, attributes=self._send
+        )
+        consumer = None
+        if producer.is_recording():
+            message_id = str(self._envelope_id)
+            producer.set_attributes(
+                {"messaging.message.id": message_id, "corral.message.type": "Num"}
+            )
+            producer.add_event("enqueued", {"corral.queue.depth": 1})
+            consumer = self._tracer.start_span(
+                "process inc",
+                context=trace.set_span_in_context(producer),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    **self._process,
+                    "messaging.message.id": message_id,
+                    "corral.message.type": "Num",
+                    "corral.attempt": 1,
+                    "corral.queue.wait": 0.0,
+                },
+            )
+            consumer.add_event("dequeued", {"corral.queue.wait": 0.0})
+        token = self._context.attach(trace.set_span_in_context(consumer or producer))
+        try:
+            await ref.ask(Num(i))
+        finally:
+            self._context.detach(token)
+            if consumer is not None:
+                consumer.end()
+                producer.end()
+
+
+async def _sdk_bound(count: int, callers: int, ratio: float | None) -> Result:
+    spans = _SpansAlone(ratio)
+    lat: list[float] = []
+    clock = time.perf_counter
+    try:
+        async with corral.Runtime() as rt:
+            ref = await rt.spawn(Inc, name="inc")
+
+            async def one(i: int) -> None:
+                t0 = clock()
+                await spans.ask(ref, i)
+                lat.append(clock() - t0)
+
+            elapsed = await _callers(callers, count, one)
+    finally:
+        await anyio.to_thread.run_sync(spans.provider.shutdown)
+    return Result(_latency_metrics(len(lat), elapsed, lat))
+
+
+async def sdk_bound_w1(count: int) -> Result:
+    """The ceiling for W1T: W1 untraced, each ask wrapped in the SDK's own work (always on)."""
+    return await _sdk_bound(count, 1, None)
+
+
+async def sdk_bound_w2(count: int) -> Result:
+    """The ceiling for W2T, as :func:`sdk_bound_w1` with W2's 64 callers."""
+    return await _sdk_bound(count, 64, None)
+
+
+async def sdk_bound_sampled_w1(count: int) -> Result:
+    """The ceiling for W1S: as :func:`sdk_bound_w1` with the 1 % sampler."""
+    return await _sdk_bound(count, 1, 0.01)
+
+
+async def sdk_bound_sampled_w2(count: int) -> Result:
+    """The ceiling for W2S: as :func:`sdk_bound_w2` with the 1 % sampler."""
+    return await _sdk_bound(count, 64, 0.01)
 
 
 # --- W8: a chat service over HTTP ---------------------------------------------------------

@@ -66,11 +66,25 @@ def _metering_configured() -> bool:
 
 
 class _CallSpans:
-    __slots__ = ("attempt", "attempt_token", "consumer", "parent", "producer", "token")
+    __slots__ = (
+        "attempt",
+        "attempt_token",
+        "consumer",
+        "message_id",
+        "parent",
+        "producer",
+        "token",
+    )
 
-    def __init__(self, producer: trace.Span | None, parent: otel_context.Context | None) -> None:
+    def __init__(
+        self,
+        producer: trace.Span | None,
+        parent: otel_context.Context | None,
+        message_id: str | None = None,
+    ) -> None:
         self.producer = producer
         self.parent = parent
+        self.message_id = message_id
         self.consumer: trace.Span | None = None
         self.token: object = None
         self.attempt: trace.Span | None = None
@@ -149,7 +163,9 @@ class OpenTelemetry(Instrument):
                 "corral", __version__, tracer_provider, schema_url=_SCHEMA_URL
             )
         self._runtimes: list[Runtime] = []
-        self._static_cache: dict[tuple[str, str], tuple[str, Mapping[str, Any]]] = {}
+        self._static_cache: dict[
+            str, tuple[type, dict[Kind | None, tuple[str, Mapping[str, Any]]]]
+        ] = {}
         self._supervision_spans: dict[tuple[str, str], trace.Span | None] = {}
         self._metrics = False
         if record_metrics:
@@ -254,23 +270,48 @@ class OpenTelemetry(Instrument):
 
     # --- calls ---------------------------------------------------------------------------
 
-    def _static(self, call: Call, operation: str) -> tuple[str, Mapping[str, Any]]:
-        """The span name and the attributes every span of this actor and operation has."""
+    def _static(self, call: Call, kind: Kind | None) -> tuple[str, Mapping[str, Any]]:
+        """The span name and the attributes every span of this actor and operation has.
+
+        *kind* is the envelope's kind for the sending side, ``None`` for the
+        processing side.
+        """
         cell = call._cell
-        key = (cell.name, operation)
-        found = self._static_cache.get(key)
-        if found is None:
-            found = self._static_cache[key] = (
-                f"{'process' if operation == 'process' else 'send'} {cell.name}",
-                {
-                    "messaging.system": "corral",
-                    "messaging.operation.type": "process" if operation == "process" else "send",
-                    "messaging.operation.name": operation,
-                    "messaging.destination.name": cell.name,
-                    "corral.actor.class": cell.actor_class.__qualname__,
-                },
+        found = self._static_cache.get(cell.name)
+        # A name can be taken again by an actor of another class.
+        if found is None or found[0] is not cell.actor_class:
+            found = self._static_cache[cell.name] = (
+                cell.actor_class,
+                self._statics_for(cell.name, cell.actor_class),
             )
-        return found
+        return found[1][kind]
+
+    @staticmethod
+    def _statics_for(
+        name: str, actor_class: type
+    ) -> dict[Kind | None, tuple[str, Mapping[str, Any]]]:
+        common = {
+            "messaging.system": "corral",
+            "messaging.destination.name": name,
+            "corral.actor.class": actor_class.__qualname__,
+        }
+
+        statics: dict[Kind | None, tuple[str, Mapping[str, Any]]] = {
+            kind: (
+                f"send {name}",
+                {**common, "messaging.operation.type": "send", "messaging.operation.name": op},
+            )
+            for kind, op in _OPERATION.items()
+        }
+        statics[None] = (
+            f"process {name}",
+            {
+                **common,
+                "messaging.operation.type": "process",
+                "messaging.operation.name": "process",
+            },
+        )
+        return statics
 
     def call_submitted(self, call: Call) -> None:
         tracer = self._tracer
@@ -282,19 +323,22 @@ class OpenTelemetry(Instrument):
             # consumer span continues that trace, and there is no local send.
             call.instrument_data = _CallSpans(None, propagate.extract(envelope.trace_context))
             return
-        name, attributes = self._static(call, _OPERATION[envelope.kind])
+        name, attributes = self._static(call, envelope.kind)
         span = tracer.start_span(name, kind=SpanKind.PRODUCER, attributes=attributes)
         # Per-call details only for spans that are recorded: a call in a
         # trace the sampler dropped pays for the sampling decision and no more.
         if span.is_recording():
+            message_id = str(envelope.id)
             span.set_attributes(
                 {
-                    "messaging.message.id": str(envelope.id),
+                    "messaging.message.id": message_id,
                     "corral.message.type": type(envelope.payload).__qualname__,
                 }
             )
             span.add_event("enqueued", {"corral.queue.depth": len(call._cell.mailbox.queue)})
-        call.instrument_data = _CallSpans(span, None)
+            call.instrument_data = _CallSpans(span, None, message_id)
+        else:
+            call.instrument_data = _CallSpans(span, None)
 
     def call_started(self, call: Call) -> None:
         tracer = self._tracer
@@ -313,21 +357,23 @@ class OpenTelemetry(Instrument):
                 return
         else:
             parent = data.parent
-        name, attributes = self._static(call, "process")
+        name, attributes = self._static(call, None)
+        envelope = call._envelope
+        waited = (call._started_at or call._enqueued_at) - call._enqueued_at
+        # All attributes at the start: the SDK checks them in one pass.
         span = tracer.start_span(
-            name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+            name,
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                **attributes,
+                "messaging.message.id": data.message_id or str(envelope.id),
+                "corral.message.type": type(envelope.payload).__qualname__,
+                "corral.attempt": envelope.attempt,
+                "corral.queue.wait": waited,
+            },
         )
         if span.is_recording():
-            envelope = call._envelope
-            waited = (call._started_at or call._enqueued_at) - call._enqueued_at
-            span.set_attributes(
-                {
-                    "messaging.message.id": str(envelope.id),
-                    "corral.message.type": type(envelope.payload).__qualname__,
-                    "corral.attempt": envelope.attempt,
-                    "corral.queue.wait": waited,
-                }
-            )
             span.add_event("dequeued", {"corral.queue.wait": waited})
         data.consumer = span
         # Current for the handler, in the worker's own context only: two
