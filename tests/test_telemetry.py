@@ -144,6 +144,27 @@ async def test_a_name_taken_again_by_another_class_is_traced_as_that_class(
         assert [a["messaging.operation.name"] for a in mine] == operations
 
 
+async def test_actors_coming_and_going_do_not_grow_the_instrument(
+    traced: Traced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the instrument keeps per actor name is bounded; spans stay right past the bound."""
+    from corral.telemetry import _instrument
+
+    monkeypatch.setattr(_instrument, "_STATIC_CACHE_SIZE", 4)
+    async with traced.runtime() as rt:
+        for i in range(10):
+            ref = await rt.spawn(Calculator, name=f"user-{i}")
+            assert await ref.ask(Add(i, 1)) == i + 1
+            await ref.stop()
+            assert len(traced.instrument._static_cache) <= 4
+    names = {s.name for s in traced.exporter.get_finished_spans()}
+    assert {f"send user-{i}" for i in range(10)} <= names
+    for span in traced.exporter.get_finished_spans():
+        attrs = span.attributes or {}
+        if span.name.startswith(("send ", "process ")):
+            assert span.name.endswith(str(attrs["messaging.destination.name"]))
+
+
 async def test_failed_call_marks_both_spans_as_errors(traced: Traced) -> None:
     """A handler error sets status ERROR with the message, error.type and an exception event."""
     async with traced.runtime() as rt:

@@ -49,6 +49,8 @@ _OPERATION: Final = {
     Kind.REPLY: "reply",
 }
 _OUTCOME: Final = {status: status.value for status in CallStatus}
+#: Actors whose span names and fixed attributes are kept ready.
+_STATIC_CACHE_SIZE: Final = 1024
 _EV = SupervisorEventKind
 
 
@@ -280,6 +282,10 @@ class OpenTelemetry(Instrument):
         found = self._static_cache.get(cell.name)
         # A name can be taken again by an actor of another class.
         if found is None or found[0] is not cell.actor_class:
+            if len(self._static_cache) >= _STATIC_CACHE_SIZE:
+                # Actors with names of their own (one per user, say) come
+                # and go: start afresh rather than keep every name forever.
+                self._static_cache.clear()
             found = self._static_cache[cell.name] = (
                 cell.actor_class,
                 self._statics_for(cell.name, cell.actor_class),
