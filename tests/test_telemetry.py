@@ -32,6 +32,17 @@ from .otlp_receiver import otlp_receiver
 pytestmark = pytest.mark.anyio
 
 
+def metric_points(data: Any) -> dict[str, list[Any]]:
+    """The data points of each metric in a reader's collection, by metric name."""
+    assert data is not None
+    points: dict[str, list[Any]] = {}
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                points[metric.name] = list(metric.data.data_points)
+    return points
+
+
 class Traced:
     """An SDK tracer provider with an in-memory exporter, and a corral instrument on it."""
 
@@ -324,12 +335,7 @@ async def test_metrics_count_calls_by_outcome_and_observe_queues(traced: Traced)
         data = traced.reader.get_metrics_data()
         gate.gates["b"].set()
         await blocked
-    assert data is not None
-    points: dict[str, list[Any]] = {}
-    for resource_metrics in data.resource_metrics:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                points[metric.name] = list(metric.data.data_points)
+    points = metric_points(data)
     calls = {p.attributes["corral.outcome"]: p.value for p in points["corral.calls"]}
     assert calls == {"succeeded": 1, "failed": 1}
     assert sum(p.count for p in points["corral.call.duration"]) == 2
@@ -343,6 +349,29 @@ async def test_metrics_count_calls_by_outcome_and_observe_queues(traced: Traced)
         for p in points["corral.calls.in_flight"]
     }
     assert in_flight == {"gate": 1}
+
+
+async def test_call_counts_of_gone_actors_are_dropped_past_the_bound(
+    traced: Traced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counts are kept per actor and outcome, for actors still there once past the bound."""
+    from corral.telemetry import _instrument
+
+    monkeypatch.setattr(_instrument, "_COUNTS_SIZE", 4)
+    async with traced.runtime() as rt:
+        keep = await rt.spawn(Calculator, name="keep")
+        assert await keep.ask(Add(1, 1)) == 2
+        for i in range(10):
+            ref = await rt.spawn(Calculator, name=f"user-{i}")
+            assert await ref.ask(Add(i, 1)) == i + 1
+            await ref.stop()
+            assert len(traced.instrument._call_counts) <= 4
+        assert await keep.ask(Add(2, 2)) == 4
+        points = metric_points(traced.reader.get_metrics_data())
+    calls = {p.attributes["messaging.destination.name"]: p.value for p in points["corral.calls"]}
+    assert calls["keep"] == 2
+    assert calls["user-9"] == 1
+    assert "user-0" not in calls
 
 
 # --- export over the wire and to files ----------------------------------------------------

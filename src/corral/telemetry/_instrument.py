@@ -51,6 +51,8 @@ _OPERATION: Final = {
 _OUTCOME: Final = {status: status.value for status in CallStatus}
 #: Actors whose span names and fixed attributes are kept ready.
 _STATIC_CACHE_SIZE: Final = 1024
+#: (actor, outcome) call counts kept before those of gone actors are dropped.
+_COUNTS_SIZE: Final = 2048
 _EV = SupervisorEventKind
 
 
@@ -187,8 +189,15 @@ class OpenTelemetry(Instrument):
 
     def _setup_metrics(self, meter: metrics.Meter) -> None:
         self._metrics = True
-        self._calls = meter.create_counter(
-            "corral.calls", unit="{call}", description="Calls that left an actor's pile"
+        # Calls are counted here, one dict entry per actor and outcome, and
+        # reported when the reader collects: an SDK counter would cost more
+        # per call than the rest of the metrics together.
+        self._call_counts: dict[tuple[str, str], int] = {}
+        meter.create_observable_counter(
+            "corral.calls",
+            callbacks=[self._observe_calls],
+            unit="{call}",
+            description="Calls that left an actor's pile",
         )
         self._duration = meter.create_histogram(
             "corral.call.duration", unit="s", description="From acceptance to the end of a call"
@@ -220,6 +229,13 @@ class OpenTelemetry(Instrument):
                 yield metrics.Observation(
                     len(cell.mailbox.queue), {"messaging.destination.name": name}
                 )
+
+    def _observe_calls(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        # Called in the reader's thread: copy before walking.
+        for (actor, outcome), count in list(self._call_counts.items()):
+            yield metrics.Observation(
+                count, {"messaging.destination.name": actor, "corral.outcome": outcome}
+            )
 
     def _observe_in_flight(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
         for runtime in list(self._runtimes):
@@ -472,13 +488,25 @@ class OpenTelemetry(Instrument):
         actor = call._cell.name
         status = call._status
         outcome = _OUTCOME[status] if status is not None else "failed"
-        self._calls.add(1, {"messaging.destination.name": actor, "corral.outcome": outcome})
+        counts = self._call_counts
+        key = (actor, outcome)
+        if key not in counts and len(counts) >= _COUNTS_SIZE:
+            self._forget_gone_actors()
+        counts[key] = counts.get(key, 0) + 1
         where = {"messaging.destination.name": actor}
         finished = call._finished_at
         if finished is not None:
             self._duration.record(max(0.0, finished - call._enqueued_at), where)
         if call._started_at is not None:
             self._queue_wait.record(max(0.0, call._started_at - call._enqueued_at), where)
+
+    def _forget_gone_actors(self) -> None:
+        # Counts of actors no runtime has any more stop being reported (a
+        # later actor of the same name starts again from zero, which readers
+        # take as a counter reset).
+        alive = {name for runtime in self._runtimes for name in runtime._cells}
+        for key in [key for key in self._call_counts if key[0] not in alive]:
+            del self._call_counts[key]
 
     # --- supervision -----------------------------------------------------------------------
 
