@@ -495,31 +495,22 @@ class _SpansAlone:
 
         from opentelemetry import context, trace
 
+        from corral.telemetry import OpenTelemetry
+
         self._context = context
         self._trace = trace
         self.provider, _ = _tracing(ratio, exporter)
         self._tracer = self.provider.get_tracer("corral-bound")
-        common = {
-            "messaging.system": "corral",
-            "messaging.destination.name": "inc",
-            "corral.actor.class": "Inc",
-        }
-        self._send = {
-            **common,
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "submit",
-        }
-        self._process = {
-            **common,
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-        }
+        # The span names and fixed attributes the instrument gives actor "inc".
+        statics = OpenTelemetry._statics_for("inc", Inc)
+        self._send_name, self._send = statics[corral.Kind.REQUEST]
+        self._process_name, self._process = statics[None]
         self._envelope_id = uuid.uuid4()  # corral's envelopes have theirs already
 
     async def ask(self, ref: corral.ActorRef[Num, int], i: int) -> None:
         trace = self._trace
         producer = self._tracer.start_span(
-            "send inc", kind=trace.SpanKind.PRODUCER, attributes=self._send
+            self._send_name, kind=trace.SpanKind.PRODUCER, attributes=self._send
         )
         consumer = None
         if producer.is_recording():
@@ -529,7 +520,7 @@ class _SpansAlone:
             )
             producer.add_event("enqueued", {"corral.queue.depth": 1})
             consumer = self._tracer.start_span(
-                "process inc",
+                self._process_name,
                 context=trace.set_span_in_context(producer),
                 kind=trace.SpanKind.CONSUMER,
                 attributes={

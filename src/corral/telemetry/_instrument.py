@@ -168,7 +168,7 @@ class OpenTelemetry(Instrument):
             )
         self._runtimes: list[Runtime] = []
         self._static_cache: dict[
-            str, tuple[type, dict[Kind | None, tuple[str, Mapping[str, Any]]]]
+            tuple[str, type], dict[Kind | None, tuple[str, Mapping[str, Any]]]
         ] = {}
         self._supervision_spans: dict[tuple[str, str], trace.Span | None] = {}
         self._metrics = False
@@ -295,18 +295,16 @@ class OpenTelemetry(Instrument):
         processing side.
         """
         cell = call._cell
-        found = self._static_cache.get(cell.name)
-        # A name can be taken again by an actor of another class.
-        if found is None or found[0] is not cell.actor_class:
+        # By class too: a name can be taken again by an actor of another class.
+        key = (cell.name, cell.actor_class)
+        found = self._static_cache.get(key)
+        if found is None:
             if len(self._static_cache) >= _STATIC_CACHE_SIZE:
                 # Actors with names of their own (one per user, say) come
                 # and go: start afresh rather than keep every name forever.
                 self._static_cache.clear()
-            found = self._static_cache[cell.name] = (
-                cell.actor_class,
-                self._statics_for(cell.name, cell.actor_class),
-            )
-        return found[1][kind]
+            found = self._static_cache[key] = self._statics_for(*key)
+        return found[kind]
 
     @staticmethod
     def _statics_for(
@@ -317,7 +315,6 @@ class OpenTelemetry(Instrument):
             "messaging.destination.name": name,
             "corral.actor.class": actor_class.__qualname__,
         }
-
         statics: dict[Kind | None, tuple[str, Mapping[str, Any]]] = {
             kind: (
                 f"send {name}",
@@ -349,6 +346,7 @@ class OpenTelemetry(Instrument):
         span = tracer.start_span(name, kind=SpanKind.PRODUCER, attributes=attributes)
         # Per-call details only for spans that are recorded: a call in a
         # trace the sampler dropped pays for the sampling decision and no more.
+        message_id = None
         if span.is_recording():
             message_id = str(envelope.id)
             span.set_attributes(
@@ -358,9 +356,7 @@ class OpenTelemetry(Instrument):
                 }
             )
             span.add_event("enqueued", {"corral.queue.depth": len(call._cell.mailbox.queue)})
-            call.instrument_data = _CallSpans(span, None, message_id)
-        else:
-            call.instrument_data = _CallSpans(span, None)
+        call.instrument_data = _CallSpans(span, None, message_id)
 
     def call_started(self, call: Call) -> None:
         tracer = self._tracer
