@@ -5,15 +5,17 @@ This is the one place where httpx errors become corral errors.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 import httpx
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from .._core._actor import Actor
 from .._core._exceptions import (
@@ -26,6 +28,7 @@ from .._core._exceptions import (
 )
 from .._core._pile import current_call
 from ..telemetry._instrument import client_span
+from ._redact import Redactor, header_secrets, is_secret_header, redact_unparsed_url
 from ._retry import parse_retry_after
 
 __all__ = ["DEFAULT_HTTP_TIMEOUT", "HttpService"]
@@ -36,45 +39,69 @@ ReplyT = TypeVar("ReplyT")
 #: Longest an HTTP request may take when the call has no (shorter) deadline.
 DEFAULT_HTTP_TIMEOUT = 60.0
 _BODY_EXCERPT = 500
+#: Characters of a body the redactor reads: far past the excerpt, so that a
+#: secret cut at this edge cannot slide into the excerpt as earlier ones shrink.
+_BODY_REDACTED = 64 * 1024
 _MAX_KEEPALIVE = 20
+#: Span names and attributes kept per (method, path, template).
+_SPAN_CACHE_SIZE = 256
 
 
-def _excerpt(response: httpx.Response) -> str:
+def _excerpt(response: httpx.Response, redactor: Redactor, limit: int = _BODY_EXCERPT) -> str:
+    # The one place a response body is kept: redacted first, then cut.
     try:
-        text = response.text
+        text = response.text[:_BODY_REDACTED]
     except Exception:  # undecodable bytes: show what can be shown
-        text = response.content[:_BODY_EXCERPT].decode("utf-8", "replace")
-    return text[:_BODY_EXCERPT]
+        text = response.content[:_BODY_REDACTED].decode("utf-8", "replace")
+    return redactor.text(text)[:limit]
 
 
-def status_error(response: httpx.Response) -> HttpStatusError:
-    """The corral error for an HTTP error response (never carrying credentials)."""
+def status_error(response: httpx.Response, redactor: Redactor) -> HttpStatusError:
+    """The corral error for an HTTP error response, with *redactor*'s secrets taken out."""
     request = response.request
-    url = str(request.url.copy_with(query=None))
+    url = redactor.url(request.url, query=False)
     retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
     request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
-    body = _excerpt(response)
+    body = _excerpt(response, redactor)
     detail = f": {body[:200]}" if body else ""
     kind = AuthenticationError if response.status_code in (401, 403) else HttpStatusError
-    status = f"{response.status_code} {response.reason_phrase}".strip()
+    status = redactor.text(f"{response.status_code} {response.reason_phrase}".strip())
     return kind(
         f"{request.method} {url} answered {status}{detail}",
         status=response.status_code,
         method=request.method,
         url=url,
         body=body,
-        request_id=request_id,
+        request_id=None if request_id is None else redactor.text(request_id),
         retry_after=retry_after,
     )
 
 
-def transport_error(exc: httpx.HTTPError, method: str, url: str) -> ServiceError:
-    """The corral error for an httpx failure that produced no response."""
+def transport_error(
+    exc: httpx.HTTPError, method: str, url: httpx.URL, redactor: Redactor
+) -> ServiceError:
+    """The corral error for an httpx failure that produced no response (secrets taken out)."""
+    where = f"{method} {redactor.url(url, query=False)}"
     if isinstance(exc, httpx.TimeoutException):
-        return TransportError(f"{method} {url} timed out ({type(exc).__name__})", timeout=True)
+        return TransportError(f"{where} timed out ({type(exc).__name__})", timeout=True)
+    detail = redactor.text(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, httpx.TransportError):
-        return TransportError(f"{method} {url} failed: {type(exc).__name__}: {exc}")
-    return ServiceError(f"{method} {url} failed: {type(exc).__name__}: {exc}")
+        return TransportError(f"{where} failed: {detail}")
+    return ServiceError(f"{where} failed: {detail}")
+
+
+def _record_status(span: trace.Span | None, response: httpx.Response) -> None:
+    if span is not None and span.is_recording():
+        span.set_attribute("http.response.status_code", response.status_code)
+
+
+def _mark_status_error(span: trace.Span | None, error: HttpStatusError) -> None:
+    # The HTTP conventions: a client span with a 4xx/5xx answer is an error
+    # whose error.type is the status code. The error is raised after the
+    # span ends, so that client_span does not overwrite it with the class name.
+    if span is not None and span.is_recording():
+        span.set_attribute("error.type", str(error.status))
+        span.set_status(Status(StatusCode.ERROR, str(error)))
 
 
 class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
@@ -93,12 +120,27 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
     list ``HttpStatusError`` subclasses or checks in ``fatal`` to crash on,
     say, revoked credentials.
 
+    Secrets stay out of everything corral keeps of a request and its answer
+    (errors and their ``body``, status views, supervisor reports, logs,
+    spans): the API key, a password in ``base_url``, and the values of secret
+    headers are redacted wherever the provider quotes them, whole or in part
+    (see :meth:`redact`); URLs lose their user and password, and the values
+    of query parameters such as ``api_key``, ``key``, ``token``, ``sig`` or
+    ``X-Amz-Signature`` become ``REDACTED``.
+
     Args:
-        base_url: The API's base URL.
+        base_url: The API's base URL. A user and password in it
+            (``https://user:password@host``) are sent as an
+            ``Authorization: Basic`` header instead, and never kept in the URL.
         headers: Headers for every request.
         api_key_env: Environment variable holding the API key, read at each
-            start and sent as ``Authorization: Bearer <key>``; never logged
-            or put in spans. ``None``: no key.
+            start and sent as ``Authorization: Bearer <key>``. ``None``: no
+            key. Giving one with a user and password in ``base_url`` is a
+            ``ValueError`` (both would be the ``Authorization`` header).
+        secret_headers: Names of further headers whose values are secrets.
+            ``Authorization``, ``Proxy-Authorization``, ``Cookie``,
+            ``api-key``, ``x-api-key``, ``x-goog-api-key``,
+            ``x-auth-token`` and ``ocp-apim-subscription-key`` always are.
         timeout: Longest a request may take when the call allows more.
         transport: An httpx transport (tests, proxies); default httpx's.
     """
@@ -109,19 +151,63 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         base_url: str,
         headers: Mapping[str, str] | None = None,
         api_key_env: str | None = None,
+        secret_headers: Iterable[str] = (),
         timeout: float = DEFAULT_HTTP_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
+            shown = redact_unparsed_url(base_url) if isinstance(base_url, str) else base_url
+            raise ValueError(f"base_url must be an http:// or https:// URL, got {shown!r}")
         if not (timeout > 0):
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        self.base_url = base_url.rstrip("/")
+        if isinstance(secret_headers, str):
+            raise TypeError(f"secret_headers must be header names, got the str {secret_headers!r}")
         self.headers = dict(headers or {})
+        self.secret_headers = tuple(secret_headers)
         self.api_key_env = api_key_env
         self.timeout = float(timeout)
         self.transport = transport
+        self._url_secrets: tuple[str, ...] = ()
+        self.base_url = self._take_userinfo(base_url).rstrip("/")
         self._client: httpx.AsyncClient | None = None
+        self._redactor = self._make_redactor(self.headers)
+        self._spans: dict[tuple[str, str, str | None], tuple[str, dict[str, Any]]] = {}
+
+    def _take_userinfo(self, base_url: str) -> str:
+        # A user and password in the URL become a Basic header, so that httpx
+        # never has them in a URL to log or quote, and they become secrets.
+        try:
+            url = httpx.URL(base_url)
+        except httpx.InvalidURL as exc:
+            if "@" in base_url:
+                # httpx's message, and so the chained error, may quote the password.
+                shown = redact_unparsed_url(base_url)
+                raise ValueError(f"base_url is not a valid URL: {shown!r}") from None
+            raise ValueError(f"base_url is not a valid URL ({exc}): {base_url!r}") from exc
+        if not url.userinfo:
+            return base_url
+        shown = Redactor().url(url)
+        if self.api_key_env is not None:
+            raise ValueError(
+                f"base_url {shown!r} has a user and password, and api_key_env="
+                f"{self.api_key_env!r} names an API key: both would be the Authorization "
+                "header; give api_key_env=None to send the URL's user and password"
+            )
+        if any(name.lower() == "authorization" for name in self.headers):
+            raise ValueError(
+                f"base_url {shown!r} has a user and password, and headers has an "
+                "Authorization header: both would be the Authorization header; give one"
+            )
+        raw_password = url.userinfo.decode("ascii").partition(":")[2]
+        self._url_secrets = (url.password, raw_password)
+        token = base64.b64encode(f"{url.username}:{url.password}".encode()).decode("ascii")
+        self.headers["Authorization"] = f"Basic {token}"
+        return str(url.copy_with(userinfo=b""))
+
+    def _make_redactor(self, headers: Mapping[str, str]) -> Redactor:
+        return Redactor.for_headers(
+            headers, secret_headers=self.secret_headers, secrets=self._url_secrets
+        )
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -132,6 +218,21 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             )
         return self._client
 
+    def redact(self, text: str) -> str:
+        """*text* without this actor's secrets, for errors your handler makes of a response.
+
+        Takes out every occurrence of the API key, the ``base_url``
+        password and the secret headers' values (also percent- or
+        JSON-escaped); any run of 8 or more of their characters; masked
+        quotes that show how one begins and ends around ``...``, ``…`` or
+        ``*`` (``sk-ab...wxyz``, ``****wxyz``: 4 or more characters shown);
+        each becomes ``[REDACTED]``. Users and passwords of URLs in the text
+        become ``REDACTED:REDACTED``, and values of sensitive query
+        parameters ``REDACTED``. :meth:`request` does this to every error it
+        raises; do it to text of a response you put in errors of your own.
+        """
+        return self._redactor.text(text)
+
     async def on_start(self) -> None:
         headers = dict(self.headers)
         if self.api_key_env is not None:
@@ -141,6 +242,7 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
                     f"the environment variable {self.api_key_env} (the API key) is not set"
                 )
             headers["Authorization"] = f"Bearer {key}"
+        self._redactor = self._make_redactor(headers)
         size = self._corral_cell.max_concurrency
         # As many connections as calls may run at once; but httpx's pool looks
         # at every idle connection on every request, so past ~20 kept-alive
@@ -161,17 +263,35 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         if client is not None:
             await client.aclose()
 
-    def _span(self, method: str, path: str) -> AbstractContextManager[trace.Span | None]:
-        url = httpx.URL(self.base_url + path)
-        return client_span(
-            f"{method} {path}",
-            {
+    def _url(self, path: str) -> httpx.URL:
+        return httpx.URL(self.base_url + path)
+
+    def _span(
+        self, method: str, path: str, template: str | None
+    ) -> AbstractContextManager[trace.Span | None]:
+        # The HTTP client span conventions: named "{method} {url.template}",
+        # or "{method}" alone when no template is known (a path may hold ids,
+        # a query string may hold secrets); url.full with the query's
+        # sensitive values redacted.
+        key = (method, path, template)
+        cached = self._spans.get(key)
+        if cached is None:
+            url = self._url(path)
+            attributes: dict[str, Any] = {
                 "http.request.method": method,
-                "url.full": str(url.copy_with(query=None)),
+                "url.full": self._redactor.url(url),
                 "server.address": url.host,
                 "server.port": url.port or (443 if url.scheme == "https" else 80),
-            },
-        )
+            }
+            if template is not None:
+                attributes["url.template"] = template
+            if len(self._spans) >= _SPAN_CACHE_SIZE:
+                self._spans.clear()
+            cached = self._spans[key] = (
+                method if template is None else f"{method} {template}",
+                attributes,
+            )
+        return client_span(*cached)
 
     async def request(
         self,
@@ -180,27 +300,40 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         *,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        template: str | None = None,
     ) -> httpx.Response:
         """Send one request for the current call; return the response (2xx/3xx only).
+
+        Args:
+            method: The HTTP method.
+            path: The path after ``base_url``, with its query string if any.
+            json: A body to send as JSON.
+            headers: Headers for this request (secret ones are redacted as
+                the actor's are).
+            template: The path's low-cardinality template (``/v1/users/{id}``):
+                the span is named ``{method} {template}`` and records it as
+                ``url.template``. Without it the span is named ``{method}``.
 
         Raises:
             HttpStatusError: The response status is 4xx or 5xx.
             TransportError: No response: connect error, broken connection, timeout.
         """
         timeout, extra = self._request_options(method, headers)
-        with self._span(method, path) as span:
+        redactor = self._redactor_for(extra)
+        with self._span(method, path, template) as span:
             try:
                 response = await self.client.request(
                     method, path, json=json, headers=extra, timeout=timeout
                 )
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, method, self.base_url + path) from exc
-            if span is not None and span.is_recording():
-                span.set_attribute("http.response.status_code", response.status_code)
-            if response.status_code >= 400:
+                _record_status(span, response)
+                if response.status_code < 400:
+                    return response
                 await response.aread()
-                raise status_error(response)
-            return response
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, method, self._url(path), redactor) from exc
+            error = status_error(response, redactor)
+            _mark_status_error(span, error)
+        raise error
 
     @asynccontextmanager
     async def stream_request(
@@ -210,30 +343,45 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         *,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        template: str | None = None,
     ) -> AsyncIterator[httpx.Response]:
         """Send one request and yield the response before its body is read (for streaming).
 
-        The same deadline, errors and idempotency key as :meth:`request`.
+        The same arguments, deadline, errors, span and idempotency key as :meth:`request`.
 
         Raises:
             HttpStatusError: The response status is 4xx or 5xx (its body read first).
             TransportError: No response, or the connection broke while reading.
         """
         timeout, extra = self._request_options(method, headers)
-        url = self.base_url + path
-        with self._span(method, path) as span:
+        redactor = self._redactor_for(extra)
+        error: HttpStatusError | None = None
+        with self._span(method, path, template) as span:
             try:
                 async with self.client.stream(
                     method, path, json=json, headers=extra, timeout=timeout
                 ) as response:
-                    if span is not None and span.is_recording():
-                        span.set_attribute("http.response.status_code", response.status_code)
-                    if response.status_code >= 400:
+                    _record_status(span, response)
+                    if response.status_code < 400:
+                        yield response
+                    else:
                         await response.aread()
-                        raise status_error(response)
-                    yield response
+                        error = status_error(response, redactor)
+                        _mark_status_error(span, error)
             except httpx.HTTPError as exc:
-                raise transport_error(exc, method, url) from exc
+                raise transport_error(exc, method, self._url(path), redactor) from exc
+        if error is not None:
+            raise error
+
+    def _redactor_for(self, headers: Mapping[str, str]) -> Redactor:
+        # The actor's secrets, and those of this request's own secret headers.
+        values = [
+            secret
+            for name, value in headers.items()
+            if is_secret_header(name, self.secret_headers)
+            for secret in header_secrets(value)
+        ]
+        return self._redactor.adding(values) if values else self._redactor
 
     def _request_options(
         self, method: str, headers: Mapping[str, str] | None
@@ -262,7 +410,7 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ProtocolError(
-                f"{response.request.method} {response.request.url.path} answered "
+                f"{response.request.method} {self.redact(response.request.url.path)} answered "
                 f"{response.status_code} with a body that is not JSON: "
-                f"{_excerpt(response)[:100]!r}"
+                f"{_excerpt(response, self._redactor, 100)!r}"
             ) from exc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final, Generic, TypeVar
 
@@ -34,6 +34,8 @@ DEFAULT_OPENAI_URL: Final = "https://api.openai.com"
 ReqT = TypeVar("ReqT")
 ReplyT = TypeVar("ReplyT")
 _PROVIDER: Final = "openai"
+_CHAT: Final = "/v1/chat/completions"
+_EMBEDDINGS: Final = "/v1/embeddings"
 
 
 @message(name="openai.ChatMessage")
@@ -137,31 +139,29 @@ class _Shape:
         return value
 
 
-def _genai_span(
-    operation: str, model: str, attributes: Mapping[str, Any]
-) -> AbstractContextManager[trace.Span | None]:
-    """The GenAI semantic-convention span around one model call."""
-    return client_span(
-        f"{operation} {model}",
-        {
-            "gen_ai.operation.name": operation,
-            "gen_ai.system": _PROVIDER,
-            "gen_ai.provider.name": _PROVIDER,
-            "gen_ai.request.model": model,
-            **attributes,
-        },
-    )
-
-
-def _usage(span: trace.Span | None, usage: TokenUsage, model: str) -> None:
-    if span is not None and span.is_recording():
-        span.set_attributes(
-            {
-                "gen_ai.response.model": model,
-                "gen_ai.usage.input_tokens": usage.input_tokens,
-                "gen_ai.usage.output_tokens": usage.output_tokens,
-            }
-        )
+def _record_reply(
+    span: trace.Span | None,
+    *,
+    model: str,
+    response_id: str | None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    finish_reason: str | None = None,
+) -> None:
+    # What the reply says, as the GenAI conventions name it; what it does not
+    # say is left out (embeddings have no output tokens: none, not 0).
+    if span is None or not span.is_recording():
+        return
+    attributes: dict[str, Any] = {"gen_ai.response.model": model}
+    if response_id is not None:
+        attributes["gen_ai.response.id"] = response_id
+    if input_tokens is not None:
+        attributes["gen_ai.usage.input_tokens"] = input_tokens
+    if output_tokens is not None:
+        attributes["gen_ai.usage.output_tokens"] = output_tokens
+    if finish_reason is not None:
+        attributes["gen_ai.response.finish_reasons"] = (finish_reason,)
+    span.set_attributes(attributes)
 
 
 class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
@@ -177,18 +177,40 @@ class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         api_key_env: str | None = "OPENAI_API_KEY",
         timeout: float = DEFAULT_HTTP_TIMEOUT,
         headers: Mapping[str, str] | None = None,
+        secret_headers: Iterable[str] = (),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(
             base_url=base_url,
             headers=headers,
             api_key_env=api_key_env,
+            secret_headers=secret_headers,
             timeout=timeout,
             transport=transport,
         )
         if not isinstance(model, str) or not model:
             raise ValueError(f"model must be a non-empty str, got {model!r}")
         self.model = model
+        url = httpx.URL(self.base_url)
+        self._server: dict[str, Any] = {
+            "server.address": url.host,
+            "server.port": url.port or (443 if url.scheme == "https" else 80),
+        }
+
+    def _genai_span(
+        self, operation: str, model: str, attributes: Mapping[str, Any]
+    ) -> AbstractContextManager[trace.Span | None]:
+        """The GenAI semantic-convention span around one model call."""
+        return client_span(
+            f"{operation} {model}",
+            {
+                "gen_ai.operation.name": operation,
+                "gen_ai.provider.name": _PROVIDER,
+                "gen_ai.request.model": model,
+                **self._server,
+                **attributes,
+            },
+        )
 
 
 class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
@@ -206,7 +228,7 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
         base_url: The server (default OpenAI's).
         api_key_env: Environment variable with the API key (default
             ``OPENAI_API_KEY``; ``None`` for servers without keys).
-        timeout, headers, transport: As :class:`HttpService`.
+        timeout, headers, secret_headers, transport: As :class:`HttpService`.
     """
 
     def estimate_tokens(self, msg: ChatRequest) -> int:
@@ -226,20 +248,26 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
             request_attrs["gen_ai.request.temperature"] = msg.temperature
         if msg.max_tokens is not None:
             request_attrs["gen_ai.request.max_tokens"] = msg.max_tokens
-        with _genai_span("chat", model, request_attrs) as span:
-            response = await self.request("POST", "/v1/chat/completions", json=body)
-            shape = _Shape(self.parse_json(response), "POST /v1/chat/completions")
+        with self._genai_span("chat", model, request_attrs) as span:
+            response = await self.request("POST", _CHAT, json=body, template=_CHAT)
+            shape = _Shape(self.parse_json(response), f"POST {_CHAT}")
             content = shape.get("choices.0.message.content", str, optional=True) or ""
             finish = shape.get("choices.0.finish_reason", str, optional=True)
+            output_tokens = shape.get("usage.completion_tokens", int, optional=True)
             usage = TokenUsage(
                 input_tokens=shape.get("usage.prompt_tokens", int),
-                output_tokens=shape.get("usage.completion_tokens", int, optional=True) or 0,
+                output_tokens=output_tokens or 0,
             )
             reply_model = shape.get("model", str, optional=True) or model
             shape.get("choices.0.message", dict)
-            _usage(span, usage, reply_model)
-            if span is not None and span.is_recording() and finish is not None:
-                span.set_attribute("gen_ai.response.finish_reasons", (finish,))
+            _record_reply(
+                span,
+                model=reply_model,
+                response_id=shape.get("id", str, optional=True),
+                input_tokens=usage.input_tokens,
+                output_tokens=output_tokens,
+                finish_reason=finish,
+            )
             return ChatReply(content=content, finish_reason=finish, model=reply_model, usage=usage)
 
     @streams(ChatRequest)
@@ -248,9 +276,13 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
         model = msg.model or self.model
         body = self._body(msg, model)
         body["stream"] = True
-        where = "POST /v1/chat/completions (stream)"
-        with _genai_span("chat", model, {"gen_ai.request.stream": True}) as span:
-            async with self.stream_request("POST", "/v1/chat/completions", json=body) as response:
+        where = f"POST {_CHAT} (stream)"
+        # What the chunks say of the reply as a whole, for the span.
+        response_id: str | None = None
+        reply_model = model
+        final: str | None = None
+        with self._genai_span("chat", model, {"gen_ai.request.stream": True}) as span:
+            async with self.stream_request("POST", _CHAT, json=body, template=_CHAT) as response:
                 finished = False
                 # Read to the end of the body even after [DONE]: leaving httpx's
                 # byte iterators half-consumed leaves them to the garbage collector.
@@ -265,15 +297,17 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
                         event = json.loads(data)
                     except ValueError as exc:
                         raise ProtocolError(
-                            f"{where}: an event is not JSON: {data[:80]!r}"
+                            f"{where}: an event is not JSON: {self.redact(data)[:80]!r}"
                         ) from exc
                     shape = _Shape(event, where)
+                    response_id = shape.get("id", str, optional=True) or response_id
+                    reply_model = shape.get("model", str, optional=True) or reply_model
                     content = shape.get("choices.0.delta.content", str, optional=True) or ""
                     finish = shape.get("choices.0.finish_reason", str, optional=True)
+                    final = finish or final
                     if content or finish:
                         yield ChatChunk(content=content, finish_reason=finish)
-            if span is not None and span.is_recording():
-                span.set_attribute("gen_ai.response.model", model)
+            _record_reply(span, model=reply_model, response_id=response_id, finish_reason=final)
 
     def _body(self, msg: ChatRequest, model: str) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -303,11 +337,14 @@ class OpenAIEmbeddings(_OpenAIService[EmbeddingsRequest, EmbeddingsReply]):
 
     async def handle(self, msg: EmbeddingsRequest) -> EmbeddingsReply:
         model = msg.model or self.model
-        with _genai_span("embeddings", model, {}) as span:
+        with self._genai_span("embeddings", model, {}) as span:
             response = await self.request(
-                "POST", "/v1/embeddings", json={"model": model, "input": list(msg.inputs)}
+                "POST",
+                _EMBEDDINGS,
+                json={"model": model, "input": list(msg.inputs)},
+                template=_EMBEDDINGS,
             )
-            shape = _Shape(self.parse_json(response), "POST /v1/embeddings")
+            shape = _Shape(self.parse_json(response), f"POST {_EMBEDDINGS}")
             items = shape.get("data", list)
             vectors: list[tuple[float, ...]] = []
             for index in range(len(items)):
@@ -323,5 +360,10 @@ class OpenAIEmbeddings(_OpenAIService[EmbeddingsRequest, EmbeddingsReply]):
                 )
             usage = TokenUsage(input_tokens=shape.get("usage.prompt_tokens", int))
             reply_model = shape.get("model", str, optional=True) or model
-            _usage(span, usage, reply_model)
+            _record_reply(
+                span,
+                model=reply_model,
+                response_id=shape.get("id", str, optional=True),
+                input_tokens=usage.input_tokens,
+            )
             return EmbeddingsReply(vectors=tuple(vectors), model=reply_model, usage=usage)
