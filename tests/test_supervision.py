@@ -557,3 +557,31 @@ def test_intensity_window_is_plain_arithmetic() -> None:
     assert history == (1.0, 5.5)
     _, ok = add_restart((), 0.0, 0, 5.0)
     assert not ok
+
+
+def test_a_restart_exactly_within_seconds_old_still_counts() -> None:
+    """OTP keeps a restart R while R >= Now - Period: the boundary is inside the window."""
+    from corral._core._intensity import add_restart
+
+    history, ok = add_restart((), 0.0, 1, 5.0)
+    assert ok
+    history_at_boundary, ok = add_restart(history, 5.0, 1, 5.0)
+    assert not ok
+    assert history_at_boundary == (0.0, 5.0)
+    history, ok = add_restart(history, 5.25, 1, 5.0)
+    assert ok
+    assert history == (5.25,)
+
+
+async def test_a_second_crash_exactly_within_seconds_later_gives_up() -> None:
+    """With max_restarts=1 and within=5, a crash at t=5 after a restart at t=0 is one too many."""
+    clock = ManualClock()
+    journal: list[str] = []
+    tree = corral.Supervisor(max_restarts=1, within=5, children=workers(journal, "a"))
+    with pytest.raises(corral.SupervisorGaveUp):
+        async with corral.Runtime(tree, clock=clock) as rt:
+            await crash(rt, "a")
+            await rt.ref("a").ping()
+            await clock.advance(5.0)
+            await crash(rt, "a")
+            await anyio.sleep_forever()

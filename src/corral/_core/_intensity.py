@@ -11,10 +11,12 @@ def add_restart(
     """Record a restart at *now*; return the new history and whether the intensity allows it.
 
     *history* holds the times of earlier restarts, oldest first. Restarts
-    older than ``now - within`` are forgotten. As in OTP's supervisor, the
-    restart is allowed while the restarts in the window, this one included,
-    number at most *max_restarts*; one more means the supervisor gives up.
+    older than ``now - within`` are forgotten; one exactly *within* seconds
+    old still counts (OTP keeps a restart ``R`` while ``R >= Now - Period``).
+    As in OTP's supervisor, the restart is allowed while the restarts in the
+    window, this one included, number at most *max_restarts*; one more means
+    the supervisor gives up.
     """
     horizon = now - within
-    kept = (*(t for t in history if t > horizon), now)
+    kept = (*(t for t in history if t >= horizon), now)
     return kept, len(kept) <= max_restarts
