@@ -252,16 +252,24 @@ def _quoted(text: str) -> str:
 
 
 async def test_transport_errors_carry_no_password_or_secret_query(traced: Traced) -> None:
-    """A dropped connection's error names the URL without its password or query secrets."""
-    async with canned_server(Canned(drop=True)) as server:
-        base = server.base_url.replace("http://", f"http://bob:{_quoted(PASSWORD)}@")
-        async with corral.Runtime(instruments=[traced.instrument]) as rt:
+    """Dropped and refused connections: errors name the URL without password or query secrets."""
+    async with corral.Runtime(instruments=[traced.instrument]) as rt:
+        async with canned_server(Canned(drop=True)) as server:
+            base = server.base_url.replace("http://", f"http://bob:{_quoted(PASSWORD)}@")
             ref = await rt.spawn(lambda: ThingsService(base_url=base), name="things")
-            with pytest.raises(corral.TransportError) as info:
+            with pytest.raises(corral.TransportError) as dropped:
                 await ref.ask(GetThings(api_key=QUERY_SECRET))
-            status = ref.status()
-    assert f"GET {server.base_url}/v1/things failed: RemoteProtocolError" in str(info.value)
-    texts = [*error_texts(info.value), str(status), *span_texts(traced.spans())]
+        with pytest.raises(corral.TransportError) as refused:  # the server is gone
+            await ref.ask(GetThings(api_key=QUERY_SECRET))
+        status = ref.status()
+    assert f"GET {server.base_url}/v1/things failed: RemoteProtocolError" in str(dropped.value)
+    assert f"GET {server.base_url}/v1/things failed: ConnectError" in str(refused.value)
+    texts = [
+        *error_texts(dropped.value),
+        *error_texts(refused.value),
+        str(status),
+        *span_texts(traced.spans()),
+    ]
     for secret in (PASSWORD, _quoted(PASSWORD), QUERY_SECRET):
         assert_nowhere(secret, texts)
 
