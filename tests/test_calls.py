@@ -393,3 +393,31 @@ async def test_an_actor_asking_itself_is_refused_instead_of_deadlocking() -> Non
             await ref.ask(Echo(text="first"), timeout=5)
         wide = await rt.spawn(Selfish, name="wide", max_concurrency=2)
         assert await wide.ask(Echo(text="first"), timeout=5) == "inner"
+
+
+async def test_status_counts_are_keyed_by_status_names_and_print_readably() -> None:
+    """Regression: status views printed enum reprs; counts are keyed by names, str() is readable."""
+    async with corral.Runtime() as rt:
+        calc = await rt.spawn(Calculator, name="calc")
+        for i in range(3):
+            await calc.ask(Add(a=i, b=1))
+        status = calc.status()
+        assert dict(status.counts) == {
+            "succeeded": 3,
+            "failed": 0,
+            "cancelled": 0,
+            "expired": 0,
+            "queued": 0,
+            "running": 0,
+        }
+        assert all(type(key) is str for key in status.counts)
+        assert status.counts[CallStatus.SUCCEEDED] == status.counts["succeeded"] == 3
+        assert "CallStatus" not in repr(status.counts)
+        text = str(status)
+        lines = text.splitlines()
+        assert lines[0] == "actor 'calc' (Calculator): running, restarts 0"
+        assert "3 succeeded, 0 failed, 0 cancelled, 0 expired" in lines[1]
+        assert "0 queued of 1000" in lines[2]
+        assert "recent:" in text
+        assert sum("Add  succeeded  attempt 1" in line for line in lines) == 3
+        assert "<" not in text  # no reprs of enums or objects

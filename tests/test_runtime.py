@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -115,7 +116,7 @@ async def test_unhandled_and_non_attrs_messages_are_refused_at_the_ref() -> None
         calc = await rt.spawn(Calculator, name="calc")
         with pytest.raises(corral.UnhandledMessage, match=r"does not handle Echo; it handles: Add"):
             await calc.ask(Echo(text="x"))  # type: ignore[arg-type]
-        with pytest.raises(corral.UnhandledMessage, match="must be attrs instances"):
+        with pytest.raises(corral.UnhandledMessage, match="was sent a int, which is not a corral"):
             await calc.submit(42)  # type: ignore[arg-type]
         with pytest.raises(TypeError):  # UnhandledMessage is a TypeError
             calc.try_submit({"a": 1})  # type: ignore[arg-type]
@@ -124,6 +125,39 @@ async def test_unhandled_and_non_attrs_messages_are_refused_at_the_ref() -> None
         status = calc.status()
         assert status.queue_depth == 0
         assert sum(status.counts.values()) == 0
+
+
+async def test_a_dataclass_payload_is_refused_naming_its_type_once() -> None:
+    """Regression: the refusal of a dataclass said its type twice (name, then repr)."""
+
+    @dataclasses.dataclass
+    class Plain:
+        a: int
+
+    async with corral.Runtime() as rt:
+        calc = await rt.spawn(Calculator, name="calc")
+        with pytest.raises(corral.UnhandledMessage) as info:
+            await calc.ask(Plain(a=1))  # type: ignore[arg-type]
+        assert str(info.value).count("Plain") == 1, str(info.value)
+        assert "@corral.message" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", ["5", [1], True, b"1"])
+async def test_a_timeout_of_the_wrong_type_is_a_type_error_naming_timeout(bad: object) -> None:
+    """timeout="5" is a TypeError that names timeout, and nothing is queued."""
+    async with corral.Runtime() as rt:
+        calc = await rt.spawn(Calculator, name="calc")
+        for send in (calc.ask, calc.submit):
+            with pytest.raises(TypeError, match="timeout must be a number of seconds or None"):
+                await send(Add(a=1, b=2), timeout=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            calc.try_submit(Add(a=1, b=2), timeout=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            await calc.ping(timeout=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="stop timeout must be a number"):
+            await calc.stop(timeout=bad)  # type: ignore[arg-type]
+        assert sum(calc.status().counts.values()) == 0
+        assert await calc.ask(Add(a=1, b=2)) == 3
 
 
 async def test_negative_timeout_is_refused() -> None:

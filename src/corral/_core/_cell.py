@@ -59,9 +59,23 @@ async def _pong(instance: Actor[Any, Any], msg: Any) -> Pong:
 
 
 def check_timeout(timeout: float | None, what: str = "timeout") -> None:
-    """Refuse a negative or NaN timeout with an error that names it."""
-    if timeout is not None and not (timeout >= 0):
+    """Refuse a timeout that is not a number, negative or NaN, with an error that names it."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"{what} must be a number of seconds or None, got {type(timeout).__name__} "
+            f"{timeout!r:.40}"
+        )
+    if not (timeout >= 0):
         raise ValueError(f"{what} must be >= 0 seconds or None, got {timeout!r}")
+
+
+def _not_a_message(actor: str, t: type) -> str:
+    return (
+        f"actor {actor!r} was sent a {t.__qualname__}, which is not a corral message "
+        f"(an attrs class; declare it with @corral.message)"
+    )
 
 
 class ActorCell:
@@ -191,10 +205,7 @@ class ActorCell:
             return func
         t = type(msg)
         if not attrs.has(t):
-            raise UnhandledMessage(
-                f"messages must be attrs instances (corral messages); actor {self.name!r} "
-                f"was sent {t.__qualname__} {msg!r:.80}"
-            )
+            raise UnhandledMessage(_not_a_message(self.name, t))
         for base in t.__mro__[1:]:
             func = self._dispatch.get(base)
             if func is not None:
@@ -214,10 +225,7 @@ class ActorCell:
             if gen is not None:
                 return gen
         if not attrs.has(type(msg)):
-            raise UnhandledMessage(
-                f"messages must be attrs instances (corral messages); actor {self.name!r} "
-                f"was sent {type(msg).__qualname__}"
-            )
+            raise UnhandledMessage(_not_a_message(self.name, type(msg)))
         names = ", ".join(sorted(c.__qualname__ for c in streamers)) or "nothing"
         raise UnhandledMessage(
             f"actor {self.name!r} ({self.actor_class.__qualname__}) does not stream replies "
@@ -794,9 +802,9 @@ class ActorCell:
         """Return a snapshot of the pile."""
         pile = self.pile
         queue = pile.queue
-        counts = pile.outcomes()
-        counts[CallStatus.QUEUED] = len(queue)
-        counts[CallStatus.RUNNING] = len(pile.running)
+        counts: dict[str, int] = {str(s): n for s, n in pile.outcomes().items()}
+        counts["queued"] = len(queue)
+        counts["running"] = len(pile.running)
         try:
             now: float | None = self._clock()
         except Exception:  # no event loop: a status read from synchronous code

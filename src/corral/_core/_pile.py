@@ -36,8 +36,12 @@ DEFAULT_HISTORY: Final = 32
 Handler = Callable[[Any, Any], Coroutine[Any, Any, Any]]
 
 
-class CallStatus(enum.Enum):
-    """Where a call is in its life."""
+class CallStatus(enum.StrEnum):
+    """Where a call is in its life.
+
+    A member is its name as a string (``CallStatus.FAILED == "failed"``), so
+    either spelling indexes :attr:`ActorStatus.counts`.
+    """
 
     #: Accepted into the mailbox, waiting for a worker.
     QUEUED = "queued"
@@ -335,19 +339,33 @@ class CallInfo:
     #: ``"ErrorType: message"`` for a call that ended with an error.
     error: str | None
 
+    def __str__(self) -> str:
+        line = f"{self.id[:8]}  {self.message_type}  {self.status}  attempt {self.attempt}"
+        if self.started_at is not None:
+            end = self.finished_at
+            if end is not None:
+                line += f"  ran {_ms(end - self.started_at)}"
+            line += f"  waited {_ms(self.started_at - self.enqueued_at)}"
+        if self.error is not None:
+            line += f"  {self.error}"
+        return line
+
 
 @attrs.frozen(kw_only=True)
 class ActorStatus:
     """A snapshot of one actor's pile, returned by :meth:`ActorRef.status`.
 
     ``counts`` holds the calls queued and running now, and the calls that
-    finished with each outcome since the actor was spawned.
+    finished with each outcome since the actor was spawned, keyed by status
+    name (``counts["failed"]``; a :class:`CallStatus` member works as a key
+    too). ``str()`` of a status is a few lines a person can read at a glance;
+    ``repr()`` shows every field.
     """
 
     name: str
     actor_class: str
     state: ActorState
-    counts: Mapping[CallStatus, int]
+    counts: Mapping[str, int]
     #: Calls waiting in the mailbox.
     queue_depth: int
     #: Calls whose handler is running.
@@ -362,6 +380,27 @@ class ActorStatus:
     active: tuple[CallInfo, ...]
     #: The most recent finished calls, oldest first.
     recent: tuple[CallInfo, ...]
+
+    def __str__(self) -> str:
+        counts = self.counts
+        finished = ", ".join(f"{counts.get(s, 0)} {s}" for s in FINISHED)
+        wait = "-" if self.oldest_wait is None else _ms(self.oldest_wait)
+        lines = [
+            f"actor {self.name!r} ({self.actor_class}): {self.state.value}, "
+            f"restarts {self.restarts}",
+            f"  calls:   {finished}",
+            f"  now:     {self.queue_depth} queued of {self.mailbox_capacity} "
+            f"(oldest waited {wait}), {self.in_flight} running of {self.max_concurrency}",
+        ]
+        for title, calls in (("active", self.active), ("recent", self.recent)):
+            if calls:
+                lines.append(f"  {title}:")
+                lines.extend(f"    {call}" for call in calls)
+        return "\n".join(lines)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 class Pile:
