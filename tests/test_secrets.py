@@ -290,6 +290,9 @@ def test_userinfo_with_an_api_key_or_authorization_header_is_refused() -> None:
     with pytest.raises(ValueError, match="not a valid URL") as info:
         corral.HttpService(base_url=f"http://bob:{PASSWORD}@example.invalid")  # "/" unquoted
     assert_nowhere(PASSWORD, error_texts(info.value))
+    token = corral.HttpService(base_url="https://tok-secret-abc@example.invalid")
+    assert token.headers["Authorization"] == f"Basic {_b64('tok-secret-abc:')}"
+    assert token.redact("quoted tok-secret-abc") == f"quoted {REDACTED}"
     chat = OpenAIChat(model="m", base_url=base, api_key_env=None)
     assert chat.base_url == "http://example.invalid"
 

@@ -128,6 +128,11 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
     of query parameters such as ``api_key``, ``key``, ``token``, ``sig`` or
     ``X-Amz-Signature`` become ``REDACTED``.
 
+    Each request is an OpenTelemetry CLIENT span (when the call is traced)
+    named ``{method} {template}`` when :meth:`request` is given the path's
+    ``template``, else ``{method}``; ``url.full`` is redacted as above, and
+    an error status sets ``error.type`` to the status code (``"503"``).
+
     Args:
         base_url: The API's base URL. A user and password in it
             (``https://user:password@host``) are sent as an
@@ -198,8 +203,11 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
                 f"base_url {shown!r} has a user and password, and headers has an "
                 "Authorization header: both would be the Authorization header; give one"
             )
-        raw_password = url.userinfo.decode("ascii").partition(":")[2]
-        self._url_secrets = (url.password, raw_password)
+        raw_user, _, raw_password = url.userinfo.decode("ascii").partition(":")
+        # With no password the user is the credential (https://<token>@host).
+        self._url_secrets = (
+            (url.password, raw_password) if url.password else (url.username, raw_user)
+        )
         token = base64.b64encode(f"{url.username}:{url.password}".encode()).decode("ascii")
         self.headers["Authorization"] = f"Basic {token}"
         return str(url.copy_with(userinfo=b""))
