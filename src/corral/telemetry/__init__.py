@@ -6,6 +6,7 @@ events and records metrics, with no further setup. Without it, nothing is
 traced and calls pay nothing.
 """
 
+from ._delivery import ExportStatistics as ExportStatistics
 from ._instrument import DEFAULT_FLUSH_TIMEOUT as DEFAULT_FLUSH_TIMEOUT
 from ._instrument import OpenTelemetry as OpenTelemetry
 from ._otlp_json import OTLPJsonFileExporter as OTLPJsonFileExporter
@@ -21,6 +22,7 @@ from ._setup import configure as configure
 __all__ = [
     "DEFAULT_FLUSH_TIMEOUT",
     "DEFAULT_OTLP_ENDPOINT",
+    "ExportStatistics",
     "OTLPJsonFileExporter",
     "OpenTelemetry",
     "SpanRecord",

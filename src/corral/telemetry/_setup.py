@@ -9,6 +9,7 @@ from typing import Any, Final, cast
 import anyio
 import attrs
 
+from ._delivery import DeliveryGuard, ExportStatistics, GuardedSpanExporter, guarded_metric_exporter
 from ._instrument import DEFAULT_FLUSH_TIMEOUT, OpenTelemetry
 from ._otlp_json import OTLPJsonFileExporter
 
@@ -37,6 +38,17 @@ class Telemetry:
     trace_file: str | None
     otlp_endpoint: str | None
     flush_timeout: float = DEFAULT_FLUSH_TIMEOUT
+    _guard: DeliveryGuard | None = attrs.field(default=None, repr=False)
+
+    def statistics(self) -> ExportStatistics:
+        """What reached the OTLP collector: spans accepted, spans lost and why.
+
+        Complete after :meth:`aclose`; ``endpoint`` is ``None`` (and the counts
+        0) without OTLP export.
+        """
+        if self._guard is None:
+            return ExportStatistics(endpoint=None)
+        return self._guard.statistics()
 
     def instrument(self) -> OpenTelemetry:
         """An instrument bound to these providers, for ``Runtime(instruments=[...])``."""
@@ -111,6 +123,13 @@ def configure(
     flushes and shutdown through a worker thread, so a slow collector never
     blocks calls; at its exit a runtime flushes within *flush_timeout*.
 
+    When no collector listens at the OTLP endpoint, nothing waits for one:
+    after a failed export a TCP connect (at most every 2 s) decides whether
+    the next batch is sent at all, spans that cannot be delivered are counted
+    (:meth:`Telemetry.statistics`) and dropped, and one warning naming the
+    endpoint goes to the ``corral.telemetry`` logger. A collector that is
+    there, however slow, is used as the exporter always did.
+
     Raises:
         ValueError: An unknown exporter name, or ``"file"`` without *trace_file*.
     """
@@ -136,6 +155,7 @@ def configure(
     provider = TracerProvider(resource=resource, sampler=sampler)
     processor = BatchSpanProcessor if batch else SimpleSpanProcessor
     otlp_endpoint = None
+    guard: DeliveryGuard | None = None
     for item in exporters:
         if item == "none":
             continue
@@ -143,7 +163,9 @@ def configure(
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             otlp_endpoint = _signal_endpoint("traces", endpoint)
-            provider.add_span_processor(processor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+            guard = DeliveryGuard(otlp_endpoint)
+            span_exporter = GuardedSpanExporter(OTLPSpanExporter(endpoint=otlp_endpoint), guard)
+            provider.add_span_processor(processor(span_exporter))  # type: ignore[arg-type]
         elif item == "console":
             provider.add_span_processor(processor(ConsoleSpanExporter()))
         elif item == "file":
@@ -165,11 +187,11 @@ def configure(
         if "otlp" in exporters:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
+            metric_exporter = OTLPMetricExporter(endpoint=_signal_endpoint("metrics", endpoint))
+            if guard is not None:
+                metric_exporter = guarded_metric_exporter(metric_exporter, guard)
             readers.append(
-                PeriodicExportingMetricReader(
-                    OTLPMetricExporter(endpoint=_signal_endpoint("metrics", endpoint)),
-                    export_interval_millis=interval_ms,
-                )
+                PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval_ms)
             )
         if "console" in exporters:
             readers.append(
@@ -188,4 +210,5 @@ def configure(
         trace_file=None if trace_file is None else os.fspath(trace_file),
         otlp_endpoint=otlp_endpoint,
         flush_timeout=flush_timeout,
+        guard=guard,
     )

@@ -1,0 +1,194 @@
+"""Delivery to an OTLP collector: no wait for a missing one; losses counted and told once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import corral
+import corral.telemetry
+from corral.telemetry._delivery import DeliveryGuard
+
+from .helpers import Add, Calculator
+from .otlp_receiver import otlp_receiver
+
+ROOT = Path(__file__).parent.parent
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    sock.close()
+    return port
+
+
+def test_a_program_with_no_collector_exits_at_once_with_one_warning(tmp_path: Path) -> None:
+    """Regression: configure()'s defaults and no collector kept a one-call program 13-16 s at exit.
+
+    The bound asserted (3 s from the last call to the process's end) is far
+    above the ~0.1 s this takes and far below the old behaviour; the issue's
+    bar is 1 s.
+    """
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    code = """
+        import time, anyio, corral, corral.telemetry
+        from tests.helpers import Add, Calculator
+        corral.telemetry.configure()
+        async def main():
+            async with corral.Runtime() as rt:
+                ref = await rt.spawn(Calculator, name="calc")
+                assert await ref.ask(Add(a=1, b=1)) == 2
+        anyio.run(main)
+        print(time.time(), flush=True)
+    """
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "PYTHONPATH": str(ROOT),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    ended = time.time()
+    assert out.returncode == 0, out.stderr
+    last_call = float(out.stdout.strip())
+    assert ended - last_call < 3.0
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    assert f"{endpoint}/v1/traces" in lines[0]
+    assert "connection refused" in lines[0]
+
+
+@pytest.mark.anyio
+async def test_undelivered_spans_are_counted_and_reported_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With no collector, statistics() counts every lost span; one warning names the endpoint."""
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    telemetry = corral.telemetry.configure(endpoint=endpoint, set_global=False)
+    with caplog.at_level(logging.WARNING):
+        async with corral.Runtime(instruments=[telemetry.instrument()]) as rt:
+            ref = await rt.spawn(Calculator, name="calc")
+            for i in range(5):
+                assert await ref.ask(Add(a=i, b=1)) == i + 1
+        await telemetry.aclose()
+    stats = telemetry.statistics()
+    assert stats == corral.telemetry.ExportStatistics(
+        endpoint=f"{endpoint}/v1/traces", exported=0, failed=10, error="connection refused"
+    )
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert warnings[0].name == "corral.telemetry"
+    assert f"{endpoint}/v1/traces" in warnings[0].getMessage()
+
+
+@pytest.mark.anyio
+async def test_a_listening_collector_gets_every_span_and_statistics_say_so() -> None:
+    """statistics() counts what the collector accepted; the spans arrive decoded."""
+    with otlp_receiver() as receiver:
+        telemetry = corral.telemetry.configure(
+            endpoint=receiver.endpoint, set_global=False, metrics=False
+        )
+        async with corral.Runtime(instruments=[telemetry.instrument()]) as rt:
+            ref = await rt.spawn(Calculator, name="calc")
+            for i in range(3):
+                await ref.ask(Add(a=i, b=1))
+        await telemetry.aclose()
+        assert len(receiver.spans) == 6
+    assert telemetry.statistics() == corral.telemetry.ExportStatistics(
+        endpoint=f"{receiver.endpoint}/v1/traces", exported=6, failed=0, error=None
+    )
+
+
+def test_statistics_without_otlp_have_no_endpoint() -> None:
+    """A setup that exports no OTLP reports no endpoint and no counts."""
+    telemetry = corral.telemetry.configure(exporter="none", set_global=False, metrics=False)
+    assert telemetry.statistics() == corral.telemetry.ExportStatistics(endpoint=None)
+    telemetry.shutdown()
+
+
+class FakeNetwork:
+    """Stands in for socket.create_connection: a collector that is up or down."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.attempts = 0
+
+    def connect(self, address: tuple[str, int], timeout: float) -> socket.socket:
+        self.attempts += 1
+        if not self.up:
+            raise ConnectionRefusedError
+        a, b = socket.socketpair()
+        b.close()
+        return a
+
+
+def test_the_guard_checks_before_the_first_export_and_rechecks_at_most_every_two_seconds() -> None:
+    """Down: batches are refused without waiting; a collector that comes up later gets the rest."""
+    network, now = FakeNetwork(), [100.0]
+    guard = DeliveryGuard(
+        "http://127.0.0.1:4318/v1/traces", connect=network.connect, clock=lambda: now[0]
+    )
+    assert not guard.admit()
+    guard.dropped(3)
+    assert network.attempts == 1
+    now[0] += 1.999
+    assert not guard.admit()  # no new connect within the interval
+    guard.dropped(2)
+    assert network.attempts == 1
+    network.up = True
+    now[0] += 0.001  # exactly the interval: check again
+    assert guard.admit()
+    assert network.attempts == 2
+    guard.delivered(4, True, spans=True)
+    assert guard.admit() and guard.admit()  # healthy: no connect per batch
+    assert network.attempts == 2
+    guard.delivered(1, False, spans=True)  # an export failed: check before the next
+    guard.dropped(1)
+    network.up = False
+    now[0] += 5
+    assert not guard.admit()
+    assert guard.statistics() == corral.telemetry.ExportStatistics(
+        endpoint="http://127.0.0.1:4318/v1/traces", exported=4, failed=6, error="connection refused"
+    )
+
+
+def test_a_long_run_that_lost_spans_after_the_warning_reports_the_total_at_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One warning at the first loss; at shutdown, long after it, one line with the total."""
+    network, now = FakeNetwork(), [0.0]
+    guard = DeliveryGuard(
+        "http://127.0.0.1:4318/v1/traces", connect=network.connect, clock=lambda: now[0]
+    )
+    with caplog.at_level(logging.WARNING, logger="corral.telemetry"):
+        guard.admit()
+        guard.dropped(2)
+        guard.report()  # right after the warning: nothing new to say
+        assert len(caplog.records) == 1
+        now[0] += 60
+        guard.admit()
+        guard.dropped(5)
+        guard.report()
+        guard.report()  # once
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[1] == (
+        "7 spans could not be delivered to http://127.0.0.1:4318/v1/traces (connection refused)"
+    )
