@@ -312,12 +312,22 @@ def _calls(tree: ast.AST, method: str) -> Iterator[ast.Call]:
             yield node
 
 
-def _names_of(node: ast.expr, where: str) -> set[str]:
-    """The event names an ``add_event`` argument can take."""
+def _names_of(node: ast.expr, where: str, scope: ast.AST) -> set[str]:
+    """The event names an ``add_event`` argument can take (in the function *scope*)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return {node.value}
     if isinstance(node, ast.IfExp):
-        return _names_of(node.body, where) | _names_of(node.orelse, where)
+        return _names_of(node.body, where, scope) | _names_of(node.orelse, where, scope)
+    if isinstance(node, ast.Name):
+        # A variable: whatever the function assigns to it.
+        values = [
+            assign.value
+            for assign in ast.walk(scope)
+            if isinstance(assign, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == node.id for t in assign.targets)
+        ]
+        assert values, f"{where}: {node.id} is never assigned in its function"
+        return set().union(*(_names_of(value, where, scope) for value in values))
     source = ast.unparse(node)
     # f-strings: the values each one's placeholder takes, read from the code.
     if source == "f'{reason} wait'":
@@ -344,8 +354,10 @@ def emitted_events() -> set[str]:
     for path, tree in _source_trees():
         if "_bench" in path.parts:  # the benchmarks imitate the instrument's spans
             continue
-        for call in _calls(tree, "add_event"):
-            names |= _names_of(call.args[0], f"{path}:{call.lineno}")
+        for function in ast.walk(tree):
+            if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                for call in _calls(function, "add_event"):
+                    names |= _names_of(call.args[0], f"{path}:{call.lineno}", function)
         if any(True for _ in _calls(tree, "record_exception")):
             names.add("exception")  # OpenTelemetry's own event for an exception
     return names
