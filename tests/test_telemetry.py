@@ -122,7 +122,11 @@ async def test_caller_producer_consumer_and_handler_spans_form_one_trace(traced:
         assert len(str(attrs["messaging.message.id"])) == 36
         assert span.status.status_code is StatusCode.UNSET
     assert (process.attributes or {})["corral.attempt"] == 1
-    assert (send.attributes or {})["messaging.operation.name"] == "submit"
+    # The conventions: a span is named "{messaging.operation.name} {destination}".
+    assert (send.attributes or {})["messaging.operation.name"] == "send"
+    assert (process.attributes or {})["messaging.operation.name"] == "process"
+    assert send.name == "send inner" and process.name == "process inner"
+    assert (send.attributes or {})["corral.kind"] == "request"
     assert event_names(send) == ["enqueued"]
     assert event_names(process) == ["dequeued"]
     assert send.events[0].attributes == {"corral.queue.depth": 1}
@@ -146,13 +150,12 @@ async def test_a_name_taken_again_by_another_class_is_traced_as_that_class(
         await second.tell(Add(0, 0))
     spans = sorted(traced.exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
     doubler = Doubler.__qualname__
-    for name, operations in (
-        ("send svc", ["submit", "submit", "tell"]),
-        ("process svc", ["process"] * 3),
-    ):
+    for name, operation in (("send svc", "send"), ("process svc", "process")):
         mine = [s.attributes or {} for s in spans if s.name == name]
         assert [a["corral.actor.class"] for a in mine] == ["Calculator", doubler, doubler]
-        assert [a["messaging.operation.name"] for a in mine] == operations
+        assert [a["messaging.operation.name"] for a in mine] == [operation] * 3
+    sends = [s.attributes or {} for s in spans if s.name == "send svc"]
+    assert [a["corral.kind"] for a in sends] == ["request", "request", "one-way"]
 
 
 async def test_actors_coming_and_going_do_not_grow_the_instrument(
@@ -189,6 +192,31 @@ async def test_failed_call_marks_both_spans_as_errors(traced: Traced) -> None:
         assert (span.attributes or {})["error.type"] == "ValueError"
         assert (span.attributes or {})["corral.outcome"] == "failed"
         assert "exception" in event_names(span)
+
+
+class QuotaExceeded(Exception):
+    """An application's own error, for error.type."""
+
+
+class Quota(corral.Actor[Add, int]):
+    async def handle(self, msg: Add) -> int:
+        raise QuotaExceeded("over quota")
+
+
+async def test_error_type_is_the_qualified_class_name_the_exception_event_uses(
+    traced: Traced,
+) -> None:
+    """Regression: error.type was the bare class name while exception.type was qualified."""
+    async with traced.runtime() as rt:
+        ref = await rt.spawn(Quota, name="quota")
+        with pytest.raises(QuotaExceeded):
+            await ref.ask(Add(1, 2))
+    for name in ("send quota", "process quota"):
+        span = traced.one(name)
+        error_type = (span.attributes or {})["error.type"]
+        assert error_type == f"{__name__}.QuotaExceeded"
+        [exception] = [e for e in span.events if e.name == "exception"]
+        assert (exception.attributes or {})["exception.type"] == error_type
 
 
 async def test_cancelled_and_expired_calls_are_outcomes_not_errors(traced: Traced) -> None:
@@ -293,12 +321,19 @@ async def test_restarts_and_give_ups_are_traced(traced: Traced) -> None:
     attrs = first.attributes or {}
     assert attrs["corral.supervisor"] == "root"
     assert attrs["corral.strategy"] == "one_for_one"
-    assert attrs["error.type"] == "Crash"
+    assert attrs["error.type"] == "corral.Crash"
     assert attrs["corral.restarts"] == 1
     assert event_names(first)[-2:] == ["restart scheduled", "restarted"]
+    assert attrs["corral.outcome"] == "restarted"
     give_up = traced.one("give up root")
     assert give_up.status.status_code is StatusCode.ERROR
     assert event_names(give_up) == ["escalated"]
+    # Regression: the crash that was one too many ended only at runtime exit.
+    last = supervise[1]
+    assert (last.attributes or {})["corral.outcome"] == "gave up"
+    assert event_names(last)[-1] == "gave up"
+    assert last.end_time is not None and give_up.end_time is not None
+    assert last.end_time <= give_up.end_time
 
 
 async def test_envelope_crossing_a_process_continues_the_trace(traced: Traced) -> None:

@@ -17,6 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .._core._exceptions import HttpStatusError
 from .._core._instrument import DEFAULT_INSTRUMENTS, Instrument
 from .._core._messages import Kind
 from .._core._pile import Call, CallStatus, current_call
@@ -40,14 +41,9 @@ logger = logging.getLogger("corral")
 #: handed to the exporter.
 DEFAULT_FLUSH_TIMEOUT: Final = 5.0
 
-_SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.27.0"
-
-_OPERATION: Final = {
-    Kind.REQUEST: "submit",
-    Kind.ONE_WAY: "tell",
-    Kind.SYSTEM: "system",
-    Kind.REPLY: "reply",
-}
+#: The semantic conventions whose attribute names corral's spans use (the
+#: GenAI ``gen_ai.provider.name`` first appears in 1.37).
+_SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.37.0"
 _OUTCOME: Final = {status: status.value for status in CallStatus}
 #: Actors whose span names and fixed attributes are kept ready.
 _STATIC_CACHE_SIZE: Final = 1024
@@ -95,6 +91,16 @@ class _CallSpans:
         self.attempt_token: object = None
 
 
+def error_type(exc: BaseException) -> str:
+    """``error.type`` for *exc*: its fully qualified class name, as the exception event has it.
+
+    (``ValueError`` for builtins, ``corral.ActorCrashed``, ``mypkg.errors.Bad``.)
+    """
+    cls = type(exc)
+    module = cls.__module__
+    return f"{module}.{cls.__qualname__}" if module and module != "builtins" else cls.__qualname__
+
+
 def _mark_outcome(span: trace.Span, call: Call, outcome: CallStatus | None) -> None:
     # Success is the status left unset; other outcomes say what happened.
     if outcome is CallStatus.SUCCEEDED:
@@ -106,7 +112,7 @@ def _mark_outcome(span: trace.Span, call: Call, outcome: CallStatus | None) -> N
     elif outcome is CallStatus.EXPIRED:
         span.add_event("deadline exceeded")
     elif exc is not None:
-        span.set_attribute("error.type", type(exc).__qualname__)
+        span.set_attribute("error.type", error_type(exc))
         span.set_status(Status(StatusCode.ERROR, str(exc)))
         span.record_exception(exc)
 
@@ -315,12 +321,19 @@ class OpenTelemetry(Instrument):
             "messaging.destination.name": name,
             "corral.actor.class": actor_class.__qualname__,
         }
+        # The conventions name a span "{messaging.operation.name} {destination}";
+        # what kind of send it was (request, one-way, system) is corral.kind.
         statics: dict[Kind | None, tuple[str, Mapping[str, Any]]] = {
             kind: (
                 f"send {name}",
-                {**common, "messaging.operation.type": "send", "messaging.operation.name": op},
+                {
+                    **common,
+                    "messaging.operation.type": "send",
+                    "messaging.operation.name": "send",
+                    "corral.kind": kind.value,
+                },
             )
-            for kind, op in _OPERATION.items()
+            for kind in Kind
         }
         statics[None] = (
             f"process {name}",
@@ -457,7 +470,7 @@ class OpenTelemetry(Instrument):
             otel_context.detach(data.attempt_token)  # type: ignore[arg-type]
             data.attempt_token = None
         if error is not None:
-            span.set_attribute("error.type", type(error).__qualname__)
+            span.set_attribute("error.type", error_type(error))
             span.set_status(Status(StatusCode.ERROR, str(error)))
         span.end()
 
@@ -469,7 +482,7 @@ class OpenTelemetry(Instrument):
                 "retry scheduled",
                 {
                     "corral.retry.delay": delay,
-                    "corral.retry.reason": type(error).__qualname__,
+                    "corral.retry.reason": error_type(error),
                     "corral.attempt": call._envelope.attempt,
                 },
             )
@@ -534,7 +547,7 @@ class OpenTelemetry(Instrument):
                 attributes={**attributes, "corral.event": kind.value},
             )
             if event.error is not None:
-                span.set_attribute("error.type", type(event.error).__qualname__)
+                span.set_attribute("error.type", error_type(event.error))
                 span.set_status(Status(StatusCode.ERROR, str(event.error)))
                 span.record_exception(event.error)
             spans[key] = span
@@ -547,10 +560,21 @@ class OpenTelemetry(Instrument):
         elif kind in (_EV.CHILD_RESTARTED, _EV.CHILD_STOPPED):
             open_span = spans.pop(key, None)
             if open_span is not None:
-                open_span.set_attribute("corral.restarts", event.restarts)
-                open_span.add_event("restarted" if kind is _EV.CHILD_RESTARTED else "stopped")
+                outcome = "restarted" if kind is _EV.CHILD_RESTARTED else "stopped"
+                open_span.set_attributes(
+                    {"corral.restarts": event.restarts, "corral.outcome": outcome}
+                )
+                open_span.add_event(outcome)
                 open_span.end()
         elif kind is _EV.GAVE_UP:
+            # The crash that was one too many ends here, with the give-up as
+            # its outcome, not when the runtime closes.
+            for other in [k for k in spans if k[0] == event.supervisor and k[1]]:
+                open_span = spans.pop(other)
+                if open_span is not None:
+                    open_span.set_attribute("corral.outcome", "gave up")
+                    open_span.add_event("gave up")
+                    open_span.end()
             span = tracer.start_span(
                 f"give up {event.supervisor}",
                 context=otel_context.Context(),
@@ -559,7 +583,7 @@ class OpenTelemetry(Instrument):
             error = event.error
             span.set_status(Status(StatusCode.ERROR, f"restart intensity exceeded: {error!r}"))
             if error is not None:
-                span.set_attribute("error.type", type(error).__qualname__)
+                span.set_attribute("error.type", error_type(error))
             spans[(event.supervisor, "")] = span
         elif kind is _EV.ESCALATED:
             open_span = spans.pop((event.supervisor, ""), None)
@@ -602,7 +626,9 @@ def client_span(name: str, attributes: Mapping[str, Any]) -> Iterator[trace.Span
         yield span
     except BaseException as exc:
         if span.is_recording() and isinstance(exc, Exception):
-            span.set_attribute("error.type", type(exc).__qualname__)
+            # The HTTP conventions: an error status is its code; else the class.
+            status = exc.status if isinstance(exc, HttpStatusError) else None
+            span.set_attribute("error.type", error_type(exc) if status is None else str(status))
             span.set_status(Status(StatusCode.ERROR, str(exc)))
         raise
     finally:
