@@ -82,7 +82,7 @@ async def test_undelivered_spans_are_counted_and_reported_once(
     """With no collector, statistics() counts every lost span; one warning names the endpoint."""
     endpoint = f"http://127.0.0.1:{closed_port()}"
     telemetry = corral.telemetry.configure(endpoint=endpoint, set_global=False)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="corral.telemetry"):
         async with corral.Runtime(instruments=[telemetry.instrument()]) as rt:
             ref = await rt.spawn(Calculator, name="calc")
             for i in range(5):
