@@ -167,8 +167,9 @@ class HttpStatusError(ServiceError):
     Attributes:
         status: The HTTP status code.
         method: The request method.
-        url: The request URL (without query string).
-        body: The first 500 characters of the response body.
+        url: The request URL, without query string, user or password.
+        body: The first 500 characters of the response body, with the
+            actor's secrets (API key, password, secret headers) redacted.
         request_id: The provider's request id (``x-request-id``), if any.
         retry_after: Seconds the service asked to wait (``Retry-After``), if any.
     """
