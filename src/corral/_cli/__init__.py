@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -21,7 +20,10 @@ class CommandError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line saying what is wrong and what to do; no usage dump.
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        from ._invocation import command
+
+        help_ = command() + self.prog.removeprefix("corral")
+        self.exit(2, f"{self.prog}: error: {message} (see {help_} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument("--calls", type=int, default=300, help="how many calls (default 300)")
-    demo.add_argument("--seed", type=int, default=1, help="seed of all randomness (default 1)")
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="seed of what fails: the same seed, the same outcome (default 1)",
+    )
     demo.add_argument(
         "--fail-rate", type=float, default=0.15, help="share of faulty answers (default 0.15)"
     )
@@ -55,7 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="OTLP JSON file for the traces (default corral-demo-traces.jsonl)",
     )
-    demo.add_argument("--otlp", metavar="URL", help="also send traces to this OTLP/HTTP endpoint")
+    demo.add_argument(
+        "--otlp",
+        metavar="URL",
+        help="also send traces to this OTLP/HTTP endpoint, e.g. http://localhost:4318",
+    )
     demo.add_argument("--port", type=int, default=0, help="port of the fake server (default: free)")
     demo.add_argument("--plain", action="store_true", help="plain progress lines, no live view")
 
@@ -74,14 +85,27 @@ def _parser() -> argparse.ArgumentParser:
         "trace",
         help="list the traces of an OTLP JSON file, or draw one",
         description="Read an OTLP JSON trace file (corral demo writes one) and list its "
-        "traces, or draw one as a waterfall.",
+        "traces, or draw one as a waterfall. A trace's outcome is its root span's: a call that "
+        "succeeded after retries is ok, with its retries counted.",
+        epilog="Exit status: 0 when done, 1 when --errors finds no failed trace, 2 on bad "
+        "options or an unreadable file.",
     )
     trace.add_argument("file", help="the OTLP JSON file")
     pick = trace.add_mutually_exclusive_group()
-    pick.add_argument("--id", metavar="TRACE_ID", help="draw this trace")
+    pick.add_argument(
+        "--id", metavar="TRACE_ID", help="draw the trace with this id (a unique prefix will do)"
+    )
     pick.add_argument("--slowest", action="store_true", help="draw the slowest trace")
-    pick.add_argument("--errors", action="store_true", help="draw the slowest trace with an error")
-    trace.add_argument("--attributes", action="store_true", help="show span attributes")
+    pick.add_argument(
+        "--errors",
+        action="store_true",
+        help="draw a trace whose root span failed, the one with the most failed spans",
+    )
+    trace.add_argument(
+        "--attributes",
+        action="store_true",
+        help="show span attributes in the trace drawn (with --id, --slowest or --errors)",
+    )
     trace.add_argument("--limit", type=int, default=50, help="traces to list (default 50)")
     return parser
 
@@ -117,14 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if args.debug:
             raise
-        if exc.errno == errno.EADDRINUSE:
-            print(
-                f"corral {args.command}: error: the port is already in use ({exc.strerror}); "
-                "pick another with --port, or leave it out to use a free one",
-                file=sys.stderr,
-            )
-        else:
-            print(f"corral {args.command}: error: {exc}", file=sys.stderr)
+        what = exc.strerror or str(exc)
+        if exc.filename is not None:
+            what = f"{exc.filename}: {what}"
+        print(f"corral {args.command}: error: {what}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

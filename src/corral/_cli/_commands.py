@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import shutil
+import urllib.parse
 
 import anyio
 
 from . import CommandError
-from ._waterfall import draw_trace, summarise
+from ._invocation import command, quote
+from ._waterfall import TraceSummary, draw_trace, list_traces, summarise
+
+
+def terminal_width() -> int | None:
+    """Columns of the terminal (or ``COLUMNS``); ``None`` when the output is not a terminal."""
+    return shutil.get_terminal_size((0, 0)).columns or None
+
+
+def _check_url(value: str, where: str) -> None:
+    try:
+        parts = urllib.parse.urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        ok = False
+    if not ok:
+        raise CommandError(f"{where} must be an http:// or https:// URL, got {value!r}")
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -20,6 +40,10 @@ def demo(args: argparse.Namespace) -> int:
         raise CommandError(f"--fail-rate must be between 0 and 1, got {args.fail_rate}")
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.otlp is not None:
+        _check_url(args.otlp, "--otlp")
+    elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        _check_url(os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"], "OTEL_EXPORTER_OTLP_ENDPOINT")
     result = anyio.run(
         lambda: run_demo(
             calls=args.calls,
@@ -29,6 +53,7 @@ def demo(args: argparse.Namespace) -> int:
             otlp=args.otlp,
             port=args.port,
             live=False if args.plain else None,
+            width=terminal_width(),
         )
     )
     return result.exit_code
@@ -88,9 +113,35 @@ def _plot(report: dict[str, object], path: str) -> None:
     plt.close(figure)
 
 
+def _pick_id(traces: list[TraceSummary], prefix: str, file: str) -> TraceSummary:
+    wanted = prefix.lower()
+    exact = [t for t in traces if t.trace_id == wanted]
+    matches = exact or [t for t in traces if t.trace_id.startswith(wanted)]
+    if not matches:
+        raise CommandError(
+            f"no trace id starts with {prefix!r} in {file}; list them with: "
+            f"{command()} trace {quote(file)}"
+        )
+    if len(matches) > 1:
+        shown = ", ".join(t.trace_id for t in matches[:3]) + (", ..." if len(matches) > 3 else "")
+        raise CommandError(
+            f"trace id prefix {prefix!r} is ambiguous: {len(matches)} traces in {file} "
+            f"start with it ({shown}); give more of the id"
+        )
+    return matches[0]
+
+
 def trace(args: argparse.Namespace) -> int:
     from ..telemetry import TraceFileError, read_otlp_json
 
+    if args.limit < 1:
+        raise CommandError(f"--limit must be >= 1, got {args.limit}")
+    drawing = bool(args.id or args.slowest or args.errors)
+    if args.attributes and not drawing:
+        raise CommandError(
+            "--attributes shows the attributes of a drawn trace: add --id TRACE_ID, "
+            "--slowest or --errors"
+        )
     try:
         spans = read_otlp_json(args.file)
     except TraceFileError as exc:
@@ -98,38 +149,30 @@ def trace(args: argparse.Namespace) -> int:
             f"{exc}; is it an OTLP JSON file (corral demo --traces writes one)?"
         ) from exc
     traces = summarise(spans)
-    if not traces:
-        print(f"{args.file}: no spans")
-        return 0
+    width = terminal_width()
     chosen = None
     if args.id:
-        matches = [t for t in traces if t.trace_id.startswith(args.id.lower())]
-        if not matches:
-            raise CommandError(
-                f"no trace {args.id!r} in {args.file}; list them with: corral trace {args.file}"
-            )
-        chosen = matches[0]
+        chosen = _pick_id(traces, args.id, args.file)
+    elif not traces:
+        print(f"{args.file}: no spans")
+        return 1 if args.errors else 0
     elif args.slowest:
         chosen = max(traces, key=lambda t: t.duration_s)
     elif args.errors:
         failing = [t for t in traces if t.outcome == "error"]
         if not failing:
-            print(f"{args.file}: no trace with an error")
-            return 0
-        chosen = max(failing, key=lambda t: t.duration_s)
+            print(f"{args.file}: no trace whose root span failed")
+            return 1
+        chosen = max(failing, key=lambda t: (t.failed_spans, t.duration_s))
     if chosen is None:
-        print(f"{len(traces)} traces in {args.file}:")
-        print(f"{'trace id':<34}{'duration':>12}  {'spans':>5}  {'outcome':<8}root span")
-        for t in traces[: args.limit]:
-            print(
-                f"{t.trace_id:<34}{t.duration_s * 1000:>9.2f} ms  {t.spans:>5}  "
-                f"{t.outcome:<8}{t.root}"
-            )
-        if len(traces) > args.limit:
-            print(f"... and {len(traces) - args.limit} more (--limit N)")
+        print(f"{len(traces)} trace{'' if len(traces) == 1 else 's'} in {args.file}:")
+        for line in list_traces(traces, limit=args.limit, width=width):
+            print(line)
         return 0
     for line in draw_trace(
-        [s for s in spans if s.trace_id == chosen.trace_id], attributes=args.attributes
+        [s for s in spans if s.trace_id == chosen.trace_id],
+        attributes=args.attributes,
+        width=width,
     ):
         print(line)
     return 0

@@ -8,15 +8,17 @@ real sockets. HTTP/1.1 is spoken with h11.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import math
+import os
 import random
 import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import anyio
 import anyio.abc
@@ -27,6 +29,17 @@ import h11
 __all__ = ["FakeLLMServer", "Faults", "ServerStats"]
 
 _OUTCOMES: Final = ("ok", "429", "500", "503", "401", "slow", "drop", "malformed")
+_FAULTS_BY: Final = ("arrival", "body")
+
+
+def listen_error(host: str, port: int, exc: OSError) -> OSError:
+    """The error for a refused listen, naming the address and the reason.
+
+    An :class:`OSError` of the same errno (so of the same subclass):
+    ``cannot listen on 127.0.0.1:1: permission denied``.
+    """
+    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    return OSError(exc.errno, f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}")
 
 
 def _rate(name: str, value: float) -> None:
@@ -137,9 +150,19 @@ class FakeLLMServer:
         seed: Seed of the fault and jitter randomness.
         port: The port to listen on (default: any free one).
         stream_delay: Seconds between the events of a streamed chat reply.
+        faults_by: How each request's fault is drawn from *faults*.
+            ``"arrival"`` (the default): in the order requests arrive.
+            ``"body"``: from a seeded hash of the request's path and body and
+            of how many times the server saw that same request before, so
+            the same requests meet the same faults on every run, however
+            they interleave; a client's retry (the same body again) meets
+            the fault of its next attempt. Requests with equal bodies share
+            one count, so give them something unique (an id, an index).
 
     Raises:
-        OSError: On entering, when the port is taken.
+        OSError: On entering, when it cannot listen on *host* and *port*
+            (taken, or not allowed); the message names both and the reason:
+            ``cannot listen on 127.0.0.1:80: permission denied``.
     """
 
     def __init__(
@@ -156,9 +179,12 @@ class FakeLLMServer:
         host: str = "127.0.0.1",
         port: int = 0,
         stream_delay: float = 0.0,
+        faults_by: Literal["arrival", "body"] = "arrival",
     ) -> None:
         if not latency >= 0 or not jitter >= 0:
             raise ValueError("latency and jitter must be >= 0 seconds")
+        if faults_by not in _FAULTS_BY:
+            raise ValueError(f"faults_by must be 'arrival' or 'body', got {faults_by!r}")
         self.script: collections.deque[str] = collections.deque(script)
         for outcome in self.script:
             if outcome not in _OUTCOMES:
@@ -174,6 +200,10 @@ class FakeLLMServer:
         self.api_key = api_key
         self.host = host
         self._random = random.Random(seed)
+        self._seed = seed
+        self.faults_by = faults_by
+        #: How often each request (path and body) was seen, for faults_by="body".
+        self._attempts: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._seen = threading.Condition(self._lock)
         self._portal_cm: Any = None
@@ -273,7 +303,10 @@ class FakeLLMServer:
         self._portal = None
 
     async def _serve(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        try:
+            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        except OSError as exc:
+            raise listen_error(self.host, self.port, exc) from exc
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
         with anyio.CancelScope() as scope:
             self._stop = scope
@@ -323,6 +356,16 @@ class FakeLLMServer:
             elif isinstance(event, h11.ConnectionClosed):
                 return None, b""
 
+    def _draw(self, path: str, body: bytes) -> float:
+        # The number a request's fault is picked with (under the lock).
+        if self.faults_by == "arrival":
+            return self._random.random()
+        request = hashlib.sha256(path.encode() + b"\0" + body).hexdigest()
+        seen = self._attempts[request]
+        self._attempts[request] = seen + 1
+        # Seeding with a str hashes it with SHA-512: the same in every process.
+        return random.Random(f"{self._seed}:{request}:{seen}").random()
+
     def _admit(self) -> float | None:
         # Server-side token bucket; returns the Retry-After when refused.
         if self.rate_limit is None:
@@ -357,7 +400,7 @@ class FakeLLMServer:
             if key:
                 self._keys[key] += 1
             outcome = (
-                self.script.popleft() if self.script else self.faults.pick(self._random.random())
+                self.script.popleft() if self.script else self.faults.pick(self._draw(path, body))
             )
             delay = self.latency + (self._random.random() * self.jitter if self.jitter else 0.0)
             refused = self._admit()
