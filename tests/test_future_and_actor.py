@@ -10,7 +10,7 @@ import pytest
 
 import corral
 
-from .helpers import Add, Block, Calculator, Echo, Gate
+from .helpers import Add, Block, Boom, Calculator, Echo, Gate
 
 pytestmark = pytest.mark.anyio
 
@@ -201,3 +201,24 @@ def test_message_decorator_keeps_existing_attrs_classes() -> None:
 
     assert Y.__corral_message_name__ == "x.Y"  # type: ignore[attr-defined]
     assert corral.Protocol([Y]).names()["x.Y"] is Y
+
+
+async def test_each_reader_of_a_failed_future_gets_the_handlers_traceback_once() -> None:
+    """Regression: every await of a failed future appended its frames to one shared traceback."""
+    import traceback
+
+    async with corral.Runtime() as rt:
+        gate = await rt.spawn(Gate, name="gate")
+        fut = await gate.submit(Boom())
+        await fut.wait()
+        depths = []
+        for _ in range(3):
+            with pytest.raises(ValueError, match="boom") as info:
+                await fut
+            depths.append(len(traceback.extract_tb(info.value.__traceback__)))
+        with pytest.raises(ValueError, match="boom") as info:
+            fut.result()
+        frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
+    assert depths[0] == depths[1] == depths[2]
+    assert frames.count("handle") == 1, frames  # the handler's own frame, once
+    assert "_wait_result" not in frames, frames  # none of the earlier readers' frames

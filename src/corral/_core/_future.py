@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 import anyio
 
@@ -49,12 +50,13 @@ class Future(Generic[T]):
     cancelling a caller of :meth:`ActorRef.ask`, which owns its future.
     """
 
-    __slots__ = ("_call", "_callbacks", "_event", "_exc", "_result", "_state")
+    __slots__ = ("_call", "_callbacks", "_event", "_exc", "_result", "_state", "_tb")
 
     def __init__(self, call: Call | None = None) -> None:
         self._state = _PENDING
         self._result: Any = None
         self._exc: BaseException | None = None
+        self._tb: TracebackType | None = None
         self._event: anyio.Event | None = None
         self._callbacks: list[Callable[[Future[T]], object]] | None = None
         self._call = call
@@ -90,8 +92,17 @@ class Future(Generic[T]):
         if self._state is _PENDING:
             raise InvalidStateError("the future is pending; await it or check done() first")
         if self._exc is not None:
-            raise self._exc
+            self._raise()
         return self._result  # type: ignore[no-any-return]
+
+    def _raise(self) -> NoReturn:
+        """Raise the call's error with the traceback it had when the call ended.
+
+        Every reader gets the handler's frames and its own, not those of each
+        reader before it (raising one exception object again appends to it).
+        """
+        assert self._exc is not None
+        raise self._exc.with_traceback(self._tb)
 
     def exception(self) -> BaseException | None:
         """Return the error the call ended with, or ``None`` if it succeeded.
@@ -110,7 +121,7 @@ class Future(Generic[T]):
         if self._state is _PENDING:
             await self._wait_done()
         if self._exc is not None:
-            raise self._exc
+            self._raise()
         return self._result  # type: ignore[no-any-return]
 
     async def wait(self, timeout: float | None = None) -> bool:
@@ -196,6 +207,7 @@ class Future(Generic[T]):
     def _set_exception(self, exc: BaseException) -> None:
         if self._state is _PENDING:
             self._exc = exc
+            self._tb = exc.__traceback__
             self._state = _DONE
             self._wake()
 

@@ -303,5 +303,5 @@ class Stream(Generic[ReplyT]):
         fut = call._future
         await fut.wait()
         if fut._exc is not None:
-            raise fut._exc
+            fut._raise()
         raise StopAsyncIteration
