@@ -11,7 +11,6 @@ import attrs
 from ._actor import Actor
 from ._cell import DEFAULT_SHUTDOWN, check_timeout
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
-from ._messages import UNSET, _Unset
 from ._policy import CallPolicy
 
 __all__ = [
@@ -119,7 +118,7 @@ def child(
     *,
     name: str,
     restart: Restart = PERMANENT,
-    shutdown: float | _Unset | None = UNSET,
+    shutdown: float | None = DEFAULT_SHUTDOWN,
     mailbox: int = DEFAULT_MAILBOX_CAPACITY,
     max_concurrency: int = 1,
     policy: CallPolicy | None = None,
@@ -146,7 +145,7 @@ def child(
         factory=factory,
         name=name,
         restart=restart,
-        shutdown=DEFAULT_SHUTDOWN if isinstance(shutdown, _Unset) else shutdown,
+        shutdown=shutdown,
         mailbox=mailbox,
         max_concurrency=max_concurrency,
         policy=policy,
