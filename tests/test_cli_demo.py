@@ -5,11 +5,14 @@ from __future__ import annotations
 import fnmatch
 import functools
 import io
+import logging
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -17,11 +20,13 @@ import pytest
 from rich.console import Console
 
 import corral
-from corral._cli import _parser
+from corral._cli import _parser, main
 from corral._cli._demo import FlakyTool, ToolCall, chance, run_demo
 from corral._cli._view import ActorRow, Columns, Snapshot, render
 from corral._cli._waterfall import summarise
 from corral.telemetry import read_otlp_json
+
+from .otlp_receiver import otlp_receiver
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,6 +103,9 @@ def test_the_same_seed_gives_the_same_counts_on_asyncio_and_trio(
         lines = [line for line in text.splitlines() if not line.startswith("progress ")]
         assert max(len(line) for line in lines) <= 80, max(lines, key=len)
     assert results["asyncio"] == results["trio"]
+    # The demo quiets the corral logger while it runs, and only then.
+    assert logging.getLogger("corral").propagate
+    assert not logging.getLogger("corral").handlers
 
 
 def _snapshot(done: int, scale: int) -> Snapshot:
@@ -252,3 +260,68 @@ async def test_the_flaky_tool_fails_exactly_the_calls_the_seed_picks() -> None:
     failed = {q for q, f in futures.items() if f.exception() is not None}
     assert failed == crashers
     assert all(isinstance(futures[q].exception(), corral.Crash) for q in crashers)
+
+
+@pytest.fixture
+def no_otel_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No OTEL_* variables from the environment; run in a fresh directory."""
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("no_otel_env")
+async def test_otlp_reports_the_spans_the_collector_accepted_and_times_only_the_calls() -> None:
+    """--otlp: "sent N spans to URL" with N what the collector got; the time excludes the flush."""
+    with otlp_receiver(delay=1.0) as receiver:  # the flush at exit takes a second or more
+        out = io.StringIO()
+        began = time.monotonic()
+        result = await run_demo(calls=10, otlp=receiver.endpoint, out=out, live=False)
+        wall = time.monotonic() - began
+        received = len(receiver.spans)
+    assert result.exit_code == 0
+    assert received == result.spans > 0
+    assert f"sent {received} spans to {receiver.endpoint}/v1/traces" in out.getvalue()
+    assert "could not reach" not in out.getvalue()
+    assert result.elapsed < wall - 0.9  # regression: it included the exit flush
+    assert f"the calls took {result.elapsed:.1f}s" in out.getvalue()
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("no_otel_env")
+async def test_otlp_to_nothing_says_it_could_not_reach_it() -> None:
+    """--otlp to a port nothing listens on: "could not reach URL: <reason>", never "sent"."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = io.StringIO()
+    result = await run_demo(calls=5, otlp=f"http://127.0.0.1:{port}", out=out, live=False)
+    assert result.exit_code == 0
+    text = out.getvalue()
+    assert f"could not reach http://127.0.0.1:{port}/v1/traces: connection refused" in text
+    assert "sent " not in text
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://example.com", "http://", "http://h:port"])
+def test_otlp_that_is_not_an_http_url_is_refused(
+    url: str, capsys: pytest.CaptureFixture[str], no_otel_env: None
+) -> None:
+    """--otlp must be an http(s) URL: else one line naming the value, exit status 2."""
+    assert main(["demo", "--otlp", url]) == 2
+    assert capsys.readouterr().err == (
+        f"corral demo: error: --otlp must be an http:// or https:// URL, got {url!r}\n"
+    )
+
+
+def test_an_otlp_endpoint_from_the_environment_is_checked_too(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, no_otel_env: None
+) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT, used without --otlp, is refused the same way, by its name."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")
+    assert main(["demo"]) == 2
+    assert capsys.readouterr().err == (
+        "corral demo: error: OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL, "
+        "got 'localhost:4318'\n"
+    )

@@ -17,7 +17,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,7 +26,7 @@ import attrs
 from opentelemetry.trace import Status, StatusCode
 
 import corral
-from corral.telemetry import Telemetry, configure, read_otlp_json
+from corral.telemetry import ExportStatistics, Telemetry, configure, read_otlp_json
 from corral.testing import FakeLLMServer, Faults
 
 from . import CommandError
@@ -102,8 +102,8 @@ class DemoResult:
     unexpected: list[str]
     pending: int
     trace_file: str
-    #: The OTLP endpoint spans were sent to, if any.
-    otlp: str | None
+    #: What reached the OTLP endpoint (``endpoint`` ``None`` without one).
+    export: ExportStatistics
     slowest: list[str]
     #: Seconds from the first call to the last outcome (not the flush at exit).
     elapsed: float
@@ -141,12 +141,51 @@ async def run_demo(
     if not 0 <= fail_rate <= 1:
         raise ValueError(f"--fail-rate must be between 0 and 1, got {fail_rate}")
     live = out.isatty() if live is None else live
-    # The demo shows crashes and restarts itself; the corral logger would
-    # print each one's traceback over the live view.
-    corral_logger = logging.getLogger("corral")
-    if not corral_logger.handlers:
-        corral_logger.addHandler(logging.NullHandler())
-        corral_logger.propagate = False
+    with _quiet_corral_logger():
+        return await _demo(
+            calls=calls,
+            seed=seed,
+            fail_rate=fail_rate,
+            trace_file=trace_file,
+            otlp=otlp,
+            port=port,
+            out=out,
+            live=live,
+            width=width,
+        )
+
+
+@contextlib.contextmanager
+def _quiet_corral_logger() -> Iterator[None]:
+    # The demo shows crashes, restarts and lost spans itself; the corral
+    # logger would print each one over the live view. Unless the program set
+    # the logger up, it is quiet while the demo runs (and only then).
+    logger = logging.getLogger("corral")
+    if logger.handlers:
+        yield
+        return
+    handler = logging.NullHandler()
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+async def _demo(
+    *,
+    calls: int,
+    seed: int,
+    fail_rate: float,
+    trace_file: str,
+    otlp: str | None,
+    port: int,
+    out: TextIO,
+    live: bool,
+    width: int | None,
+) -> DemoResult:
     path = Path(trace_file)
     await anyio.Path(path).unlink(missing_ok=True)
     endpoint = otlp or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
@@ -362,7 +401,7 @@ async def _run(
         unexpected=unexpected,
         pending=sum(1 for f in futures if not f.done()) + (calls - len(futures)),
         trace_file="",
-        otlp=telemetry.otlp_endpoint,
+        export=telemetry.statistics(),
         slowest=[],
         elapsed=elapsed,
         spans=0,
@@ -414,10 +453,15 @@ def _summary(out: TextIO, result: DemoResult) -> None:
     say(f"  {corral_} trace {trace_file} --slowest")
     if result.succeeded < result.calls:
         say(f"  {corral_} trace {trace_file} --errors")
-    if result.otlp is None:
+    export = result.export
+    if export.endpoint is None:
         say("to see them in Jaeger, start it:")
         say("  docker run --rm -p 16686:16686 -p 4318:4318 jaegertracing/all-in-one")
         say("and send them to it:")
         say(f"  {corral_} demo --otlp http://localhost:4318")
+    elif export.failed or export.error is not None:
+        # Only what the collector accepted counts as sent.
+        sent = f" ({export.exported} spans sent, {export.failed} lost)" if export.exported else ""
+        say(f"could not reach {export.endpoint}: {export.error or 'spans were lost'}{sent}")
     else:
-        say(f"and sent over OTLP/HTTP to {result.otlp} (open Jaeger on :16686)")
+        say(f"sent {export.exported} spans to {export.endpoint} (open Jaeger on :16686)")
