@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+
 import anyio
 
 import corral
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @corral.message

@@ -32,7 +32,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -45,6 +44,7 @@ import pytest
 
 from corral.testing import FakeLLMServer
 
+from .helpers import closed_port
 from .otlp_receiver import otlp_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,13 +131,6 @@ def output_matches(expected: str, actual: str) -> bool:
     return match(0, 0)
 
 
-def _closed_port() -> int:
-    # A loopback port nobody listens on: connections to it are refused at once.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def program_env() -> Iterator[dict[str, str]]:
     """The environment of a doc program: a fake provider, an OTLP receiver, no internet."""
@@ -152,7 +145,7 @@ def program_env() -> Iterator[dict[str, str]]:
             for key, value in os.environ.items()
             if not key.startswith(("OPENAI_", "OTEL_")) and key.lower() not in proxies
         }
-        dead = f"http://127.0.0.1:{_closed_port()}"
+        dead = f"http://127.0.0.1:{closed_port()}"
         env.update(
             {
                 # The SDK's convention: the URL ends with /v1; the programs accept it.

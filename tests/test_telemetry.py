@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,7 +25,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import corral
 from corral.telemetry import OpenTelemetry, read_otlp_json, to_jaeger
 
-from .helpers import Add, Block, Boom, Calculator, Echo, Gate
+from .helpers import Add, Block, Boom, Calculator, Echo, Gate, closed_port
 from .otlp_receiver import otlp_receiver
 
 pytestmark = pytest.mark.anyio
@@ -434,14 +433,6 @@ async def test_spans_reach_a_real_otlp_http_receiver() -> None:
     assert attributes["messaging.destination.name"] == "calc"
 
 
-def _closed_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    sock.close()
-    return port
-
-
 @pytest.mark.parametrize("receiver_state", ["down", "slow"])
 async def test_dead_or_slow_collector_never_fails_calls_nor_hangs_shutdown(
     receiver_state: str,
@@ -449,7 +440,7 @@ async def test_dead_or_slow_collector_never_fails_calls_nor_hangs_shutdown(
     """Calls succeed and the runtime exits within the flush bound whatever the collector does."""
     with otlp_receiver(delay=30.0) as slow:
         endpoint = (
-            slow.endpoint if receiver_state == "slow" else f"http://127.0.0.1:{_closed_port()}"
+            slow.endpoint if receiver_state == "slow" else f"http://127.0.0.1:{closed_port()}"
         )
         telemetry = corral.telemetry.configure(
             endpoint=endpoint, set_global=False, metrics=False, flush_timeout=0.5

@@ -17,19 +17,10 @@ import corral
 import corral.telemetry
 from corral.telemetry._delivery import DeliveryGuard
 
-from .helpers import Add, Calculator
+from .helpers import Add, Calculator, closed_port
 from .otlp_receiver import otlp_receiver
 
 ROOT = Path(__file__).parent.parent
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    sock.close()
-    return port
 
 
 def test_a_program_with_no_collector_exits_at_once_with_one_warning(tmp_path: Path) -> None:
