@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from corral._cli._view import ActorRow, Columns, Snapshot, render
 from corral._cli._waterfall import summarise
 from corral.telemetry import read_otlp_json
 
+from .helpers import closed_port
 from .otlp_receiver import otlp_receiver
 
 REPO = Path(__file__).resolve().parent.parent
@@ -293,9 +293,7 @@ async def test_otlp_reports_the_spans_the_collector_accepted_and_times_only_the_
 @pytest.mark.usefixtures("no_otel_env")
 async def test_otlp_to_nothing_says_it_could_not_reach_it() -> None:
     """--otlp to a port nothing listens on: "could not reach URL: <reason>", never "sent"."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     out = io.StringIO()
     result = await run_demo(calls=5, otlp=f"http://127.0.0.1:{port}", out=out, live=False)
     assert result.exit_code == 0

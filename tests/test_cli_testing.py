@@ -19,6 +19,8 @@ from corral.testing import FakeLLMServer, Faults
 from corral.testing import __main__ as fake_server_main
 from corral.testing._fake_llm import listen_error
 
+from .helpers import closed_port
+
 pytestmark = pytest.mark.anyio
 
 TESTING = [sys.executable, "-m", "corral.testing"]
@@ -33,15 +35,9 @@ def taken_port() -> Iterator[int]:
         yield taken.getsockname()[1]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_python_m_corral_testing_listens_on_the_port_given() -> None:
     """--port N (documented in its help) is the port it listens on; closing stdin stops it."""
-    port = free_port()
+    port = closed_port()  # free: nothing listens on it
     with subprocess.Popen(
         [*TESTING, "--port", str(port), "--latency", "0"],
         stdin=subprocess.PIPE,
