@@ -335,6 +335,46 @@ async def test_restarts_and_give_ups_are_traced(traced: Traced) -> None:
     assert last.end_time <= give_up.end_time
 
 
+async def test_a_call_rerun_after_a_crash_ends_its_first_consumer_span(traced: Traced) -> None:
+    """Regression: a call re-queued by retry_interrupted never ended its first consumer span."""
+    from .test_supervision import Do, Worker
+
+    class Idempotent(Worker):
+        def retry_interrupted(self, msg: Do, error: BaseException) -> bool:
+            return True
+
+    journal: list[str] = []
+    made: list[Idempotent] = []
+
+    def factory() -> Idempotent:
+        made.append(Idempotent(journal, "a"))
+        return made[-1]
+
+    tree = corral.Supervisor(children=[corral.child(factory, name="a", max_concurrency=3)])
+    async with traced.runtime(tree) as rt:
+        ref = rt.ref("a")
+        first = await ref.submit(Do("block", text="1"))
+        await made[0].entered.wait()
+        with pytest.raises(corral.Crash):
+            await ref.ask(Do("crash"))
+        await ref.ping()
+        made[1].release.set()
+        assert await first == "a:1"
+    by_parent: dict[int, list[ReadableSpan]] = {}
+    for span in traced.named("process a"):
+        assert span.parent is not None
+        by_parent.setdefault(span.parent.span_id, []).append(span)
+    [runs] = [spans for spans in by_parent.values() if len(spans) > 1]
+    assert len(runs) == 2
+    interrupted, rerun = sorted(runs, key=lambda p: p.start_time or 0)
+    assert (interrupted.attributes or {})["corral.outcome"] == "interrupted"
+    assert (interrupted.attributes or {})["error.type"] == "corral.Crash"
+    assert interrupted.status.status_code is StatusCode.ERROR
+    assert event_names(interrupted)[-1] == "requeued"
+    assert (rerun.attributes or {})["corral.attempt"] == 2
+    assert rerun.status.status_code is StatusCode.UNSET
+
+
 async def test_envelope_crossing_a_process_continues_the_trace(traced: Traced) -> None:
     """Serialized inside a span, an envelope carries traceparent; deliver continues the trace."""
     proto = corral.Protocol([Add])

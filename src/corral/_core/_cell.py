@@ -460,6 +460,9 @@ class ActorCell:
                     )
             del running[call]
             if requeue:
+                if self._instruments is not None:
+                    assert self.crash is not None
+                    self._instruments.call("call_interrupted", call, self.crash)
                 self._requeue(call)
             else:
                 self._leave(call)

@@ -69,6 +69,15 @@ class Instrument:
         handler (undo here what :meth:`call_started` set).
         """
 
+    def call_interrupted(self, call: Call, error: BaseException) -> None:
+        """The actor crashed (*error*) while running the call, and the call goes back in line.
+
+        :meth:`Actor.retry_interrupted` asked for it: the call keeps its
+        future and will start again (:meth:`call_started`) as its next
+        attempt in the next incarnation. Runs in the worker task, like
+        :meth:`call_finished` (undo here what :meth:`call_started` set).
+        """
+
     def attempt_started(self, call: Call) -> None:
         """A call policy starts an attempt of the handler (``call.attempt`` is its number).
 
@@ -98,6 +107,7 @@ _HOOKS: Final = (
     "call_started",
     "call_resolved",
     "call_finished",
+    "call_interrupted",
     "attempt_started",
     "attempt_finished",
     "retry_scheduled",

@@ -440,6 +440,27 @@ class OpenTelemetry(Instrument):
         if self._metrics:
             self._record(call)
 
+    def call_interrupted(self, call: Call, error: BaseException) -> None:
+        # This run of the call ends here; the next one gets a consumer span
+        # of its own under the same producer span.
+        data = call.instrument_data
+        if not isinstance(data, _CallSpans):
+            return
+        if data.attempt is not None:
+            self.attempt_finished(call, error)
+        if data.token is not None:
+            otel_context.detach(data.token)  # type: ignore[arg-type]
+            data.token = None
+        consumer, data.consumer = data.consumer, None
+        if consumer is not None and consumer.is_recording():
+            consumer.set_attributes(
+                {"corral.outcome": "interrupted", "error.type": error_type(error)}
+            )
+            consumer.set_status(Status(StatusCode.ERROR, f"the actor crashed: {error}"))
+            consumer.record_exception(error)
+            consumer.add_event("requeued", {"corral.attempt": call._envelope.attempt + 1})
+            consumer.end()
+
     # --- attempts, retries and waits (reported by call policies) ------------------------
 
     def attempt_started(self, call: Call) -> None:
