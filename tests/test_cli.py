@@ -29,7 +29,7 @@ def test_demo_runs_and_every_call_has_a_complete_trace(tmp_path: Path) -> None:
     out = run("demo", "--calls", "50", "--seed", "3", "--traces", "t.jsonl", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "50 calls, seed 3: " in out.stdout
-    assert "pending: 0" in out.stdout
+    assert ", 0 pending" in out.stdout
     assert "progress 50/50" in out.stdout  # not a terminal: plain progress lines
     assert "the slowest call, as traced:" in out.stdout
     spans = read_otlp_json(tmp_path / "t.jsonl")

@@ -41,7 +41,8 @@ def summary(stdout: str) -> list[str]:
     lines = stdout.splitlines()
     start = lines.index(next(line for line in lines if line.startswith("actor ")))
     outcome = next(i for i, line in enumerate(lines) if " calls, seed " in line)
-    return [line for line in lines[start : outcome + 1] if line]
+    assert lines[outcome + 1].startswith("failed as the demo intends: ")
+    return [line for line in lines[start : outcome + 2] if line]
 
 
 def test_the_same_seed_gives_the_same_table_outcome_and_failures(tmp_path: Path) -> None:
@@ -323,3 +324,40 @@ def test_an_otlp_endpoint_from_the_environment_is_checked_too(
         "corral demo: error: OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL, "
         "got 'localhost:4318'\n"
     )
+
+
+def test_the_summary_of_a_large_run_fits_80_columns() -> None:
+    """Regression: the outcome line of the default 300-call run was 81 columns and wrapped."""
+    from corral._cli._demo import DemoResult, _summary
+    from corral.telemetry import ExportStatistics
+
+    failed = {"ActorCrashed": 12, "CircuitOpen": 140, "Crash": 31, "DeadlineExceeded": 7}
+    result = DemoResult(
+        calls=100_000,
+        seed=123_456_789,
+        succeeded=99_810,
+        failed=failed,
+        unexpected=[],
+        pending=0,
+        trace_file="corral-demo-traces.jsonl",
+        export=ExportStatistics(
+            endpoint="http://localhost:4318/v1/traces", failed=3, error="connection refused"
+        ),
+        slowest=[],
+        elapsed=512.3,
+        spans=612_345,
+        circuit_opened=3,
+        rows=[
+            ActorRow(
+                actor="chat", queued=0, running=0, ok=60_000, failed=100, retries=9_999, restarts=0
+            )
+        ],
+    )
+    out = io.StringIO()
+    _summary(out, result, 80)
+    lines = out.getvalue().splitlines()
+    commands = [line for line in lines if line.lstrip().startswith(("corral", "/", ".", "docker"))]
+    assert max(len(line) for line in lines if line not in commands) <= 80, out.getvalue()
+    text = " ".join(out.getvalue().split())
+    assert "100000 calls, seed 123456789: 99810 succeeded, 0 pending" in text
+    assert "12 ActorCrashed, 140 CircuitOpen, 31 Crash, 7 DeadlineExceeded" in text

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -237,7 +238,7 @@ async def _demo(
             width=None if width is None else width - 2,  # printed indented by two
         )
     result = attrs.evolve(result, trace_file=str(path), spans=len(spans), slowest=slowest)
-    _summary(out, result)
+    _summary(out, result, width)
     return result
 
 
@@ -417,8 +418,12 @@ def summary_table(rows: list[ActorRow]) -> list[str]:
     return lines
 
 
-def _summary(out: TextIO, result: DemoResult) -> None:
-    def say(line: str = "") -> None:
+def _summary(out: TextIO, result: DemoResult, width: int | None) -> None:
+    def say(line: str = "", *, prose: bool = False) -> None:
+        # Sentences wrap to the terminal; commands and drawn rows never do
+        # (they are copied, or were drawn to fit).
+        if prose and width is not None and len(line) > width:
+            line = textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False)
         print(line, file=out)
 
     say()
@@ -427,15 +432,18 @@ def _summary(out: TextIO, result: DemoResult) -> None:
     failed = ", ".join(f"{n} {k}" for k, n in sorted(result.failed.items())) or "none"
     say()
     say(
-        f"{result.calls} calls, seed {result.seed}: {result.succeeded} succeeded; "
-        f"failed as the demo intends: {failed}; pending: {result.pending}"
+        f"{result.calls} calls, seed {result.seed}: {result.succeeded} succeeded, "
+        f"{result.pending} pending",
+        prose=True,
     )
+    say(f"failed as the demo intends: {failed}", prose=True)
     say(f"the calls took {result.elapsed:.1f}s")
     if result.circuit_opened:
         times = {1: "once", 2: "twice"}.get(result.circuit_opened, f"{result.circuit_opened} times")
         say(
             f"the circuit opened {times}: which calls then failed fast depends on timing, "
-            "so another run with this seed may differ"
+            "so another run with this seed may differ",
+            prose=True,
         )
     if result.unexpected:
         say(f"UNEXPECTED failures ({len(result.unexpected)}):")
@@ -449,7 +457,10 @@ def _summary(out: TextIO, result: DemoResult) -> None:
     corral_ = command()
     trace_file = quote(result.trace_file)
     say()
-    say(f"{result.spans} spans written to {result.trace_file} (OTLP JSON); look at them:")
+    say(
+        f"{result.spans} spans written to {result.trace_file} (OTLP JSON); look at them:",
+        prose=True,
+    )
     say(f"  {corral_} trace {trace_file} --slowest")
     if result.succeeded < result.calls:
         say(f"  {corral_} trace {trace_file} --errors")
@@ -462,6 +473,12 @@ def _summary(out: TextIO, result: DemoResult) -> None:
     elif export.failed or export.error is not None:
         # Only what the collector accepted counts as sent.
         sent = f" ({export.exported} spans sent, {export.failed} lost)" if export.exported else ""
-        say(f"could not reach {export.endpoint}: {export.error or 'spans were lost'}{sent}")
+        say(
+            f"could not reach {export.endpoint}: {export.error or 'spans were lost'}{sent}",
+            prose=True,
+        )
     else:
-        say(f"sent {export.exported} spans to {export.endpoint} (open Jaeger on :16686)")
+        say(
+            f"sent {export.exported} spans to {export.endpoint} (open Jaeger on :16686)",
+            prose=True,
+        )
