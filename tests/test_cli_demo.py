@@ -361,3 +361,29 @@ def test_the_summary_of_a_large_run_fits_80_columns() -> None:
     text = " ".join(out.getvalue().split())
     assert "100000 calls, seed 123456789: 99810 succeeded, 0 pending" in text
     assert "12 ActorCrashed, 140 CircuitOpen, 31 Crash, 7 DeadlineExceeded" in text
+
+
+def test_the_readme_shows_what_the_default_demo_prints(tmp_path: Path) -> None:
+    """The README's sample summary is the default command's (same seed: same table and outcome)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    sample = readme[readme.index("actor    succeeded") :]
+    sample_lines = sample[: sample.index("the calls took")].splitlines()
+    out = subprocess.run(
+        [sys.executable, "-m", "corral", "demo", "--plain"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    start = lines.index(sample_lines[0])
+    assert lines[start : start + len(sample_lines)] == sample_lines
+    hints = [line[line.index(" trace ") + 1 :] for line in lines if " trace corral-demo" in line]
+    assert hints == [
+        "trace corral-demo-traces.jsonl --slowest",
+        "trace corral-demo-traces.jsonl --errors",
+    ]
+    assert "trace corral-demo-traces.jsonl --slowest" in readme
