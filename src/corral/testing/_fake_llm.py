@@ -227,8 +227,8 @@ class FakeLLMServer:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://{self.host}:{self.port}"
+        """``http://<host>:<port>/v1``: the prefix OpenAI's clients and corral's actors take."""
+        return f"http://{self.host}:{self.port}/v1"
 
     def stats(self) -> ServerStats:
         """A snapshot of the counters."""
