@@ -100,7 +100,7 @@ async def _outcomes(server: FakeLLMServer, bodies: list[str]) -> list[int]:
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         statuses = []
         for body in bodies:
-            reply = await client.post("/v1/embeddings", json={"model": "m", "input": [body]})
+            reply = await client.post("/embeddings", json={"model": "m", "input": [body]})
             statuses.append(reply.status_code)
         return statuses
 

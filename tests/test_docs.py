@@ -148,8 +148,8 @@ def program_env() -> Iterator[dict[str, str]]:
         dead = f"http://127.0.0.1:{closed_port()}"
         env.update(
             {
-                # The SDK's convention: the URL ends with /v1; the programs accept it.
-                "OPENAI_BASE_URL": f"{server.base_url}/v1",
+                # The SDK's convention, and corral's: the prefix, ending with /v1.
+                "OPENAI_BASE_URL": server.base_url,
                 "OPENAI_API_KEY": FAKE_API_KEY,
                 "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
                 "HTTP_PROXY": dead,

@@ -198,7 +198,7 @@ async def test_streamed_chat_span_records_the_response_id_and_model_from_the_chu
     async with canned_server(Canned(body=body, content_type="text/event-stream")) as server:
         async with traced.runtime() as rt:
             ref = await rt.spawn(
-                lambda: OpenAIChat(model="m", base_url=server.base_url, api_key_env=None),
+                lambda: OpenAIChat(model="m", base_url=f"{server.base_url}/v1", api_key_env=None),
                 name="chat",
             )
             async with ref.stream(HELLO) as chunks:

@@ -145,7 +145,7 @@ async def test_a_key_quoted_in_a_401_body_is_redacted_from_everything_corral_kee
             children=[
                 corral.child(
                     lambda: StrictChat(
-                        model="m", base_url=server.base_url, api_key_env="CORRAL_TEST_KEY"
+                        model="m", base_url=f"{server.base_url}/v1", api_key_env="CORRAL_TEST_KEY"
                     ),
                     name="chat",
                 )

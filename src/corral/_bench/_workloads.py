@@ -607,7 +607,7 @@ class _ServerProcess:
         if not line.startswith("listening on "):
             self.close()
             raise RuntimeError(f"the fake server did not start: {line!r}")
-        self.base_url = f"http://127.0.0.1:{int(line.split()[-1])}"
+        self.base_url = f"http://127.0.0.1:{int(line.split()[-1])}/v1"
 
     def close(self) -> None:
         if self._proc.stdin is not None:
@@ -630,7 +630,7 @@ async def floor_w8(count: int, concurrency: int = 64) -> Result:
 
             async def one() -> None:
                 try:
-                    response = await client.post("/v1/chat/completions", json=_CHAT_BODY)
+                    response = await client.post("/chat/completions", json=_CHAT_BODY)
                     response.raise_for_status()
                     data = response.json()
                     _ = data["choices"][0]["message"]["content"], data["usage"]["prompt_tokens"]
@@ -684,7 +684,7 @@ async def floor_w8_loop(count: int, concurrency: int = 64) -> Result:
         async with httpx.AsyncClient(base_url=server.base_url) as client:
 
             async def one(i: int) -> None:
-                response = await client.post("/v1/chat/completions", json=_CHAT_BODY)
+                response = await client.post("/chat/completions", json=_CHAT_BODY)
                 response.raise_for_status()
                 response.json()
 

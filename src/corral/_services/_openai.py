@@ -30,12 +30,12 @@ __all__ = [
     "TokenUsage",
 ]
 
-DEFAULT_OPENAI_URL: Final = "https://api.openai.com"
+DEFAULT_OPENAI_URL: Final = "https://api.openai.com/v1"
 ReqT = TypeVar("ReqT")
 ReplyT = TypeVar("ReplyT")
 _PROVIDER: Final = "openai"
-_CHAT: Final = "/v1/chat/completions"
-_EMBEDDINGS: Final = "/v1/embeddings"
+_CHAT: Final = "/chat/completions"
+_EMBEDDINGS: Final = "/embeddings"
 
 
 @message(name="openai.ChatMessage")
@@ -94,11 +94,16 @@ class ChatChunk:
     finish_reason: str | None = None
 
 
+def _as_inputs(value: str | Iterable[str]) -> tuple[str, ...]:
+    # A str is one input, as in OpenAI's API (not its characters).
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 @message(name="openai.EmbeddingsRequest")
 class EmbeddingsRequest:
     """Texts to embed; ``model`` defaults to the actor's."""
 
-    inputs: tuple[str, ...] = attrs.field(converter=tuple)
+    inputs: tuple[str, ...] = attrs.field(converter=_as_inputs)
     model: str | None = None
 
 
@@ -192,6 +197,9 @@ class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             raise ValueError(f"model must be a non-empty str, got {model!r}")
         self.model = model
         url = httpx.URL(self.base_url)
+        # The span template is the absolute path (the HTTP conventions'
+        # url.template): base_url's own path, then the endpoint.
+        self._prefix = url.path.rstrip("/")
         self._server: dict[str, Any] = {
             "server.address": url.host,
             "server.port": url.port or (443 if url.scheme == "https" else 80),
@@ -216,7 +224,7 @@ class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
 class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
     """Chat completions from any OpenAI-compatible server (OpenAI, vLLM, Ollama, LM Studio...).
 
-    ``POST {base_url}/v1/chat/completions``. Retries transient failures by
+    ``POST {base_url}/chat/completions``. Retries transient failures by
     default (a :class:`corral.ServicePolicy` with the default
     :class:`corral.RetryPolicy`; give ``policy=`` at spawn to add a rate
     limiter or a breaker). For rate limiters that count tokens, a call is
@@ -249,8 +257,8 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
         if msg.max_tokens is not None:
             request_attrs["gen_ai.request.max_tokens"] = msg.max_tokens
         with self._genai_span("chat", model, request_attrs) as span:
-            response = await self.request("POST", _CHAT, json=body, template=_CHAT)
-            shape = _Shape(self.parse_json(response), f"POST {_CHAT}")
+            response = await self.request("POST", _CHAT, json=body, template=self._prefix + _CHAT)
+            shape = _Shape(self.parse_json(response), f"POST {self._prefix}{_CHAT}")
             content = shape.get("choices.0.message.content", str, optional=True) or ""
             finish = shape.get("choices.0.finish_reason", str, optional=True)
             output_tokens = shape.get("usage.completion_tokens", int, optional=True)
@@ -276,13 +284,15 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
         model = msg.model or self.model
         body = self._body(msg, model)
         body["stream"] = True
-        where = f"POST {_CHAT} (stream)"
+        where = f"POST {self._prefix}{_CHAT} (stream)"
         # What the chunks say of the reply as a whole, for the span.
         response_id: str | None = None
         reply_model = model
         final: str | None = None
         with self._genai_span("chat", model, {"gen_ai.request.stream": True}) as span:
-            async with self.stream_request("POST", _CHAT, json=body, template=_CHAT) as response:
+            async with self.stream_request(
+                "POST", _CHAT, json=body, template=self._prefix + _CHAT
+            ) as response:
                 finished = False
                 # Read to the end of the body even after [DONE]: leaving httpx's
                 # byte iterators half-consumed leaves them to the garbage collector.
@@ -322,7 +332,7 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
 
 
 class OpenAIEmbeddings(_OpenAIService[EmbeddingsRequest, EmbeddingsReply]):
-    """Embeddings from any OpenAI-compatible server: ``POST {base_url}/v1/embeddings``.
+    """Embeddings from any OpenAI-compatible server: ``POST {base_url}/embeddings``.
 
     Arguments as :class:`OpenAIChat`. Token estimate: characters / 4.
     """
@@ -342,22 +352,19 @@ class OpenAIEmbeddings(_OpenAIService[EmbeddingsRequest, EmbeddingsReply]):
                 "POST",
                 _EMBEDDINGS,
                 json={"model": model, "input": list(msg.inputs)},
-                template=_EMBEDDINGS,
+                template=self._prefix + _EMBEDDINGS,
             )
-            shape = _Shape(self.parse_json(response), f"POST {_EMBEDDINGS}")
+            where = f"POST {self._prefix}{_EMBEDDINGS}"
+            shape = _Shape(self.parse_json(response), where)
             items = shape.get("data", list)
             vectors: list[tuple[float, ...]] = []
             for index in range(len(items)):
                 vector = shape.get(f"data.{index}.embedding", list)
                 if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
-                    raise ProtocolError(
-                        f"POST /v1/embeddings: 'data.{index}.embedding' should hold numbers"
-                    )
+                    raise ProtocolError(f"{where}: 'data.{index}.embedding' should hold numbers")
                 vectors.append(tuple(float(x) for x in vector))
             if len(vectors) != len(msg.inputs):
-                raise ProtocolError(
-                    f"POST /v1/embeddings: {len(msg.inputs)} inputs but {len(vectors)} vectors"
-                )
+                raise ProtocolError(f"{where}: {len(msg.inputs)} inputs but {len(vectors)} vectors")
             usage = TokenUsage(input_tokens=shape.get("usage.prompt_tokens", int))
             reply_model = shape.get("model", str, optional=True) or model
             _record_reply(
