@@ -25,6 +25,7 @@ from ._core._exceptions import InvalidStateError as InvalidStateError
 from ._core._exceptions import MailboxFull as MailboxFull
 from ._core._exceptions import NameTaken as NameTaken
 from ._core._exceptions import ProtocolError as ProtocolError
+from ._core._exceptions import ProviderError as ProviderError
 from ._core._exceptions import RateLimitRefused as RateLimitRefused
 from ._core._exceptions import ServiceError as ServiceError
 from ._core._exceptions import SupervisorGaveUp as SupervisorGaveUp
@@ -84,12 +85,16 @@ from ._services._openai import TokenUsage as TokenUsage
 from ._services._policy import ServicePolicy as ServicePolicy
 from ._services._ratelimit import RateLimiter as RateLimiter
 from ._services._ratelimit import RateLimiterStatus as RateLimiterStatus
+from ._services._retry import DEFAULT_NEVER_RETRY_CODES as DEFAULT_NEVER_RETRY_CODES
+from ._services._retry import DEFAULT_RETRY_CODES as DEFAULT_RETRY_CODES
 from ._services._retry import RetryPolicy as RetryPolicy
 from ._version import __version__ as __version__
 
 __all__ = [
     "DEFAULT_HISTORY",
     "DEFAULT_MAILBOX_CAPACITY",
+    "DEFAULT_NEVER_RETRY_CODES",
+    "DEFAULT_RETRY_CODES",
     "DEFAULT_SHUTDOWN",
     "ONE_FOR_ALL",
     "ONE_FOR_ONE",
@@ -146,6 +151,7 @@ __all__ = [
     "Pong",
     "Protocol",
     "ProtocolError",
+    "ProviderError",
     "RateLimitRefused",
     "RateLimiter",
     "RateLimiterStatus",

@@ -17,6 +17,7 @@ Hierarchy::
     ├── ServiceError                                a call to an outside service failed
     │   ├── HttpStatusError                         ... with an HTTP error status
     │   │   └── AuthenticationError                 ... 401 or 403: our credentials
+    │   ├── ProviderError                           ... reported inside a successful response
     │   └── TransportError                          ... before a response (connect, timeout)
     ├── CircuitOpen                                 the circuit breaker refuses calls for now
     ├── RateLimitRefused        (also ValueError)   a call can never fit the rate limit
@@ -41,6 +42,7 @@ __all__ = [
     "MailboxFull",
     "NameTaken",
     "ProtocolError",
+    "ProviderError",
     "RateLimitRefused",
     "ServiceError",
     "SupervisorGaveUp",
@@ -161,8 +163,18 @@ class HttpStatusError(ServiceError):
     """The service answered with an HTTP error status (4xx, 5xx).
 
     Retry policies retry 408, 409, 429 and 5xx by default and never 400,
-    401, 403, 404 or 422; list it (or a subclass check on :attr:`status`) in
-    an actor's ``fatal`` to crash on, say, 401. Never carries credentials.
+    401, 403, 404 or 422, nor an error whose provider :attr:`code` or
+    :attr:`type` says it cannot succeed (``insufficient_quota``,
+    ``invalid_api_key``, ...: see :class:`corral.RetryPolicy`); list it (or
+    a subclass check on :attr:`status`) in an actor's ``fatal`` to crash
+    on, say, 401. Never carries credentials.
+
+    The provider's own account of the error is read from the body when it
+    is JSON in one of the usual shapes (OpenAI's ``{"error": {"message",
+    "type", "param", "code"}}``, ``{"error": "text"}``, ``{"message": ...}``,
+    ``{"detail": ...}``, or a list of these), as the official ``openai``
+    client's ``APIError`` has it; each is ``None`` when the body does not
+    say. A numeric code is kept as a string (``"429"``).
 
     Attributes:
         status: The HTTP status code.
@@ -170,13 +182,20 @@ class HttpStatusError(ServiceError):
         url: The request URL, without query string, user or password.
         body: The first 500 characters of the response body, with the
             actor's secrets (API key, password, secret headers) redacted.
-        request_id: The provider's request id (``x-request-id``), if any.
-        retry_after: Seconds the service asked to wait (``Retry-After``), if any.
+        request_id: The provider's request id (``x-request-id`` and the
+            like), if any.
+        retry_after: Seconds the service asked to wait (``retry-after-ms``,
+            else ``Retry-After``), if any.
+        code: The provider's error code (``"insufficient_quota"``), redacted.
+        type: The provider's error type (``"invalid_request_error"``), redacted.
+        param: The request parameter the provider blames, redacted.
+        message: The provider's error message, redacted.
     """
 
     def __init__(
         self,
-        message: str,
+        text: str,
+        /,
         *,
         status: int,
         method: str = "",
@@ -184,14 +203,22 @@ class HttpStatusError(ServiceError):
         body: str = "",
         request_id: str | None = None,
         retry_after: float | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        param: str | None = None,
+        message: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(text)
         self.status = status
         self.method = method
         self.url = url
         self.body = body
         self.request_id = request_id
         self.retry_after = retry_after
+        self.code = code
+        self.type = type
+        self.param = param
+        self.message = message
 
 
 class AuthenticationError(HttpStatusError):
@@ -201,6 +228,50 @@ class AuthenticationError(HttpStatusError):
     to have the supervisor restart the actor (which re-reads its key) or stop
     it, instead of failing every call one by one.
     """
+
+
+class ProviderError(ServiceError):
+    """The provider reported an error inside a successful response.
+
+    Raised when a 200 answer's body is an error (``{"error": {...}}``
+    instead of a reply), or a stream carries an error event part-way
+    through (after which it ends; what it delivered before stays
+    delivered). The provider's fault (or that of what it fronts, such as a
+    gateway's guardrail), not the caller's; the message says where it
+    happened and what the provider said.
+
+    Retry policies retry it only when its :attr:`code` or :attr:`type`
+    names a transient condition (``server_error``, ``rate_limit_exceeded``,
+    ``overloaded_error``, ``timeout``, ...: see :class:`corral.RetryPolicy`),
+    and a stream only before its first chunk, as every stream.
+
+    Attributes:
+        code: The provider's error code, if it gave one.
+        type: The provider's error type, if it gave one.
+        param: The request parameter the provider blames, if any.
+        message: The provider's error message, if any.
+        request_id: The provider's request id, if known.
+
+    All are redacted of the actor's secrets.
+    """
+
+    def __init__(
+        self,
+        text: str,
+        /,
+        *,
+        code: str | None = None,
+        type: str | None = None,
+        param: str | None = None,
+        message: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(text)
+        self.code = code
+        self.type = type
+        self.param = param
+        self.message = message
+        self.request_id = request_id
 
 
 class TransportError(ServiceError):

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import httpx
 from opentelemetry import trace
@@ -28,8 +28,9 @@ from .._core._exceptions import (
 )
 from .._core._pile import current_call
 from ..telemetry._instrument import client_span
+from ._errors import ErrorDetail, parse_error
 from ._redact import Redactor, header_secrets, is_secret_header, redact_unparsed_url
-from ._retry import parse_retry_after
+from ._retry import retry_after_from_headers
 
 __all__ = ["DEFAULT_HTTP_TIMEOUT", "HttpService"]
 
@@ -42,6 +43,21 @@ _BODY_EXCERPT = 500
 #: Characters of a body the redactor reads: far past the excerpt, so that a
 #: secret cut at this edge cannot slide into the excerpt as earlier ones shrink.
 _BODY_REDACTED = 64 * 1024
+#: Characters of the body (or of the provider's message) an error's message quotes.
+_MESSAGE_EXCERPT = 200
+#: Headers that carry a request id, in the order they are looked up (the first
+#: present wins): the provider's own (OpenAI, Anthropic, Azure OpenAI), then a
+#: gateway's (LiteLLM), then those of what fronts it (Azure API Management,
+#: AWS, Cloudflare), then a generic correlation id.
+REQUEST_ID_HEADERS: Final = (
+    "x-request-id",
+    "request-id",
+    "x-litellm-call-id",
+    "apim-request-id",
+    "x-amzn-requestid",
+    "cf-ray",
+    "x-correlation-id",
+)
 _MAX_KEEPALIVE = 20
 #: Span names and attributes kept per (method, path, template).
 _SPAN_CACHE_SIZE = 256
@@ -56,24 +72,58 @@ def _excerpt(response: httpx.Response, redactor: Redactor, limit: int = _BODY_EX
     return redactor.text(text)[:limit]
 
 
+def request_id(headers: Mapping[str, str]) -> str | None:
+    """The provider's request id: the first of :data:`REQUEST_ID_HEADERS` present (unredacted)."""
+    for name in REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def _detail(response: httpx.Response, redactor: Redactor) -> ErrorDetail | None:
+    # The provider's account of the error, from a JSON body of a sane size.
+    if len(response.content) > _BODY_REDACTED:
+        return None
+    try:
+        data = json.loads(response.content)
+    except ValueError:  # not JSON, or not UTF-8: the excerpt is all there is
+        return None
+    detail = parse_error(data)
+    return None if detail is None else detail.redacted(redactor.text)
+
+
 def status_error(response: httpx.Response, redactor: Redactor) -> HttpStatusError:
-    """The corral error for an HTTP error response, with *redactor*'s secrets taken out."""
+    """The corral error for an HTTP error response, with *redactor*'s secrets taken out.
+
+    Reads the provider's error (``code``, ``type``, ``param``, ``message``)
+    from a JSON body, the wait from ``retry-after-ms`` or ``Retry-After``,
+    and the request id from :data:`REQUEST_ID_HEADERS`.
+    """
     request = response.request
     url = redactor.url(request.url, query=False)
-    retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
-    request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
+    retry_after = retry_after_from_headers(response.headers, time.time())
+    found_id = request_id(response.headers)
     body = _excerpt(response, redactor)
-    detail = f": {body[:200]}" if body else ""
+    detail = _detail(response, redactor)
+    if detail is not None and detail.message is not None:
+        said = f": {detail.describe()[:_MESSAGE_EXCERPT]}"
+    else:
+        said = f": {body[:_MESSAGE_EXCERPT]}" if body else ""
     kind = AuthenticationError if response.status_code in (401, 403) else HttpStatusError
     status = redactor.text(f"{response.status_code} {response.reason_phrase}".strip())
     return kind(
-        f"{request.method} {url} answered {status}{detail}",
+        f"{request.method} {url} answered {status}{said}",
         status=response.status_code,
         method=request.method,
         url=url,
         body=body,
-        request_id=None if request_id is None else redactor.text(request_id),
+        request_id=None if found_id is None else redactor.text(found_id),
         retry_after=retry_after,
+        code=None if detail is None else detail.code,
+        type=None if detail is None else detail.type,
+        param=None if detail is None else detail.param,
+        message=None if detail is None else detail.message,
     )
 
 
