@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -147,9 +148,11 @@ def test_the_guard_checks_before_the_first_export_and_rechecks_at_most_every_two
     now[0] += 0.001  # exactly the interval: check again
     assert guard.admit()
     assert network.attempts == 2
+    guard.sending(4)
     guard.delivered(4, True, spans=True)
     assert guard.admit() and guard.admit()  # healthy: no connect per batch
     assert network.attempts == 2
+    guard.sending(1)
     guard.delivered(1, False, spans=True)  # an export failed: check before the next
     guard.dropped(1)
     network.up = False
@@ -183,3 +186,160 @@ def test_a_long_run_that_lost_spans_after_the_warning_reports_the_total_at_shutd
     assert messages[1] == (
         "7 spans could not be delivered to http://127.0.0.1:4318/v1/traces (connection refused)"
     )
+
+
+def test_a_failed_export_starts_a_quiet_period_that_doubles_and_a_success_ends() -> None:
+    """A collector that takes the connection but fails exports is left alone 2 s, 4 s, ..."""
+    network, now = FakeNetwork(), [0.0]
+    network.up = True
+    guard = DeliveryGuard(
+        "http://127.0.0.1:4318/v1/traces", connect=network.connect, clock=lambda: now[0]
+    )
+    assert guard.admit()
+    guard.sending(10)
+    guard.delivered(10, False, spans=True, seconds=10.0)
+    guard.dropped(10)
+    connects = network.attempts
+    now[0] += 1.999
+    assert not guard.admit()  # quiet: not even a connect
+    assert network.attempts == connects
+    now[0] += 0.001
+    assert guard.admit()
+    guard.sending(1)
+    guard.delivered(1, False, spans=True, seconds=10.0)
+    guard.dropped(1)
+    now[0] += 3.999
+    assert not guard.admit()  # the second failure: 4 s
+    now[0] += 0.001
+    assert guard.admit()
+    guard.sending(2)
+    guard.delivered(2, True, spans=True)
+    guard.sending(3)
+    guard.delivered(3, False, spans=True, seconds=1.0)  # after a success: 2 s again
+    guard.dropped(3)
+    now[0] += 2.0
+    assert guard.admit()
+    assert guard.statistics() == corral.telemetry.ExportStatistics(
+        endpoint="http://127.0.0.1:4318/v1/traces",
+        exported=2,
+        failed=14,
+        error="the export failed after 10.0s",
+    )
+
+
+def test_shutting_down_sends_nothing_more_to_a_failing_collector() -> None:
+    """After close(), a collector whose last export failed gets nothing; a healthy one does."""
+    network, now = FakeNetwork(), [0.0]
+    network.up = True
+    failing = DeliveryGuard(
+        "http://127.0.0.1:1/v1/traces", connect=network.connect, clock=lambda: now[0]
+    )
+    assert failing.admit()
+    failing.sending(1)
+    failing.delivered(1, False, spans=True, seconds=10.0)
+    failing.dropped(1)
+    failing.close()
+    now[0] += 3600
+    assert not failing.admit()
+    healthy = DeliveryGuard(
+        "http://127.0.0.1:2/v1/traces", connect=network.connect, clock=lambda: now[0]
+    )
+    assert healthy.admit()
+    healthy.sending(1)
+    healthy.delivered(1, True, spans=True)
+    healthy.close()
+    assert healthy.admit()
+
+
+def test_the_error_is_that_of_the_spans_lost_not_of_a_metrics_export() -> None:
+    """Regression: a failed metrics check set error while no span was lost."""
+    network, now = FakeNetwork(), [0.0]
+    guard = DeliveryGuard(
+        "http://127.0.0.1:4318/v1/traces", connect=network.connect, clock=lambda: now[0]
+    )
+    assert not guard.admit()  # a metrics export, refused
+    network.up = True
+    now[0] += 2
+    assert guard.admit()
+    guard.sending(24)
+    guard.delivered(24, True, spans=True)
+    assert guard.statistics() == corral.telemetry.ExportStatistics(
+        endpoint="http://127.0.0.1:4318/v1/traces", exported=24
+    )
+
+
+class SilentCollector:
+    """Takes connections and reads requests, and never answers; counts the requests."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.requests = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.05)
+        conns: list[socket.socket] = []
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+                conn.settimeout(0.05)
+                conns.append(conn)
+            except TimeoutError:
+                pass
+            for conn in conns:
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    data = b""
+                self.requests += data.count(b"POST /v1/traces")
+        for conn in conns:
+            conn.close()
+        self.listener.close()
+
+    def __enter__(self) -> SilentCollector:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+@pytest.mark.anyio
+async def test_a_collector_that_never_answers_gets_one_export_and_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: each batch waited the exporter's whole timeout for a silent collector."""
+    # Longer than the 2 s between checks, so only the quiet period keeps it to one.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2.2")
+    with SilentCollector() as collector:
+        telemetry = corral.telemetry.configure(
+            endpoint=f"http://127.0.0.1:{collector.port}",
+            set_global=False,
+            metrics=False,
+            flush_timeout=10.0,
+        )
+        async with corral.Runtime(instruments=[telemetry.instrument()]) as rt:
+            ref = await rt.spawn(Calculator, name="calc")
+            for i in range(700):
+                await ref.ask(Add(a=i, b=1))
+        await telemetry.aclose()
+        stats = telemetry.statistics()
+        assert collector.requests == 1
+    assert stats.exported == 0
+    assert stats.pending == 0
+    assert stats.failed == 1400
+    assert stats.error is not None and stats.error.startswith("the export failed after")
+
+
+def test_an_endpoint_given_with_its_signal_path_is_not_doubled() -> None:
+    """Regression: configure(endpoint='…/v1/traces') exported to '…/v1/traces/v1/traces'."""
+    telemetry = corral.telemetry.configure(
+        endpoint="http://127.0.0.1:4318/v1/traces", set_global=False, metrics=False
+    )
+    assert telemetry.otlp_endpoint == "http://127.0.0.1:4318/v1/traces"
+    telemetry.shutdown()

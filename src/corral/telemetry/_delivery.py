@@ -3,11 +3,19 @@
 The OTLP exporters retry a refused connection with backoff for up to their
 timeout (10 s by default), logging a line per retry; at a program's exit
 that is seconds of waiting and a screenful of warnings for spans that will
-never arrive. :class:`DeliveryGuard` puts one cheap check in front: while the
-last export failed, a TCP connect to the collector (at most every
-:data:`_RECHECK_INTERVAL` seconds) decides whether to hand the next batch to
-the exporter at all. A collector that is there (slow or not) sees no
-difference; one that is not costs a refused connect, and one warning line.
+never arrive. :class:`DeliveryGuard` stands in front of the exporters:
+
+* before the first export, and after a failed one, a TCP connect to the
+  collector decides whether the next batch is sent at all (at most every
+  :data:`_RECHECK_INTERVAL` seconds; batches in between are dropped);
+* an export that failed although the collector took the connection (it
+  answered an error, or did not answer in time) starts a quiet period
+  (2 s, doubling to 30 s while failures go on) in which nothing is sent;
+* once the program shuts down, a collector whose last export failed gets
+  nothing more, so the exit waits for at most the export under way.
+
+A collector that answers sees no difference. Spans that are not delivered
+are counted, and one warning names the endpoint.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ logger = logging.getLogger("corral.telemetry")
 
 #: Seconds between reachability checks while the collector is unreachable.
 _RECHECK_INTERVAL: Final = 2.0
+#: The quiet period after a failed export: first, and longest.
+_QUIET_MIN: Final = 2.0
+_QUIET_MAX: Final = 30.0
 #: Longest a reachability check waits for the TCP handshake.
 _CONNECT_TIMEOUT: Final = 1.0
 #: A shutdown this long after the warning repeats the count of lost spans.
@@ -40,13 +51,16 @@ class ExportStatistics:
     """What was delivered to the OTLP collector, from :meth:`Telemetry.statistics`.
 
     Read it after :meth:`Telemetry.aclose` for the whole run; before, it is
-    what the exporter has handled so far (spans still buffered count in
-    neither field).
+    what the exporter has handled so far (spans still buffered count in no
+    field).
 
     Attributes:
         endpoint: The OTLP/HTTP traces endpoint, or ``None`` without OTLP export.
         exported: Spans the collector accepted.
         failed: Spans that could not be delivered (dropped, never retried later).
+        pending: Spans sent to the collector that had no answer yet when
+            the statistics were read (an export still under way: a slow or
+            silent collector).
         error: Why the first undelivered spans were not delivered, one line
             (``"connection refused"``), or ``None``.
     """
@@ -54,6 +68,7 @@ class ExportStatistics:
     endpoint: str | None
     exported: int = 0
     failed: int = 0
+    pending: int = 0
     error: str | None = None
 
 
@@ -103,9 +118,14 @@ class DeliveryGuard:
         # means the next batch goes straight to the exporter.
         self._healthy = False
         self._next_check = 0.0
+        self._quiet_until = 0.0
+        self._quiet = 0.0  # the last quiet period (0: none since the last success)
+        self._closing = False
         self._exported = 0
         self._failed = 0
+        self._pending = 0
         self._failed_at_warning = 0
+        self._reason = "no export yet"  # why the last check or export failed
         self._error: str | None = None
         self._warned = False
         self._warned_at = 0.0
@@ -115,34 +135,54 @@ class DeliveryGuard:
     def admit(self) -> bool:
         """Whether to hand the next batch to the exporter (else it is counted as lost)."""
         with self._lock:
-            if self._healthy or not self._check:
+            if self._healthy:
                 return True
+            if self._closing and self._quiet:
+                return False  # shutting down: no more waiting on a failing collector
             now = self._clock()
+            if now < self._quiet_until:
+                return False
+            if not self._check:
+                return True
             if now < self._next_check:
                 return False
             self._next_check = now + _RECHECK_INTERVAL
         try:
             sock = self._connect(self._address, _CONNECT_TIMEOUT)
         except OSError as exc:
-            self._note_error(_reason(exc))
+            with self._lock:
+                self._reason = _reason(exc)
             return False
         sock.close()
         return True
 
-    def delivered(self, count: int, ok: bool, *, spans: bool) -> None:
+    def sending(self, count: int) -> None:
+        """*count* spans go to the exporter now."""
+        with self._lock:
+            self._pending += count
+
+    def delivered(self, count: int, ok: bool, *, spans: bool, seconds: float = 0.0) -> None:
         """Record an export's outcome (*spans*: whether *count* counts spans)."""
         with self._lock:
+            if spans:
+                self._pending -= count
             self._healthy = ok
             if ok:
+                self._quiet = 0.0
                 if spans:
                     self._exported += count
                 return
-        self._note_error("the collector did not accept the export")
+            # It took the connection and still failed: stay quiet a while.
+            self._quiet = min(_QUIET_MAX, max(_QUIET_MIN, self._quiet * 2))
+            self._quiet_until = self._clock() + self._quiet
+            self._reason = f"the export failed after {seconds:.1f}s"
 
     def dropped(self, count: int) -> None:
-        """Count *count* spans not handed to the exporter; warn the first time."""
+        """Count *count* spans not delivered; warn the first time."""
         with self._lock:
             self._failed += count
+            if self._error is None:
+                self._error = self._reason
             warn = not self._warned
             if warn:
                 self._warned = True
@@ -151,16 +191,16 @@ class DeliveryGuard:
             error = self._error
         if warn:
             logger.warning(
-                "no OTLP collector at %s (%s): spans are counted and dropped until one answers",
+                "cannot deliver spans to the OTLP collector at %s (%s): they are counted "
+                "and dropped until it answers",
                 display_url(self.endpoint),
                 error,
             )
 
-    def _note_error(self, reason: str) -> None:
+    def close(self) -> None:
+        """The program is shutting down: a collector whose last export failed gets no more."""
         with self._lock:
-            self._healthy = False
-            if self._error is None:
-                self._error = reason
+            self._closing = True
 
     # --- for Telemetry ----------------------------------------------------------
 
@@ -170,6 +210,7 @@ class DeliveryGuard:
                 endpoint=self.endpoint,
                 exported=self._exported,
                 failed=self._failed,
+                pending=self._pending,
                 error=self._error,
             )
 
@@ -206,15 +247,20 @@ class GuardedSpanExporter:
     def export(self, spans: Sequence[Any]) -> Any:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
-        guard = self._guard
+        guard, count = self._guard, len(spans)
         if not guard.admit():
-            guard.dropped(len(spans))
+            guard.dropped(count)
             return SpanExportResult.FAILURE
-        result = self._inner.export(spans)
-        ok = result is SpanExportResult.SUCCESS
-        guard.delivered(len(spans), ok, spans=True)
-        if not ok:
-            guard.dropped(len(spans))
+        guard.sending(count)
+        started = time.monotonic()
+        ok = False
+        try:
+            result = self._inner.export(spans)
+            ok = result is SpanExportResult.SUCCESS
+        finally:
+            guard.delivered(count, ok, spans=True, seconds=time.monotonic() - started)
+            if not ok:
+                guard.dropped(count)
         return result
 
     def shutdown(self) -> None:
@@ -241,10 +287,12 @@ def guarded_metric_exporter(inner: Any, guard: DeliveryGuard) -> Any:
         ) -> MetricExportResult:
             if not guard.admit():
                 return MetricExportResult.FAILURE
+            started = time.monotonic()
             result: MetricExportResult = inner.export(
                 metrics_data, timeout_millis=timeout_millis, **kwargs
             )
-            guard.delivered(0, result is MetricExportResult.SUCCESS, spans=False)
+            ok = result is MetricExportResult.SUCCESS
+            guard.delivered(0, ok, spans=False, seconds=time.monotonic() - started)
             return result
 
         def force_flush(self, timeout_millis: float = 10_000) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Sequence
 from typing import Any, Final, cast
@@ -66,6 +67,8 @@ class Telemetry:
 
     def shutdown(self) -> None:
         """Flush and shut the providers down (blocking; prefer :meth:`aclose` in async code)."""
+        if self._guard is not None:
+            self._guard.close()
         self.tracer_provider.shutdown()
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
@@ -73,9 +76,13 @@ class Telemetry:
 
 def _signal_endpoint(signal: str, endpoint: str | None) -> str:
     # The standard variables: a signal-specific endpoint is used as is; the
-    # general one gets the signal's path appended.
+    # general one gets the signal's path appended. An *endpoint* given with
+    # a signal's path already (…/v1/traces) is taken as the base it names.
     if endpoint:
-        return endpoint.rstrip("/") + f"/v1/{signal}"
+        base = endpoint.rstrip("/")
+        for known in ("traces", "metrics", "logs"):
+            base = base.removesuffix(f"/v1/{known}")
+        return base + f"/v1/{signal}"
     specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
     if specific:
         return specific
@@ -124,11 +131,15 @@ def configure(
     blocks calls; at its exit a runtime flushes within *flush_timeout*.
 
     When no collector listens at the OTLP endpoint, nothing waits for one:
-    after a failed export a TCP connect (at most every 2 s) decides whether
-    the next batch is sent at all, spans that cannot be delivered are counted
+    before the first export and after a failed one a TCP connect (at most
+    every 2 s) decides whether the next batch is sent at all; a collector
+    that takes the connection but fails the export (an error, or no answer
+    within the exporter's timeout, ``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s) gets
+    nothing for a quiet period (2 s, doubling to 30 s), and nothing more once
+    the program shuts down. Spans that cannot be delivered are counted
     (:meth:`Telemetry.statistics`) and dropped, and one warning naming the
-    endpoint goes to the ``corral.telemetry`` logger. A collector that is
-    there, however slow, is used as the exporter always did.
+    endpoint goes to the ``corral.telemetry`` logger. A collector that
+    answers, however slowly, is used as the exporter always did.
 
     Raises:
         ValueError: An unknown exporter name, or ``"file"`` without *trace_file*.
@@ -164,6 +175,9 @@ def configure(
 
             otlp_endpoint = _signal_endpoint("traces", endpoint)
             guard = DeliveryGuard(otlp_endpoint)
+            # Runs before the SDK's own exit handler (registered earlier, so
+            # later): the final export at exit skips a failing collector.
+            atexit.register(guard.close)
             span_exporter = GuardedSpanExporter(OTLPSpanExporter(endpoint=otlp_endpoint), guard)
             provider.add_span_processor(processor(span_exporter))  # type: ignore[arg-type]
         elif item == "console":
