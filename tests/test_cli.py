@@ -101,10 +101,13 @@ def test_trace_refuses_missing_and_malformed_files(tmp_path: Path) -> None:
     out = run("trace", "missing.jsonl", cwd=tmp_path)
     assert out.returncode == 2
     assert out.stderr.startswith("corral trace: error: cannot read missing.jsonl")
+    assert "is it an OTLP JSON file" not in out.stderr  # a missing file is just missing
+    assert len(out.stderr.splitlines()) == 1
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     out = run("trace", "bad.jsonl", cwd=tmp_path)
     assert out.returncode == 2
     assert "bad.jsonl:1: not JSON" in out.stderr
+    assert "is it an OTLP JSON file" in out.stderr
     assert "Traceback" not in out.stderr
     out = run("--debug", "trace", "bad.jsonl", cwd=tmp_path)
     assert out.returncode != 0

@@ -303,7 +303,7 @@ async def test_otlp_to_nothing_says_it_could_not_reach_it() -> None:
     assert "sent " not in text
 
 
-@pytest.mark.parametrize("url", ["notaurl", "ftp://example.com", "http://", "http://h:port"])
+@pytest.mark.parametrize("url", ["notaurl", "ftp://example.com", "http://", ""])
 def test_otlp_that_is_not_an_http_url_is_refused(
     url: str, capsys: pytest.CaptureFixture[str], no_otel_env: None
 ) -> None:
@@ -312,6 +312,58 @@ def test_otlp_that_is_not_an_http_url_is_refused(
     assert capsys.readouterr().err == (
         f"corral demo: error: --otlp must be an http:// or https:// URL, got {url!r}\n"
     )
+
+
+@pytest.mark.parametrize("url", ["http://h:port", "http://127.0.0.1:99999"])
+def test_an_otlp_url_with_a_bad_port_says_the_port_is_wrong(
+    url: str, capsys: pytest.CaptureFixture[str], no_otel_env: None
+) -> None:
+    """Regression: a port out of range was reported as 'not an http:// URL'."""
+    assert main(["demo", "--otlp", url]) == 2
+    assert capsys.readouterr().err == (
+        f"corral demo: error: --otlp has no valid port (a number from 1 to 65535), got {url!r}\n"
+    )
+
+
+def test_only_the_failures_the_demo_provokes_count_as_intended() -> None:
+    """Regression: any ServiceError counted as intended, so 262 404s from a wrong URL exited 0."""
+    from corral._cli._demo import intended
+
+    assert intended(corral.HttpStatusError("x", status=503))
+    assert intended(corral.HttpStatusError("x", status=429))
+    assert not intended(corral.HttpStatusError("x", status=404))
+    assert not intended(corral.AuthenticationError("x", status=401))
+    assert not intended(corral.ProtocolError("malformed"))
+    assert not intended(corral.TransportError("refused"))
+    assert intended(corral.Crash("on purpose"))
+
+
+def test_an_otlp_collector_that_never_answered_is_not_reported_as_sent() -> None:
+    """Regression: a silent collector was reported as 'sent 0 spans'."""
+    from corral._cli._demo import DemoResult, _summary
+    from corral.telemetry import ExportStatistics
+
+    result = DemoResult(
+        calls=5,
+        seed=1,
+        succeeded=5,
+        failed={},
+        unexpected=[],
+        pending=0,
+        trace_file="t.jsonl",
+        export=ExportStatistics(endpoint="http://127.0.0.1:9/v1/traces", pending=10),
+        slowest=[],
+        elapsed=0.1,
+        spans=10,
+        circuit_opened=0,
+        rows=[],
+    )
+    out = io.StringIO()
+    _summary(out, result, None)
+    assert "could not reach http://127.0.0.1:9/v1/traces: no answer yet for 10 spans" in (
+        out.getvalue()
+    )
+    assert "sent " not in out.getvalue()
 
 
 def test_an_otlp_endpoint_from_the_environment_is_checked_too(

@@ -23,12 +23,16 @@ def terminal_width() -> int | None:
 def _check_url(value: str, where: str) -> None:
     try:
         parts = urllib.parse.urlsplit(value)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CommandError(f"{where} must be an http:// or https:// URL, got {value!r}")
+    try:
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
     except ValueError:
-        ok = False
-    if not ok:
-        raise CommandError(f"{where} must be an http:// or https:// URL, got {value!r}")
+        raise CommandError(
+            f"{where} has no valid port (a number from 1 to 65535), got {value!r}"
+        ) from None
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -145,6 +149,8 @@ def trace(args: argparse.Namespace) -> int:
     try:
         spans = read_otlp_json(args.file)
     except TraceFileError as exc:
+        if isinstance(exc.__cause__, OSError):  # missing or unreadable: no format hint
+            raise CommandError(str(exc)) from exc
         raise CommandError(
             f"{exc}; is it an OTLP JSON file (corral demo --traces writes one)?"
         ) from exc

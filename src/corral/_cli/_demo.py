@@ -37,14 +37,25 @@ from ._waterfall import draw_trace
 
 __all__ = ["DemoResult", "run_demo"]
 
-#: Errors the demo provokes on purpose; any other error is a bug.
+#: Errors the demo provokes on purpose; any other error is a bug (a 404 from
+#: a wrong URL, a 401, a malformed reply...), and makes it exit 1.
 EXPECTED = (
-    corral.ServiceError,
     corral.CircuitOpen,
     corral.DeadlineExceeded,
     corral.Crash,
     corral.ActorStopped,
 )
+#: The statuses its fake server answers with on purpose.
+EXPECTED_STATUSES = frozenset({429, 500, 503})
+
+
+def intended(error: BaseException) -> bool:
+    """Whether *error* is one of the failures the demo provokes."""
+    if isinstance(error, corral.HttpStatusError):
+        return error.status in EXPECTED_STATUSES
+    return isinstance(error, EXPECTED)
+
+
 _ACTORS = ("chat", "embed", "tool")
 _MAX_ATTEMPTS = 5
 
@@ -368,7 +379,7 @@ async def _run(
                         span.set_status(Status(StatusCode.ERROR, str(error)))
             if error is None:
                 outcomes["succeeded"] += 1
-            elif isinstance(error, EXPECTED):
+            elif intended(error):
                 outcomes[type(error).__name__] += 1
             else:
                 unexpected.append(f"{kind}: {type(error).__name__}: {error}")
@@ -470,15 +481,15 @@ def _summary(out: TextIO, result: DemoResult, width: int | None) -> None:
         say("  docker run --rm -p 16686:16686 -p 4318:4318 jaegertracing/all-in-one")
         say("and send them to it:")
         say(f"  {corral_} demo --otlp http://localhost:4318")
-    elif export.failed or export.error is not None:
+    elif export.failed or export.pending or export.error is not None:
         # Only what the collector accepted counts as sent.
-        sent = f" ({export.exported} spans sent, {export.failed} lost)" if export.exported else ""
-        say(
-            f"could not reach {export.endpoint}: {export.error or 'spans were lost'}{sent}",
-            prose=True,
+        reason = export.error or (
+            f"no answer yet for {export.pending} spans" if export.pending else "spans were lost"
         )
+        counts = [f"{export.exported} spans sent"] if export.exported else []
+        counts += [f"{export.failed} lost"] if export.failed else []
+        counts += [f"{export.pending} unanswered"] if export.pending else []
+        detail = f" ({', '.join(counts)})" if export.exported else ""
+        say(f"could not reach {export.endpoint}: {reason}{detail}", prose=True)
     else:
-        say(
-            f"sent {export.exported} spans to {export.endpoint} (open Jaeger on :16686)",
-            prose=True,
-        )
+        say(f"sent {export.exported} spans to {export.endpoint}", prose=True)
