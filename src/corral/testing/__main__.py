@@ -2,7 +2,11 @@
 
 Prints ``listening on <port>`` once it is up and serves until killed (or
 until its standard input closes). Options: ``--latency``, ``--jitter``,
-``--port``, ``--host``.
+``--port``, ``--host``, ``--api-key``, ``--seed``, the faults (``--rate-429``,
+``--rate-500``, ``--rate-503``, ``--rate-slow``, ``--rate-drop``,
+``--rate-malformed``, ``--retry-after``, ``--slow-delay``, ``--faults-by``),
+``--rate-limit``/``--rate-burst``, ``--stream-delay`` and ``--model``: the
+:class:`~corral.testing.FakeLLMServer` options of the same names.
 """
 
 from __future__ import annotations
@@ -15,20 +19,50 @@ from typing import NoReturn
 
 import anyio
 
-from ._fake_llm import FakeLLMServer
+from ._fake_llm import FakeLLMServer, Faults
 
 _PROG = "python -m corral.testing"
 _DESCRIPTION = (
-    "Run the fake OpenAI-compatible server (POST /v1/chat/completions and /v1/embeddings) "
-    "in a process of its own. It prints 'listening on PORT' once it is up, and serves until "
-    "it is killed or its standard input closes."
+    "Run the fake OpenAI-compatible server (POST /v1/chat/completions and /v1/embeddings, "
+    "GET /v1/models) in a process of its own. It prints 'listening on PORT' once it is up, "
+    "and serves until it is killed or its standard input closes."
+)
+#: The fault options: (option, the Faults field, what it means).
+_RATES = (
+    ("--rate-429", "rate_429", "answer 429 rate_limit_exceeded, with Retry-After"),
+    ("--rate-500", "rate_500", "answer 500"),
+    ("--rate-503", "rate_503", "answer 503"),
+    ("--rate-slow", "rate_slow", "answer after --slow-delay more seconds"),
+    ("--rate-drop", "rate_drop", "close the connection without an answer"),
+    ("--rate-malformed", "rate_malformed", "answer 200 with a body that is not JSON"),
 )
 
 
+def _server(args: argparse.Namespace) -> FakeLLMServer:
+    """The server the parsed options describe."""
+    faults = Faults(
+        retry_after=args.retry_after,
+        slow_delay=args.slow_delay,
+        **{field: getattr(args, field) for _, field, _ in _RATES},
+    )
+    return FakeLLMServer(
+        latency=args.latency,
+        jitter=args.jitter,
+        faults=faults,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        api_key=args.api_key,
+        seed=args.seed,
+        host=args.host,
+        port=args.port,
+        stream_delay=args.stream_delay,
+        faults_by=args.faults_by,
+        models=args.model,
+    )
+
+
 async def _serve(args: argparse.Namespace) -> None:
-    async with FakeLLMServer(
-        latency=args.latency, jitter=args.jitter, host=args.host, port=args.port
-    ) as server:
+    async with _server(args) as server:
         print(f"listening on {server.port}", flush=True)
         closed = anyio.Event()
         token = anyio.lowlevel.current_token()
@@ -61,6 +95,79 @@ def _parser() -> _Parser:
     parser.add_argument(
         "--port", type=int, default=0, help="port to listen on (default: a free one)"
     )
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="answer 401 invalid_api_key unless a request has Authorization: Bearer KEY "
+        "(checked before the rate limit; default: no key needed)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the faults and the jitter (default 0)"
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="serve this model (repeat for more); others get 404 model_not_found "
+        "(default: serve any model)",
+    )
+    parser.add_argument(
+        "--stream-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds between the chunks of a streamed reply (default 0)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="PER_SECOND",
+        help="accept this many requests per second, answer 429 beyond (default: no limit)",
+    )
+    parser.add_argument(
+        "--rate-burst",
+        type=float,
+        default=1.0,
+        metavar="N",
+        help="requests the rate limit lets through at once (default 1)",
+    )
+    faults = parser.add_argument_group(
+        "faults",
+        "Random misbehaviour: each request meets at most one fault, drawn with these "
+        "probabilities (seeded by --seed).",
+    )
+    for option, field, meaning in _RATES:
+        faults.add_argument(
+            option,
+            dest=field,
+            type=float,
+            default=0.0,
+            metavar="P",
+            help=f"probability to {meaning} (default 0)",
+        )
+    faults.add_argument(
+        "--retry-after",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="the wait its 429s ask for (Retry-After in whole seconds, rounded up, and "
+        "retry-after-ms; default 1)",
+    )
+    faults.add_argument(
+        "--slow-delay",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="the extra wait of a slow answer (default 2)",
+    )
+    faults.add_argument(
+        "--faults-by",
+        choices=("arrival", "body"),
+        default="arrival",
+        help="draw each fault in the order requests arrive, or from the request's body, "
+        "so the same requests meet the same faults on every run (default arrival)",
+    )
     return parser
 
 
@@ -74,6 +181,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--jitter must be >= 0 seconds, got {args.jitter}")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, got {args.port}")
+    for option, field, _ in _RATES:
+        if not 0 <= getattr(args, field) <= 1:
+            parser.error(f"{option} must be a probability in [0, 1], got {getattr(args, field)}")
+    for option in ("retry_after", "slow_delay", "stream_delay"):
+        if not getattr(args, option) >= 0:
+            name = "--" + option.replace("_", "-")
+            parser.error(f"{name} must be >= 0 seconds, got {getattr(args, option)}")
+    if args.rate_limit is not None and not args.rate_limit > 0:
+        parser.error(f"--rate-limit must be > 0 requests per second, got {args.rate_limit}")
+    if not args.rate_burst >= 1:
+        parser.error(f"--rate-burst must be >= 1, got {args.rate_burst}")
     try:
         anyio.run(_serve, args)
     except OSError as exc:

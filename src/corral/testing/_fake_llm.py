@@ -13,12 +13,14 @@ import json
 import math
 import os
 import random
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal
+from urllib.parse import unquote
 
 import anyio
 import anyio.abc
@@ -26,9 +28,42 @@ import anyio.from_thread
 import attrs
 import h11
 
+from ._fake_openai import (
+    OUTCOME_ERRORS,
+    STREAM_ERROR,
+    Chat,
+    Ids,
+    RequestError,
+    embeddings_reply,
+    error_body,
+    model_object,
+    plan_chat,
+)
+
 __all__ = ["FakeLLMServer", "Faults", "ServerStats"]
 
-_OUTCOMES: Final = ("ok", "429", "500", "503", "401", "slow", "drop", "malformed")
+_OUTCOMES: Final = (
+    "ok",
+    "429",
+    "500",
+    "503",
+    "401",
+    "slow",
+    "drop",
+    "malformed",
+    "quota",
+    "context_length",
+    "refusal",
+    "error_200",
+    "cut",
+)
+#: Outcomes that may name how many stream chunks come first: "cut:5".
+_COUNTED: Final = ("error_200", "cut")
+_DEFAULT_CHUNKS: Final = 3
+_SCRIPTED: Final = re.compile(r"(?P<outcome>[a-z_0-9]+)(?::(?P<chunks>\d+))?")
+_CHAT: Final = "/v1/chat/completions"
+_EMBEDDINGS: Final = "/v1/embeddings"
+_MODELS: Final = "/v1/models"
 _FAULTS_BY: Final = ("arrival", "body")
 
 
@@ -123,13 +158,28 @@ class ServerStats:
         return best
 
 
+def _parse_outcome(outcome: str) -> tuple[str, int]:
+    # A script entry as (outcome, chunks before the fault, for error_200 and cut).
+    match = _SCRIPTED.fullmatch(outcome)
+    name = match["outcome"] if match else ""
+    if name not in _OUTCOMES or (match and match["chunks"] and name not in _COUNTED):
+        raise ValueError(
+            f"script outcomes are {', '.join(_OUTCOMES)} (error_200 and cut may end "
+            f"with :N chunks); got {outcome!r}"
+        )
+    assert match is not None
+    return name, int(match["chunks"] or _DEFAULT_CHUNKS)
+
+
 class FakeLLMServer:
     """A real HTTP server on loopback that speaks the OpenAI-compatible endpoints.
 
-    ``POST /v1/chat/completions`` and ``POST /v1/embeddings``, with
-    configurable latency, faults (429 with ``Retry-After``, 500, 503, slow
-    answers, dropped connections, malformed bodies), an optional API key and
-    an optional server-side rate limit, and counters to assert on::
+    ``POST /v1/chat/completions`` (whole or streamed), ``POST /v1/embeddings``
+    and ``GET /v1/models`` as OpenAI answers them, so the official ``openai``
+    client accepts every reply and error; with configurable latency, faults
+    (429 with ``Retry-After``, 500, 503, slow answers, dropped connections,
+    malformed bodies), an optional API key and an optional server-side rate
+    limit, and counters to assert on::
 
         async with FakeLLMServer(latency=0.005, faults=Faults(rate_503=0.1)) as server:
             chat = await rt.spawn(lambda: OpenAIChat(model="m", base_url=server.base_url,
@@ -137,13 +187,42 @@ class FakeLLMServer:
             ...
             assert server.stats().requests == ...
 
+    ``with FakeLLMServer() as server:`` works too, for synchronous code (the
+    server runs in a thread of its own either way).
+
+    What the replies say follows fixed rules (nothing is random but the
+    faults): text is ``fake reply to: <the last message>``, a token is four
+    characters, ``max_tokens``/``max_completion_tokens`` cut the text with
+    ``finish_reason: "length"``, ``stop`` sequences cut it, ``n`` gives that
+    many choices. When a request offers ``tools`` and its last message is not
+    a tool result, the reply calls the first tool (every tool under
+    ``parallel_tool_calls: true``; the one ``tool_choice`` names) with the
+    minimal arguments its JSON schema allows; after a tool result it answers
+    in text. ``response_format`` ``json_object`` gives ``{"reply": "<text>"}``,
+    ``json_schema`` the minimal instance of the schema. Streams send the role
+    first, one word per chunk, the finish reason, the usage chunk under
+    ``stream_options: {"include_usage": true}``, then ``[DONE]``. Errors carry
+    OpenAI's body (``message``, ``type``, ``param``, ``code``); a 429 carries a
+    whole-second ``Retry-After`` and ``retry-after-ms``. The API key is checked
+    before the rate limit, as OpenAI does.
+
     Args:
         latency: Seconds each answer takes.
         jitter: Up to this many extra seconds, uniformly.
         faults: Random misbehaviour (:class:`Faults`).
         script: Outcomes for the first requests, in order, before *faults*
-            apply: ``"ok"``, ``"429"``, ``"500"``, ``"503"``, ``"401"``,
-            ``"slow"``, ``"drop"``, ``"malformed"``.
+            apply: ``"ok"``, ``"429"`` (``rate_limit_exceeded``), ``"500"``,
+            ``"503"``, ``"401"`` (``invalid_api_key``), ``"slow"``, ``"drop"``,
+            ``"malformed"``; ``"quota"`` (429 ``insufficient_quota``, no
+            ``Retry-After``), ``"context_length"`` (400
+            ``context_length_exceeded``), ``"refusal"`` (a reply whose
+            ``refusal`` is set and ``content`` null); ``"error_200"`` (a 200
+            whose body is an error; streamed: after 3 chunks, an event
+            ``data: {"error": {...}}`` ends the stream) and ``"cut"`` (a stream
+            that ends after 3 chunks with neither a finish reason nor
+            ``[DONE]``; a whole reply whose connection closes halfway through
+            the body). ``"error_200:N"`` and ``"cut:N"`` send *N* chunks first
+            (the first carries the role, with no content).
         rate_limit: Requests per second the server accepts (a token bucket of
             *rate_burst*); beyond it, 429 with ``Retry-After``.
         api_key: Require ``Authorization: Bearer <api_key>`` (else 401).
@@ -158,6 +237,9 @@ class FakeLLMServer:
             they interleave; a client's retry (the same body again) meets
             the fault of its next attempt. Requests with equal bodies share
             one count, so give them something unique (an id, an index).
+        models: The models it serves: others get 404 ``model_not_found``.
+            Empty (the default): it serves any model. ``GET /v1/models``
+            lists these and every model it was asked for.
 
     Raises:
         OSError: On entering, when it cannot listen on *host* and *port*
@@ -180,6 +262,7 @@ class FakeLLMServer:
         port: int = 0,
         stream_delay: float = 0.0,
         faults_by: Literal["arrival", "body"] = "arrival",
+        models: Iterable[str] = (),
     ) -> None:
         if not latency >= 0 or not jitter >= 0:
             raise ValueError("latency and jitter must be >= 0 seconds")
@@ -187,8 +270,7 @@ class FakeLLMServer:
             raise ValueError(f"faults_by must be 'arrival' or 'body', got {faults_by!r}")
         self.script: collections.deque[str] = collections.deque(script)
         for outcome in self.script:
-            if outcome not in _OUTCOMES:
-                raise ValueError(f"script outcomes are {', '.join(_OUTCOMES)}; got {outcome!r}")
+            _parse_outcome(outcome)
         if rate_limit is not None and not rate_limit > 0:
             raise ValueError(f"rate_limit must be > 0 requests per second, got {rate_limit!r}")
         self.latency = latency
@@ -199,6 +281,11 @@ class FakeLLMServer:
         self.stream_delay = stream_delay
         self.api_key = api_key
         self.host = host
+        self.models: tuple[str, ...] = tuple(models)
+        self._served = frozenset(self.models)
+        #: Every model asked for, in order (a dict as an ordered set).
+        self._asked: dict[str, None] = {}
+        self._ids = Ids()
         self._random = random.Random(seed)
         self._seed = seed
         self.faults_by = faults_by
@@ -276,6 +363,18 @@ class FakeLLMServer:
     ) -> None:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._close)
+
+    def __enter__(self) -> FakeLLMServer:
+        self._start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close()
 
     def _start(self) -> None:
         portal_cm = anyio.from_thread.start_blocking_portal(backend="asyncio")
@@ -389,6 +488,9 @@ class FakeLLMServer:
     ) -> bool:
         path = request.target.decode("latin-1").split("?", 1)[0]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+        authorized = (
+            self.api_key is None or headers.get("authorization") == f"Bearer {self.api_key}"
+        )
         with self._lock:
             self._requests += 1
             self._seen.notify_all()
@@ -403,17 +505,21 @@ class FakeLLMServer:
                 self.script.popleft() if self.script else self.faults.pick(self._draw(path, body))
             )
             delay = self.latency + (self._random.random() * self.jitter if self.jitter else 0.0)
-            refused = self._admit()
+            # The key is checked before the limit, as OpenAI does: a request
+            # without the right key never spends the bucket, and meets 401.
+            refused = self._admit() if authorized else None
         try:
-            if (
-                self.api_key is not None
-                and headers.get("authorization") != f"Bearer {self.api_key}"
-            ):
+            if not authorized:
                 outcome = "401"
             if refused is not None:
-                return await self._send(
-                    conn, stream, 429, {"error": {"message": "rate limited"}}, retry_after=refused
+                limited = error_body(
+                    f"Rate limit reached for requests: the fake server accepts "
+                    f"{self.rate_limit:g} per second. Please try again in "
+                    f"{math.ceil(refused * 1000)}ms.",
+                    type="requests",
+                    code="rate_limit_exceeded",
                 )
+                return await self._send(conn, stream, 429, limited, retry_after=refused)
             if outcome == "drop":
                 with self._lock:
                     self._dropped += 1
@@ -423,113 +529,121 @@ class FakeLLMServer:
                 delay += self.faults.slow_delay
             if delay:
                 await anyio.sleep(delay)
-            if outcome == "429":
-                return await self._send(
-                    conn,
-                    stream,
-                    429,
-                    {"error": {"message": "slow down"}},
-                    retry_after=self.faults.retry_after,
-                )
-            if outcome in ("500", "503", "401"):
-                status = int(outcome)
-                return await self._send(
-                    conn, stream, status, {"error": {"message": f"fake {status}"}}
-                )
-            if request.method != b"POST" or path not in ("/v1/chat/completions", "/v1/embeddings"):
-                return await self._send(conn, stream, 404, {"error": {"message": "not found"}})
-            try:
-                payload = json.loads(body or b"{}")
-            except ValueError:
-                return await self._send(conn, stream, 400, {"error": {"message": "bad JSON"}})
-            if outcome == "malformed":
-                return await self._send_raw(
-                    conn, stream, 200, b"{this is not json", "application/json"
-                )
-            if path.endswith("completions") and payload.get("stream"):
-                return await self._send_events(conn, stream, payload)
-            reply = (
-                self._chat(payload) if path.endswith("completions") else self._embeddings(payload)
-            )
-            return await self._send(conn, stream, 200, reply)
+            outcome, chunks = _parse_outcome(outcome)
+            if outcome in OUTCOME_ERRORS:
+                status, error = OUTCOME_ERRORS[outcome]
+                retry_after = self.faults.retry_after if outcome == "429" else None
+                return await self._send(conn, stream, status, error, retry_after=retry_after)
+            return await self._route(conn, stream, request.method, path, body, outcome, chunks)
         finally:
             with self._lock:
                 self._in_flight -= 1
 
-    @staticmethod
-    def _chat(payload: dict[str, Any]) -> dict[str, Any]:
-        messages = payload.get("messages") or [{"role": "user", "content": ""}]
-        last = str(messages[-1].get("content", ""))
-        prompt = sum(len(str(m.get("content", ""))) for m in messages)
-        content = f"fake reply to: {last[:60]}"
-        completion = max(1, len(content) // 4)
-        return {
-            "id": f"chatcmpl-{abs(hash(last)) % 10**8}",
-            "object": "chat.completion",
-            "model": payload.get("model", "fake"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": max(1, prompt // 4),
-                "completion_tokens": completion,
-                "total_tokens": max(1, prompt // 4) + completion,
-            },
-        }
+    async def _route(
+        self,
+        conn: h11.Connection,
+        stream: anyio.abc.SocketStream,
+        method: bytes,
+        path: str,
+        body: bytes,
+        outcome: str,
+        chunks: int,
+    ) -> bool:
+        # Past the faults: the endpoint's own answer (or OpenAI's error for the request).
+        if method == b"GET" and (path == _MODELS or path.startswith(_MODELS + "/")):
+            return await self._send(conn, stream, *self._models_reply(path))
+        if method != b"POST" or path not in (_CHAT, _EMBEDDINGS):
+            invalid = error_body(
+                f"Invalid URL ({method.decode('latin-1')} {path})", type="invalid_request_error"
+            )
+            return await self._send(conn, stream, 404, invalid)
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            not_json = error_body(
+                "We could not parse the JSON body of your request.", type="invalid_request_error"
+            )
+            return await self._send(conn, stream, 400, not_json)
+        if outcome == "malformed":
+            return await self._send_raw(conn, stream, 200, b"{this is not json", "application/json")
+        try:
+            if path == _CHAT:
+                chat = plan_chat(
+                    payload,
+                    ids=self._ids,
+                    created=int(time.time()),
+                    served=self._served,
+                    refuse=outcome == "refusal",
+                )
+                model = chat.model
+            else:
+                reply = embeddings_reply(payload, served=self._served)
+                model = reply["model"]
+        except RequestError as exc:
+            return await self._send(conn, stream, exc.status, exc.body)
+        if model not in self._asked:
+            with self._lock:
+                self._asked[model] = None
+        if path == _CHAT:
+            if payload.get("stream") is True:
+                return await self._send_events(conn, stream, chat, outcome, chunks)
+            reply = chat.reply()
+        if outcome == "error_200":
+            return await self._send(conn, stream, 200, STREAM_ERROR)
+        if outcome == "cut":
+            whole = json.dumps(reply).encode()
+            return await self._send_raw(
+                conn, stream, 200, whole[: len(whole) // 2], "application/json", length=len(whole)
+            )
+        return await self._send(conn, stream, 200, reply)
 
-    @staticmethod
-    def _embeddings(payload: dict[str, Any]) -> dict[str, Any]:
-        inputs = payload.get("input") or []
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        data = []
-        for index, text in enumerate(inputs):
-            text = str(text)
-            vector = [round(math.sin(len(text) + i), 6) for i in range(8)]
-            data.append({"object": "embedding", "index": index, "embedding": vector})
-        tokens = max(1, sum(len(str(t)) for t in inputs) // 4)
-        return {
-            "object": "list",
-            "data": data,
-            "model": payload.get("model", "fake"),
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
+    def _models_reply(self, path: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            listed = [*self.models, *(m for m in self._asked if m not in self._served)]
+        if path == _MODELS:
+            return 200, {"object": "list", "data": [model_object(m) for m in listed]}
+        model = unquote(path[len(_MODELS) + 1 :])
+        if model in listed:
+            return 200, model_object(model)
+        return 404, error_body(
+            f"The model '{model}' does not exist",
+            type="invalid_request_error",
+            param="model",
+            code="model_not_found",
+        )
 
     async def _send_events(
-        self, conn: h11.Connection, stream: anyio.abc.SocketStream, payload: dict[str, Any]
+        self,
+        conn: h11.Connection,
+        stream: anyio.abc.SocketStream,
+        chat: Chat,
+        outcome: str,
+        chunks: int,
     ) -> bool:
-        # Server-sent events, one per word, as OpenAI streams chat completions.
-        content = self._chat(payload)["choices"][0]["message"]["content"]
-        model = payload.get("model", "fake")
-        words = content.split(" ")
+        # Server-sent events, one chunk per word, as OpenAI streams chat completions.
+        deltas, closing = chat.chunks()
+        if outcome == "error_200":
+            deltas, closing = deltas[:chunks], [STREAM_ERROR]
+        elif outcome == "cut":
+            deltas, closing = deltas[:chunks], []
         with self._lock:
             self._by_status[200] += 1
         headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
         try:
             await stream.send(conn.send(h11.Response(status_code=200, headers=headers)) or b"")
-            for index, word in enumerate(words):
-                piece = word if index == 0 else " " + word
-                event = {
-                    "object": "chat.completion.chunk",
-                    "model": model,
-                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
-                }
+            for event in deltas:
                 data = f"data: {json.dumps(event)}\n\n".encode()
                 await stream.send(conn.send(h11.Data(data=data)) or b"")
                 if self.stream_delay:
                     await anyio.sleep(self.stream_delay)
-            last = {
-                "object": "chat.completion.chunk",
-                "model": model,
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-            }
-            tail = f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode()
+            tail = "".join(f"data: {json.dumps(event)}\n\n" for event in closing)
+            if outcome not in _COUNTED:
+                tail += "data: [DONE]\n\n"
             await stream.send(
-                (conn.send(h11.Data(data=tail)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+                (conn.send(h11.Data(data=tail.encode())) or b"")
+                + (conn.send(h11.EndOfMessage()) or b"")
             )
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
@@ -544,7 +658,16 @@ class FakeLLMServer:
         *,
         retry_after: float | None = None,
     ) -> bool:
-        extra = [] if retry_after is None else [("Retry-After", f"{max(0.0, retry_after):.3f}")]
+        extra = []
+        if retry_after is not None:
+            # Whole seconds (as the header is defined), rounded up so that a
+            # client reading only it never comes back early; milliseconds
+            # beside it, as OpenAI sends them.
+            wait = max(0.0, retry_after)
+            extra = [
+                ("Retry-After", str(math.ceil(round(wait, 3)))),
+                ("retry-after-ms", str(round(wait * 1000))),
+            ]
         return await self._send_raw(
             conn, stream, status, json.dumps(payload).encode(), "application/json", extra
         )
@@ -557,23 +680,28 @@ class FakeLLMServer:
         body: bytes,
         content_type: str,
         extra: Sequence[tuple[str, str]] = (),
+        *,
+        length: int | None = None,
     ) -> bool:
+        # *length*: the Content-Length to announce, when the body stops short of it
+        # (the connection then closes, as a server that died mid-answer).
         with self._lock:
             self._by_status[status] += 1
         headers = [
             ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
+            ("Content-Length", str(len(body) if length is None else length)),
             ("x-request-id", f"req-{self._requests}"),
             *extra,
         ]
         # One write per response: split writes meet Nagle and delayed ACKs.
-        data = (
-            (conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-            + (conn.send(h11.Data(data=body)) or b"")
-            + (conn.send(h11.EndOfMessage()) or b"")
+        data = (conn.send(h11.Response(status_code=status, headers=headers)) or b"") + (
+            conn.send(h11.Data(data=body)) or b""
         )
+        whole = length is None
+        if whole:
+            data += conn.send(h11.EndOfMessage()) or b""
         try:
             await stream.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
-        return True
+        return whole
