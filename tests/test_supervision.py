@@ -301,6 +301,29 @@ async def test_child_failing_at_tree_start_fails_the_runtime_start() -> None:
     assert journal == ["start a", "start bad", "stop a"]
 
 
+class HandlesNothing(corral.Actor):  # type: ignore[type-arg]
+    """An actor that declares no message types."""
+
+
+def test_a_child_spec_of_an_actor_that_handles_nothing_is_refused_at_once() -> None:
+    """child(Class) checks the class at once, with the error spawn gives."""
+    with pytest.raises(TypeError, match="HandlesNothing handles no message types"):
+        corral.child(HandlesNothing, name="h")
+
+
+async def test_a_factory_making_an_actor_that_handles_nothing_fails_the_start_cleanly() -> None:
+    """Regression: the TypeError escaped the tree's start inside nested exception groups."""
+    journal: list[str] = []
+    tree = corral.Supervisor(
+        children=[*workers(journal, "a"), corral.child(lambda: HandlesNothing(), name="h")]
+    )
+    with pytest.raises(TypeError, match="HandlesNothing handles no message types") as info:
+        async with corral.Runtime(tree):
+            pytest.fail("the block must not run")
+    assert type(info.value) is TypeError  # not an exception group
+    assert journal == ["start a", "stop a"]
+
+
 async def test_failing_restart_counts_as_a_crash() -> None:
     """A restart whose on_start fails is one more crash; the intensity still bounds it."""
     journal: list[str] = []

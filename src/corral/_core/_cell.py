@@ -71,6 +71,15 @@ def check_timeout(timeout: float | None, what: str = "timeout") -> None:
         raise ValueError(f"{what} must be >= 0 seconds or None, got {timeout!r}")
 
 
+def check_handles_something(cls: type[Actor[Any, Any]]) -> None:
+    """Refuse an actor class that declares no message types."""
+    if not cls.__corral_dispatch__ and not cls.__corral_streamers__:
+        raise TypeError(
+            f"{cls.__qualname__} handles no message types: declare them as "
+            f"Actor[Request, Reply] or with @corral.handles(...)"
+        )
+
+
 def _not_a_message(actor: str, t: type) -> str:
     return (
         f"actor {actor!r} was sent a {t.__qualname__}, which is not a corral message "
@@ -141,11 +150,7 @@ class ActorCell:
         from ._ref import ActorRef
 
         cls = type(instance)
-        if not cls.__corral_dispatch__ and not cls.__corral_streamers__:
-            raise TypeError(
-                f"{cls.__qualname__} handles no message types: declare them as "
-                f"Actor[Request, Reply] or with @corral.handles(...)"
-            )
+        check_handles_something(cls)
         self.name = name
         self.actor_class = cls
         self.factory = factory

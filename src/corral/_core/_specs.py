@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from ._actor import Actor
-from ._cell import DEFAULT_SHUTDOWN, check_timeout
+from ._cell import DEFAULT_SHUTDOWN, check_handles_something, check_timeout
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._policy import CallPolicy
 
@@ -104,6 +104,8 @@ class ChildSpec:
             raise TypeError(
                 f"child {self.name!r} needs an Actor class or factory, got {self.factory!r}"
             )
+        if isinstance(self.factory, type) and issubclass(self.factory, Actor):
+            check_handles_something(self.factory)
         check_positive_int(self.mailbox, "mailbox capacity")
         check_positive_int(self.max_concurrency, "max_concurrency")
         if self.policy is not None and not isinstance(self.policy, CallPolicy):

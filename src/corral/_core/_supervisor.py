@@ -443,7 +443,13 @@ class Supervisor:
             c.state = previous_state
             return _start_failed(spec.name, exc) if first else exc
         if c.cell is None:
-            c.cell = runtime._new_cell(spec, instance, self)
+            try:
+                c.cell = runtime._new_cell(spec, instance, self)
+            except TypeError as exc:
+                # The factory made no usable actor: the user's mistake, so the
+                # TypeError itself (as spawn raises it), not a crash of the child.
+                c.state = previous_state
+                return exc
             c.cell.owner = c
         else:
             try:
