@@ -407,22 +407,28 @@ async def test_running_calls_fail_with_the_crash_and_are_not_rerun() -> None:
         assert journal.count("a did block") == 0
 
 
-async def test_retry_interrupted_puts_calls_back_in_order() -> None:
-    """An actor may declare interrupted calls idempotent: they rerun, in order, as attempt 2."""
+class Idempotent(Worker):
+    """A worker whose calls may run again after a crash."""
 
-    class Idempotent(Worker):
-        def retry_interrupted(self, msg: Do, error: BaseException) -> bool:
-            return True
+    def retry_interrupted(self, msg: Do, error: BaseException) -> bool:
+        return True
 
+
+def idempotent_tree(made: list[Idempotent]) -> corral.Supervisor:
+    """A tree of one Idempotent worker "a" (3 calls at once); each instance made goes to *made*."""
     journal: list[str] = []
-    made: list[Idempotent] = []
 
     def factory() -> Idempotent:
         made.append(Idempotent(journal, "a"))
         return made[-1]
 
-    tree = corral.Supervisor(children=[corral.child(factory, name="a", max_concurrency=3)])
-    async with corral.Runtime(tree) as rt:
+    return corral.Supervisor(children=[corral.child(factory, name="a", max_concurrency=3)])
+
+
+async def test_retry_interrupted_puts_calls_back_in_order() -> None:
+    """An actor may declare interrupted calls idempotent: they rerun, in order, as attempt 2."""
+    made: list[Idempotent] = []
+    async with corral.Runtime(idempotent_tree(made)) as rt:
         ref = rt.ref("a")
         first = await ref.submit(Do("block", text="1"))
         first_id = str(first._call.envelope.id)  # type: ignore[union-attr]

@@ -337,21 +337,10 @@ async def test_restarts_and_give_ups_are_traced(traced: Traced) -> None:
 
 async def test_a_call_rerun_after_a_crash_ends_its_first_consumer_span(traced: Traced) -> None:
     """Regression: a call re-queued by retry_interrupted never ended its first consumer span."""
-    from .test_supervision import Do, Worker
+    from .test_supervision import Do, Idempotent, idempotent_tree
 
-    class Idempotent(Worker):
-        def retry_interrupted(self, msg: Do, error: BaseException) -> bool:
-            return True
-
-    journal: list[str] = []
     made: list[Idempotent] = []
-
-    def factory() -> Idempotent:
-        made.append(Idempotent(journal, "a"))
-        return made[-1]
-
-    tree = corral.Supervisor(children=[corral.child(factory, name="a", max_concurrency=3)])
-    async with traced.runtime(tree) as rt:
+    async with traced.runtime(idempotent_tree(made)) as rt:
         ref = rt.ref("a")
         first = await ref.submit(Do("block", text="1"))
         await made[0].entered.wait()
