@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -53,6 +54,80 @@ def test_python_m_corral_testing_listens_on_the_port_given() -> None:
         assert reply.status_code == 200
         proc.stdin.close()
         assert proc.wait(timeout=30) == 0
+
+
+def _statuses(base_url: str, key: str) -> list[tuple[int, str | None, str | None]]:
+    """A fixed run of requests: status, Retry-After and retry-after-ms of each."""
+    seen = []
+    with httpx.Client(base_url=base_url) as client:
+        for n in range(16):
+            headers = {"Authorization": f"Bearer {key if n else 'wrong'}"}
+            model = "other" if n == 1 else "m"
+            reply = client.post(
+                "/chat/completions",
+                json={"model": model, "messages": [{"role": "user", "content": str(n)}]},
+                headers=headers,
+            )
+            seen.append(
+                (
+                    reply.status_code,
+                    reply.headers.get("retry-after"),
+                    reply.headers.get("retry-after-ms"),
+                )
+            )
+    return seen
+
+
+def test_python_m_corral_testing_options_set_the_faults_key_seed_and_models() -> None:
+    """--api-key, --rate-*, --retry-after, --seed, --model act as the same FakeLLMServer options."""
+    options: Any = {
+        "api_key": "sk-cli",
+        "faults": Faults(rate_429=0.3, rate_500=0.2, rate_503=0.2, retry_after=2.5),
+        "seed": 3,
+        "models": ["m"],
+    }
+    command = [
+        *TESTING,
+        *("--latency", "0", "--api-key", "sk-cli", "--seed", "3", "--model", "m"),
+        *("--rate-429", "0.3", "--rate-500", "0.2", "--rate-503", "0.2", "--retry-after", "2.5"),
+    ]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        port = int(proc.stdout.readline().removeprefix("listening on "))
+        seen = _statuses(f"http://127.0.0.1:{port}/v1", "sk-cli")
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+    with FakeLLMServer(**options) as server:
+        assert _statuses(server.base_url, "sk-cli") == seen
+    with FakeLLMServer(**{**options, "seed": 0}) as server:
+        assert _statuses(server.base_url, "sk-cli") != seen  # the seed is the one given
+    assert seen[0] == (401, None, None)  # the key first, whatever the faults
+    statuses = {status for status, _, _ in seen}
+    assert statuses >= {200, 429, 500, 503}
+    assert {(a, ms) for status, a, ms in seen if status == 429} == {("3", "2500")}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rate-500", "1.5"], "--rate-500 must be a probability in [0, 1], got 1.5"),
+        (["--rate-drop", "-0.1"], "--rate-drop must be a probability in [0, 1], got -0.1"),
+        (["--retry-after", "-1"], "--retry-after must be >= 0 seconds, got -1.0"),
+        (["--rate-limit", "0"], "--rate-limit must be > 0 requests per second, got 0.0"),
+        (["--faults-by", "time"], "argument --faults-by: invalid choice: 'time'"),
+    ],
+)
+def test_python_m_corral_testing_refuses_bad_fault_options_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad fault option is one line naming it and its value, exit status 2."""
+    with pytest.raises(SystemExit) as info:
+        fake_server_main.main(argv)
+    assert info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"python -m corral.testing: error: {message}")
 
 
 def test_python_m_corral_testing_names_a_refused_port_and_why() -> None:
@@ -126,7 +201,7 @@ async def test_faults_by_body_follow_the_request_and_its_attempt_not_arrival() -
 def test_faults_by_must_be_arrival_or_body() -> None:
     """An unknown faults_by is a ValueError naming it."""
     with pytest.raises(ValueError, match="faults_by must be 'arrival' or 'body', got 'time'"):
-        FakeLLMServer(faults_by="time")  # type: ignore[arg-type]
+        FakeLLMServer(faults_by="time")
 
 
 def _all_help() -> Iterator[tuple[str, str]]:
