@@ -9,18 +9,22 @@ with fields missing), the raw JSON is checked too.
 from __future__ import annotations
 
 import base64
+import datetime
 import enum
 import json
 import struct
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 import openai
 import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corral.testing import FakeLLMServer, Faults
 from corral.testing._fake_schema import instance
@@ -726,6 +730,52 @@ def test_json_schema_replies_parse_into_the_schemas_model() -> None:
 def test_the_minimal_instance_of_a_schema(schema: Any, expected: Any) -> None:
     """Required properties only; the first choice; the smallest value the bounds allow."""
     assert instance(schema) == expected
+
+
+_Leaf = st.sampled_from(
+    [
+        str,
+        int,
+        float,
+        bool,
+        Annotated[str, pydantic.Field(min_length=7, max_length=9)],
+        Annotated[int, pydantic.Field(gt=3, le=9)],
+        Annotated[int, pydantic.Field(lt=-2, multiple_of=3)],
+        Annotated[float, pydantic.Field(ge=0.5)],
+        Literal["a", "b"],
+        Unit,
+        datetime.date,
+        uuid.UUID,
+    ]
+)
+
+
+def _models(depth: int) -> st.SearchStrategy[Any]:
+    """Field types: leaves, lists (with a minimum length), Optionals and nested models."""
+    types = _Leaf if depth == 0 else st.one_of(_Leaf, _models(depth - 1))
+    wrapped = st.one_of(
+        types,
+        types.map(lambda t: t | None),
+        st.tuples(types, st.integers(0, 2)).map(
+            lambda tn: Annotated[list[tn[0]], pydantic.Field(min_length=tn[1])]  # type: ignore[name-defined]
+        ),
+    )
+    return st.lists(st.tuples(wrapped, st.booleans()), min_size=1, max_size=5).map(
+        lambda fields: pydantic.create_model(  # type: ignore[call-overload]
+            f"M{depth}",
+            **{
+                f"f{i}": (t, None) if optional else (t, ...)
+                for i, (t, optional) in enumerate(fields)
+            },
+        )
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(_models(2))
+def test_a_models_schema_has_a_minimal_instance_the_model_accepts(model: Any) -> None:
+    """For pydantic models' schemas ($defs, anyOf, bounds, formats), the instance validates."""
+    model.model_validate(instance(model.model_json_schema()))
 
 
 def test_a_schema_that_does_not_resolve_is_a_400() -> None:
