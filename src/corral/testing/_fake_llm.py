@@ -87,7 +87,9 @@ class Faults:
     """How often the fake server misbehaves, per request (probabilities, seeded).
 
     Args:
-        rate_429: Answer 429 with ``Retry-After: retry_after``.
+        rate_429: Answer 429 ``rate_limit_exceeded`` asking to wait *retry_after*
+            seconds: ``Retry-After`` in whole seconds (rounded up) and
+            ``retry-after-ms``.
         rate_500, rate_503: Answer 500 / 503.
         rate_slow: Wait *slow_delay* seconds before answering normally.
         rate_drop: Close the connection without an answer.
@@ -199,7 +201,9 @@ class FakeLLMServer:
     ``parallel_tool_calls: true``; the one ``tool_choice`` names) with the
     minimal arguments its JSON schema allows; after a tool result it answers
     in text. ``response_format`` ``json_object`` gives ``{"reply": "<text>"}``,
-    ``json_schema`` the minimal instance of the schema. Streams send the role
+    ``json_schema`` the minimal instance of the schema. Requests OpenAI
+    refuses (no messages, a tool result without ``tool_call_id``, ``max_tokens``
+    for an ``o1``/``o3``/``o4`` model...) get its 400. Streams send the role
     first, one word per chunk, the finish reason, the usage chunk under
     ``stream_options: {"include_usage": true}``, then ``[DONE]``. Errors carry
     OpenAI's body (``message``, ``type``, ``param``, ``code``); a 429 carries a

@@ -18,6 +18,12 @@ counters. Where a real model would think, the fake follows fixed rules:
 - **JSON.** ``response_format`` ``json_object`` answers ``{"reply": "<the text>"}``;
   ``json_schema`` answers the minimal instance of its schema (``_fake_schema``):
   the required properties only, each the smallest value its type and bounds allow.
+- **Checks.** What OpenAI refuses with a 400, the fake refuses with OpenAI's
+  body (``param`` naming the field): no ``model`` or ``messages``, an unknown
+  role, a ``tool`` message without ``tool_call_id`` or answering no call, tool
+  calls left unanswered, ``n``/``max_tokens``/``dimensions`` out of range,
+  ``json_object`` without the word "json" in the messages, and ``max_tokens``
+  for the ``o1``/``o3``/``o4`` models (they take ``max_completion_tokens``).
 """
 
 from __future__ import annotations
@@ -365,7 +371,7 @@ def _tools(payload: Mapping[str, Any]) -> list[tuple[str, Any]]:
         offered.append((name, function.get("parameters") or {"type": "object"}))
     if choice == "none" or not offered:
         return []
-    if isinstance(choice, dict):
+    if isinstance(choice, dict) and choice.get("type") == "function":
         function = choice.get("function")
         name = function.get("name") if isinstance(function, dict) else None
         named = [tool for tool in offered if tool[0] == name]
