@@ -260,7 +260,7 @@ def test_a_429_says_its_wait_in_whole_seconds_and_in_milliseconds() -> None:
             client.models.list()
     headers = limited.value.response.headers
     assert headers["retry-after"] == "2"
-    assert 1900 <= int(headers["retry-after-ms"]) <= 2000
+    assert 1000 < int(headers["retry-after-ms"]) <= 2000
     assert (limited.value.type, limited.value.code) == ("requests", "rate_limit_exceeded")
 
 
@@ -870,9 +870,10 @@ def test_models_lists_the_served_models_and_those_asked_for() -> None:
 async def test_the_async_client_runs_a_streamed_tool_loop_with_usage() -> None:
     """AsyncOpenAI: a streamed tool call, the answer, a streamed reply with usage.
 
-    asyncio only: the official async client closes itself through asyncio's
-    running loop ("support non asyncio runtimes" is a TODO in it), so trio is
-    left out of this one test; the server itself runs on either.
+    asyncio only: the official async client leaves its streams' async
+    generators unfinished after [DONE] (trio's finalizer warns about each, and
+    warnings are errors here), and its own cleanup is written for asyncio
+    ("support non asyncio runtimes" is a TODO in it). The server runs on any.
     """
     async with FakeLLMServer() as server:
         async with openai.AsyncOpenAI(
