@@ -43,8 +43,11 @@ def test_demo_runs_and_every_call_has_a_complete_trace(tmp_path: Path) -> None:
         send = sends[0]
         assert send.parent_id == request.span_id
         assert send.end_ns >= send.start_ns  # ended: the future resolved
-        consumers = [s for s in members if s.kind == "consumer"]
-        assert [c.parent_id for c in consumers] == [send.span_id]
+        consumers = sorted((s for s in members if s.kind == "consumer"), key=lambda s: s.start_ns)
+        assert {c.parent_id for c in consumers} == {send.span_id}
+        # More than one only when a crash beside it cut the call short and the
+        # tool ran it again (retry_interrupted): each earlier run says so.
+        assert all(c.attributes.get("corral.outcome") == "interrupted" for c in consumers[:-1])
         for span in members:
             assert span.parent_id is None or span.parent_id in by_id
         # The request's outcome is its call's (corral trace reads it off the root).

@@ -190,7 +190,7 @@ async def test_no_call_is_lost_or_duplicated_beyond_its_retries() -> None:
 
 
 async def test_malformed_and_incomplete_replies_are_protocol_errors() -> None:
-    """A body that is not JSON, or JSON missing a field, fails with ProtocolError."""
+    """A body that is not JSON, or JSON missing a needed field, fails with ProtocolError."""
     async with FakeLLMServer(script=["malformed"]) as server:
         async with corral.Runtime() as rt:
             ref = await rt.spawn(
@@ -200,7 +200,7 @@ async def test_malformed_and_incomplete_replies_are_protocol_errors() -> None:
                 await ref.ask(HELLO)
 
     def incomplete(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"choices": [{"message": {"content": "hi"}}]})
+        return httpx.Response(200, json={"choices": [{"text": "hi"}]})
 
     async with corral.Runtime() as rt:
         ref = await rt.spawn(
@@ -212,7 +212,7 @@ async def test_malformed_and_incomplete_replies_are_protocol_errors() -> None:
             ),
             name="chat",
         )
-        with pytest.raises(corral.ProtocolError, match=r"has no 'usage\.prompt_tokens'"):
+        with pytest.raises(corral.ProtocolError, match=r"has no 'choices\.0\.message'"):
             await ref.ask(HELLO)
 
 

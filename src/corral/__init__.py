@@ -73,21 +73,35 @@ from ._services._breaker import BreakerState as BreakerState
 from ._services._breaker import BreakerStatus as BreakerStatus
 from ._services._breaker import CircuitBreaker as CircuitBreaker
 from ._services._http import HttpService as HttpService
-from ._services._openai import ChatChunk as ChatChunk
-from ._services._openai import ChatMessage as ChatMessage
-from ._services._openai import ChatReply as ChatReply
-from ._services._openai import ChatRequest as ChatRequest
-from ._services._openai import EmbeddingsReply as EmbeddingsReply
-from ._services._openai import EmbeddingsRequest as EmbeddingsRequest
 from ._services._openai import OpenAIChat as OpenAIChat
 from ._services._openai import OpenAIEmbeddings as OpenAIEmbeddings
-from ._services._openai import TokenUsage as TokenUsage
+from ._services._openai_types import ChatChunk as ChatChunk
+from ._services._openai_types import ChatMessage as ChatMessage
+from ._services._openai_types import ChatReply as ChatReply
+from ._services._openai_types import ChatRequest as ChatRequest
+from ._services._openai_types import Choice as Choice
+from ._services._openai_types import EmbeddingsReply as EmbeddingsReply
+from ._services._openai_types import EmbeddingsRequest as EmbeddingsRequest
+from ._services._openai_types import ImagePart as ImagePart
+from ._services._openai_types import Logprobs as Logprobs
+from ._services._openai_types import RawPart as RawPart
+from ._services._openai_types import RefusalPart as RefusalPart
+from ._services._openai_types import ResponseFormat as ResponseFormat
+from ._services._openai_types import TextPart as TextPart
+from ._services._openai_types import TokenLogprob as TokenLogprob
+from ._services._openai_types import TokenUsage as TokenUsage
+from ._services._openai_types import Tool as Tool
+from ._services._openai_types import ToolCall as ToolCall
+from ._services._openai_types import ToolCallDelta as ToolCallDelta
+from ._services._openai_types import ToolChoice as ToolChoice
+from ._services._openai_types import TopLogprob as TopLogprob
 from ._services._policy import ServicePolicy as ServicePolicy
 from ._services._ratelimit import RateLimiter as RateLimiter
 from ._services._ratelimit import RateLimiterStatus as RateLimiterStatus
 from ._services._retry import DEFAULT_NEVER_RETRY_CODES as DEFAULT_NEVER_RETRY_CODES
 from ._services._retry import DEFAULT_RETRY_CODES as DEFAULT_RETRY_CODES
 from ._services._retry import RetryPolicy as RetryPolicy
+from ._services._structured import json_schema as json_schema
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -126,6 +140,7 @@ __all__ = [
     "ChildInfo",
     "ChildSpec",
     "ChildState",
+    "Choice",
     "CircuitBreaker",
     "CircuitOpen",
     "Clock",
@@ -139,9 +154,11 @@ __all__ = [
     "GetStatus",
     "HttpService",
     "HttpStatusError",
+    "ImagePart",
     "Instrument",
     "InvalidStateError",
     "Kind",
+    "Logprobs",
     "LoopClock",
     "MailboxFull",
     "NameTaken",
@@ -155,6 +172,9 @@ __all__ = [
     "RateLimitRefused",
     "RateLimiter",
     "RateLimiterStatus",
+    "RawPart",
+    "RefusalPart",
+    "ResponseFormat",
     "Restart",
     "RetryPolicy",
     "Runtime",
@@ -167,13 +187,21 @@ __all__ = [
     "SupervisorEvent",
     "SupervisorEventKind",
     "SupervisorGaveUp",
+    "TextPart",
+    "TokenLogprob",
     "TokenUsage",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
+    "TopLogprob",
     "TransportError",
     "UnhandledMessage",
     "__version__",
     "child",
     "current_call",
     "handles",
+    "json_schema",
     "message",
     "streams",
 ]

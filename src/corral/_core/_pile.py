@@ -166,6 +166,21 @@ class Call:
         return self._stream.count if self._stream is not None else 0
 
     @property
+    def is_stream(self) -> bool:
+        """Whether the call is streamed (:meth:`corral.ActorRef.stream`)."""
+        return self._stream is not None
+
+    @property
+    def last_chunk(self) -> Any:
+        """The last chunk a streamed call delivered (``None`` before one, and for other calls).
+
+        What a policy reads of a stream's outcome: a stream's handler
+        returns no reply, and its last chunk may sum the stream up (as
+        :class:`corral.OpenAIChat`'s does).
+        """
+        return self._stream.last if self._stream is not None else None
+
+    @property
     def first_chunk_at(self) -> float | None:
         """When a streamed call delivered its first chunk, on the anyio clock."""
         return self._stream.first_at if self._stream is not None else None
@@ -288,14 +303,15 @@ class Call:
 
 
 class StreamState:
-    """Where a streamed call's chunks go, and how many went."""
+    """Where a streamed call's chunks go, how many went, and the last one."""
 
-    __slots__ = ("count", "first_at", "send")
+    __slots__ = ("count", "first_at", "last", "send")
 
     def __init__(self, send: MemoryObjectSendStream[Any]) -> None:
         self.send = send
         self.count = 0
         self.first_at: float | None = None
+        self.last: Any = None
 
 
 def stream_pump(
@@ -315,6 +331,7 @@ def stream_pump(
                     state.first_at = clock()
                 await state.send.send(chunk)
                 state.count += 1
+                state.last = chunk
         finally:
             await agen.aclose()  # type: ignore[attr-defined]
         return state.count

@@ -80,7 +80,8 @@ class ServicePolicy(CallPolicy):
 
     Token estimates come from *estimate_tokens* (or the actor's
     ``estimate_tokens(msg)`` method); the reply's real usage from
-    *reported_tokens* (or the actor's ``reported_tokens(reply)``). A limiter
+    *reported_tokens* (or the actor's ``reported_tokens(reply)``), which
+    for a streamed call is given the stream's last chunk. A limiter
     that counts tokens with no estimate for a call refuses it
     (:class:`corral.RateLimitRefused`): a configuration error, not a bypass.
 
@@ -140,7 +141,14 @@ class ServicePolicy(CallPolicy):
 
     def _reported(self, call: Call, reply: Any) -> float | None:
         reporter = self.reported_tokens or getattr(call.actor, "reported_tokens", None)
-        return reporter(reply) if reporter is not None else None
+        if reporter is None:
+            return None
+        if call.is_stream:
+            # A stream's handler returns its chunk count: its last chunk tells.
+            reply = call.last_chunk
+            if reply is None:
+                return None
+        return reporter(reply)
 
     async def run(self, call: Call, attempt: Callable[[], Awaitable[Any]]) -> Any:
         breaker = self.breaker
