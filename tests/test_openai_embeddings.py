@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from typing import Any
 
 import pytest
@@ -38,10 +40,101 @@ async def test_a_string_input_gets_one_vector_from_the_server() -> None:
 
 
 async def _ask(body: bytes, request: EmbeddingsRequest) -> tuple[Any, list[Any]]:
+    """The reply of an OpenAIEmbeddings served *body*, and the JSON bodies it sent."""
+    error: Exception | None = None
     async with canned_server(Canned(body=body)) as server, corral.Runtime() as rt:
         ref = await rt.spawn(
             lambda: OpenAIEmbeddings(model="e", base_url=f"{server.base_url}/v1", api_key_env=None),
             name="embed",
+            policy=corral.ServicePolicy(retry=None),
         )
-        reply = await ref.ask(request, timeout=10)
+        try:
+            reply = await ref.ask(request, timeout=10)
+        except Exception as exc:
+            error = exc
+    if error is not None:
+        raise error
     return reply, [json.loads(r.body) for r in server.requests]
+
+
+async def test_vectors_are_ordered_by_index_not_list_order() -> None:
+    """Regression: vectors were taken in list order; a server may send them out of order."""
+    body = embeddings_body(
+        [
+            {"object": "embedding", "index": 1, "embedding": [1.0, 1.0]},
+            {"object": "embedding", "index": 0, "embedding": [0.0, 0.5]},
+        ],
+        usage={"prompt_tokens": 4, "total_tokens": 4},
+    )
+    reply, _ = await _ask(body, EmbeddingsRequest(inputs=["zero", "one"]))
+    assert reply.vectors == ((0.0, 0.5), (1.0, 1.0))
+    assert reply.usage == corral.TokenUsage(4)
+
+
+async def test_base64_vectors_are_decoded_to_floats() -> None:
+    """encoding_format="base64" is sent, and the little-endian float32s come back as floats."""
+    packed = base64.b64encode(struct.pack("<3f", 0.25, -1.5, 3.0)).decode()
+    body = embeddings_body([{"object": "embedding", "index": 0, "embedding": packed}])
+    reply, sent = await _ask(body, EmbeddingsRequest(inputs="x", encoding_format="base64"))
+    assert reply.vectors == ((0.25, -1.5, 3.0),)
+    assert sent[0]["encoding_format"] == "base64"
+
+
+async def test_fake_server_base64_and_dimensions_round_trip() -> None:
+    """Against FakeLLMServer: base64 and float give the same vectors, of the dimensions asked."""
+    async with FakeLLMServer() as server, corral.Runtime() as rt:
+        ref = await rt.spawn(
+            lambda: OpenAIEmbeddings(model="e", base_url=server.base_url, api_key_env=None),
+            name="embed",
+        )
+        floats = await ref.ask(EmbeddingsRequest(inputs=["a", "b"], dimensions=8), timeout=10)
+        packed = await ref.ask(
+            EmbeddingsRequest(inputs=["a", "b"], dimensions=8, encoding_format="base64"),
+            timeout=10,
+        )
+    assert [len(v) for v in floats.vectors] == [8, 8]
+    for got, want in zip(packed.vectors, floats.vectors, strict=True):
+        assert got == pytest.approx(want, abs=1e-6)
+
+
+async def test_usage_is_optional_and_options_are_sent_only_when_set() -> None:
+    """No usage gives usage None; dimensions, user and extra_body are sent, unset ones not."""
+    body = embeddings_body([{"index": 0, "embedding": [1, 2]}])
+    reply, sent = await _ask(body, EmbeddingsRequest(inputs="x"))
+    assert reply.usage is None
+    assert sent == [{"model": "e", "input": ["x"]}]
+    request = EmbeddingsRequest(
+        inputs=["x"], dimensions=2, user="u-1", extra_body={"input_type": "query"}
+    )
+    _, sent = await _ask(body, request)
+    assert sent == [
+        {"model": "e", "input": ["x"], "dimensions": 2, "user": "u-1", "input_type": "query"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ([{"index": 0, "embedding": [1]}], r"2 inputs but vectors for indexes \[0\]"),
+        (
+            [{"index": 0, "embedding": [1]}, {"index": 0, "embedding": [2]}],
+            "two vectors have index 0",
+        ),
+        ([{"index": 0, "embedding": ["1"]}, {"index": 1, "embedding": [2]}], "should hold numbers"),
+        ([{"index": 0, "embedding": "AAA"}, {"index": 1, "embedding": [2]}], "not valid base64"),
+    ],
+    ids=["too few", "duplicate index", "not numbers", "bad base64"],
+)
+async def test_a_reply_that_does_not_fit_the_inputs_is_a_protocol_error(
+    data: list[dict[str, Any]], match: str
+) -> None:
+    """Missing, duplicated or unreadable vectors are refused, naming what is wrong."""
+    with pytest.raises(corral.ProtocolError, match=match):
+        await _ask(embeddings_body(data), EmbeddingsRequest(inputs=["a", "b"]))
+
+
+async def test_a_200_carrying_an_error_is_the_providers_error() -> None:
+    """An embeddings 200 whose body is an error raises ProviderError, not 'no data'."""
+    body = json.dumps({"error": {"message": "input too long", "code": "context_length"}})
+    with pytest.raises(corral.ProviderError, match="input too long"):
+        await _ask(body.encode(), EmbeddingsRequest(inputs="x"))
