@@ -54,7 +54,7 @@ def sse(*events: dict[str, Any] | str, done: bool = True) -> bytes:
 
 
 def chunk(
-    content: str | None = None,
+    content: Any = None,
     finish: str | None = None,
     *,
     index: int = 0,

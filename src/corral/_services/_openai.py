@@ -18,7 +18,7 @@ import httpx
 from opentelemetry import trace
 
 from .._core._actor import streams
-from .._core._exceptions import ProtocolError, TransportError
+from .._core._exceptions import CorralError, ProtocolError, TransportError
 from ..telemetry._instrument import client_span
 from . import _structured
 from ._errors import ErrorDetail, parse_error, provider_error
@@ -396,17 +396,24 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
                 found_id = request_id(response.headers)
                 decoder = SSEDecoder()
                 done = False
-                # Read to the end of the body even after [DONE]: leaving httpx's
-                # byte iterators half-consumed leaves them to the garbage collector.
+                failure: CorralError | None = None
+                # Read to the end of the body even after [DONE] or an error:
+                # leaving httpx's byte iterators half-consumed leaves them to
+                # the garbage collector (trio warns of each).
                 async for line in response.aiter_lines():
-                    event = None if done else decoder.decode(line)
+                    event = None if done or failure else decoder.decode(line)
                     if event is None:
                         continue
                     if event.data == _DONE:
                         done = True
                         continue
-                    data = self._event_data(event, where, delivered, found_id, last=False)
-                    for chunk in assembly.feed(data):
+                    try:
+                        data = self._event_data(event, where, delivered, found_id, last=False)
+                        chunks = assembly.feed(data)
+                    except CorralError as exc:
+                        failure = exc
+                        continue
+                    for chunk in chunks:
                         if held is not None:
                             yield held
                             delivered += 1
@@ -416,6 +423,8 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
                         else:
                             yield chunk
                             delivered += 1
+                if failure is not None:
+                    raise failure
                 if not done and decoder.pending:
                     # A last event without its blank line: servers that end the
                     # body right after it. Whole JSON counts; a cut one does not.
