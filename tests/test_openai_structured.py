@@ -205,6 +205,7 @@ def test_the_request_and_reply_travel_through_protocol_by_type_name() -> None:
 
 def test_response_model_names_must_be_unique_and_known() -> None:
     """Another class under a taken name is refused; an unknown name without a schema too."""
+    ChatRequest(messages=[], response_model=Order)  # known from here on
 
     @corral.message(name="test.Order")
     class Impostor:
