@@ -219,3 +219,10 @@ async def test_replies_travel_through_protocol() -> None:
     proto = corral.Protocol([ChatReply])
     envelope = corral.Envelope(payload=reply, target="caller", kind=corral.Kind.REPLY)
     assert proto.loads(proto.dumps(envelope)).payload == reply
+
+
+@pytest.mark.parametrize("error", [None, {}, ""], ids=["null", "empty object", "empty string"])
+async def test_an_empty_error_member_beside_a_reply_is_no_error(error: object) -> None:
+    """Gateways that send "error": null (or {}) beside the choices: the reply is read."""
+    reply, _ = await ask(canned(completion(choice("hi"), error=error)))
+    assert reply.content == "hi"

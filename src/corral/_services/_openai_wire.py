@@ -244,9 +244,10 @@ def raise_for_error(
 ) -> None:
     """Raise the provider's error if *data* (a 200's body) is one instead of a reply.
 
-    It is one when it has an ``error`` member that is not ``null``/empty,
-    or when it lacks *expected* and reads as an error in another usual
-    shape (``{"message": ...}``, ``{"detail": ...}``).
+    It is one when it has an ``error`` member that is not ``null`` or empty
+    (gateways send ``"error": null`` or ``{}`` beside a reply), or when it
+    lacks *expected* and reads as an error in another usual shape
+    (``{"message": ...}``, ``{"detail": ...}``).
 
     Raises:
         ProviderError: What the provider said, redacted.
@@ -255,7 +256,7 @@ def raise_for_error(
         detail = parse_error(data)
     elif not isinstance(data, dict):
         return
-    elif data.get("error") not in (None, False, ""):
+    elif data.get("error"):
         detail = parse_error({"error": data["error"]})
     elif expected not in data:
         detail = parse_error(data)
