@@ -226,3 +226,17 @@ async def test_an_empty_error_member_beside_a_reply_is_no_error(error: object) -
     """Gateways that send "error": null (or {}) beside the choices: the reply is read."""
     reply, _ = await ask(canned(completion(choice("hi"), error=error)))
     assert reply.content == "hi"
+
+
+async def test_azures_content_filter_reply_is_read() -> None:
+    """Azure's filtered choice: finish_reason content_filter, no content, filter results."""
+    filtered = {
+        "index": 0,
+        "finish_reason": "content_filter",
+        "message": {"role": "assistant", "content": None},
+        "content_filter_results": {"violence": {"filtered": True, "severity": "high"}},
+    }
+    body = completion(filtered, prompt_filter_results=[{"prompt_index": 0}])
+    reply, _ = await ask(canned(body))
+    assert reply.finish_reason == "content_filter"
+    assert reply.content == ""

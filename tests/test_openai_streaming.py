@@ -273,3 +273,33 @@ async def test_the_fake_server_streams_tool_calls_and_usage_assembled() -> None:
     assert reply.usage is not None and reply.usage.input_tokens > 0
     whole = plain[-1].reply
     assert whole is not None and whole.content == text(plain) == "fake reply to: hello"
+
+
+async def test_azures_stream_shapes_are_read() -> None:
+    """Azure's first chunk (no id, no model, prompt filter results, no choices) and its
+    content filter results per choice are taken in stride."""
+    first = {
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": [
+            {"prompt_index": 0, "content_filter_results": {"hate": {"filtered": False}}}
+        ],
+    }
+    filtered = chunk("Hi", "stop")
+    filtered["choices"][0]["content_filter_results"] = {"hate": {"filtered": False}}
+    chunks, _ = await stream(stream_answer(sse(first, filtered)))
+    reply = chunks[-1].reply
+    assert reply is not None
+    assert (reply.content, reply.id, reply.model) == ("Hi", "chatcmpl-s1", "m-2025")
+
+
+async def test_usage_in_every_chunk_keeps_the_last() -> None:
+    """vLLM's continuous usage stats put usage in each chunk: the last one counts."""
+    one = {**chunk("a"), "usage": {"prompt_tokens": 5, "completion_tokens": 1}}
+    two = {**chunk("b", "stop"), "usage": {"prompt_tokens": 5, "completion_tokens": 2}}
+    chunks, _ = await stream(stream_answer(sse(one, two)))
+    reply = chunks[-1].reply
+    assert reply is not None and reply.usage == corral.TokenUsage(5, 2)
