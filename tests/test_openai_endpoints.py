@@ -204,3 +204,25 @@ async def test_azure_embeddings_take_the_same_options(monkeypatch: pytest.Monkey
     (seen,) = server.requests
     assert seen.target == f"/openai/deployments/emb/embeddings?api-version={AZURE_VERSION}"
     assert seen.headers["api-key"] == AZURE_KEY
+
+
+async def test_a_404_from_a_base_url_without_a_path_says_v1_may_be_missing() -> None:
+    """Migration: a root base_url (corral used to add /v1) gets a 404 with a note saying so."""
+    not_found = json.dumps({"error": {"message": "Invalid URL (POST /chat/completions)"}})
+    async with canned_server(Canned(status=404, body=not_found.encode())) as server:
+        async with corral.Runtime() as rt:
+            ref = await rt.spawn(
+                lambda: OpenAIChat(model="m", base_url=server.base_url, api_key_env=None),
+                name="chat",
+            )
+            with pytest.raises(corral.HttpStatusError) as info:
+                await ref.ask(HELLO, timeout=10)
+            prefixed = await rt.spawn(
+                lambda: OpenAIChat(model="m", base_url=f"{server.base_url}/v1", api_key_env=None),
+                name="prefixed",
+            )
+            with pytest.raises(corral.HttpStatusError) as other:
+                await prefixed.ask(HELLO, timeout=10)
+    (note,) = info.value.__notes__
+    assert "has no path" in note and "/v1 included" in note
+    assert not getattr(other.value, "__notes__", [])

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import attrs
@@ -18,7 +18,7 @@ import httpx
 from opentelemetry import trace
 
 from .._core._actor import streams
-from .._core._exceptions import CorralError, ProtocolError, TransportError
+from .._core._exceptions import CorralError, HttpStatusError, ProtocolError, TransportError
 from ..telemetry._instrument import client_span
 from . import _structured
 from ._errors import ErrorDetail, parse_error, provider_error
@@ -131,6 +131,21 @@ class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             await super().on_start()
         finally:
             self.headers, self.api_key_env = headers, env
+
+    @contextmanager
+    def _hint_prefix(self) -> Iterator[None]:
+        """Add a note to a 404 from a ``base_url`` without a path: the prefix lacks ``/v1``?"""
+        try:
+            yield
+        except HttpStatusError as exc:
+            if exc.status == 404 and not self._prefix:
+                # The usual cause since base_url became the API's prefix.
+                exc.add_note(
+                    f"base_url {self.redact(self.base_url)!r} has no path: OpenAI-compatible "
+                    "servers take the API's prefix, /v1 included (http://host:port/v1), "
+                    "and corral no longer adds /v1 itself"
+                )
+            raise
 
     def _endpoint(self, endpoint: str) -> tuple[str, str]:
         """The path to request (with the query) and its template (without)."""
@@ -351,13 +366,14 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
         model = msg.model or self.model
         body = chat_body(msg, model)
         with self._genai_span("chat", model, _chat_attributes(msg)) as span:
-            response = await self.request(
-                "POST",
-                self._path,
-                json=body,
-                headers=msg.extra_headers or None,
-                template=self._template,
-            )
+            with self._hint_prefix():
+                response = await self.request(
+                    "POST",
+                    self._path,
+                    json=body,
+                    headers=msg.extra_headers or None,
+                    template=self._template,
+                )
             data = self.parse_json(response)
             raise_for_error(
                 data, self._where, redact=self.redact, request_id=request_id(response.headers)
@@ -385,7 +401,7 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
         # A chunk that ends a choice is held back until the next one, or the
         # end: the last chunk of the stream is the one that carries the reply.
         held: ChatChunk | None = None
-        with self._genai_span("chat", model, attributes) as span:
+        with self._genai_span("chat", model, attributes) as span, self._hint_prefix():
             async with self.stream_request(
                 "POST",
                 self._path,
@@ -526,13 +542,14 @@ class OpenAIEmbeddings(_OpenAIService[EmbeddingsRequest, EmbeddingsReply]):
         if msg.dimensions is not None:
             attributes["gen_ai.embeddings.dimension.count"] = msg.dimensions
         with self._genai_span("embeddings", model, attributes) as span:
-            response = await self.request(
-                "POST",
-                self._path,
-                json=embeddings_body(msg, model),
-                headers=msg.extra_headers or None,
-                template=self._template,
-            )
+            with self._hint_prefix():
+                response = await self.request(
+                    "POST",
+                    self._path,
+                    json=embeddings_body(msg, model),
+                    headers=msg.extra_headers or None,
+                    template=self._template,
+                )
             data = self.parse_json(response)
             raise_for_error(
                 data,
