@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import corral
 from corral import ChatMessage, ChatRequest, ImagePart, TextPart, Tool, ToolCall, ToolChoice
@@ -270,3 +272,46 @@ async def test_the_tool_loop_against_the_fake_server() -> None:
     assert second.finish_reason == "stop"
     assert second.tool_calls == ()
     assert "temperature" in second.content
+
+
+_texts = st.text(max_size=12)
+_parts = st.one_of(
+    st.builds(TextPart, _texts),
+    st.builds(ImagePart, _texts, detail=st.none() | st.sampled_from(["low", "high", "auto"])),
+    st.builds(corral.RefusalPart, _texts),
+    st.builds(corral.RawPart, st.dictionaries(_texts, st.integers() | _texts, max_size=2)),
+)
+_calls = st.builds(ToolCall, _texts, _texts, _texts)
+_messages = st.builds(
+    ChatMessage,
+    st.sampled_from(["system", "user", "assistant", "tool"]),
+    st.none() | _texts | st.lists(_parts, max_size=3).map(tuple),
+    name=st.none() | _texts,
+    tool_calls=st.lists(_calls, max_size=2).map(tuple),
+    tool_call_id=st.none() | _texts,
+    refusal=st.none() | _texts,
+)
+_requests = st.builds(
+    ChatRequest,
+    st.lists(_messages, max_size=3),
+    model=st.none() | _texts,
+    temperature=st.none() | st.floats(0, 2),
+    n=st.none() | st.integers(1, 4),
+    stop=st.none() | _texts | st.lists(_texts, max_size=2).map(tuple),
+    tools=st.lists(st.builds(Tool, _texts, strict=st.none() | st.booleans()), max_size=2),
+    tool_choice=st.none()
+    | st.sampled_from(["auto", "none", "required"])
+    | st.builds(ToolChoice, _texts),
+    extra_body=st.dictionaries(_texts, st.integers() | _texts | st.none(), max_size=2),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_requests)
+def test_any_request_round_trips_through_protocol(msg: ChatRequest) -> None:
+    """Any ChatRequest comes back equal from Protocol's JSON, and its bytes identical."""
+    proto = corral.Protocol([ChatRequest])
+    data = proto.dumps(corral.Envelope(payload=msg, target="chat"))
+    back = proto.loads(data)
+    assert back.payload == msg
+    assert proto.dumps(back) == data
