@@ -265,3 +265,31 @@ async def test_the_limiter_is_corrected_from_the_usage_of_a_reply() -> None:
         )
         await ref.ask(ChatRequest(messages=[], max_tokens=500), timeout=10)
     assert limiter.status().tokens_available == 10_000 - 35
+
+
+@corral.message(name="test.spans.Profile")
+class Profile:
+    """A structured reply to fit."""
+
+    name: str
+    age: int
+
+
+async def test_a_structured_reply_that_does_not_fit_quotes_none_of_it_in_any_span(
+    traced: Traced,
+) -> None:
+    """Regression: the misfit's error quoted the model's output into the spans' exception events."""
+    misfit = json.dumps({"name": "x", "age": f"my SSN is {SECRET_TEXT}"})
+    not_json = f"{SECRET_TEXT} is not JSON"
+    request = ChatRequest(messages=[{"role": "user", "content": "q"}], response_model=Profile)
+    for content in (misfit, not_json):
+        async with canned_server(canned(completion(choice(content)))) as server:
+            async with corral.Runtime(instruments=[traced.instrument]) as rt:
+                ref = await rt.spawn(lambda: chat_actor(server.base_url), name="chat")
+                with pytest.raises(corral.ProtocolError) as info:
+                    await ref.ask(request, timeout=10)
+        assert SECRET_TEXT not in str(info.value)
+    assert "@ $.age" in _all_text(traced.spans())  # the path is there, the value is not
+    text = _all_text(traced.spans())
+    assert SECRET_TEXT not in text
+    assert "exception.stacktrace" in text  # the exception events were looked at

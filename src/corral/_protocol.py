@@ -35,13 +35,28 @@ T = TypeVar("T", bound=type[Any])
 
 
 class _WrongType(TypeError):
-    """A value of the wrong JSON type; its message is shown as is."""
+    """A value of the wrong JSON type; its message is shown as is.
+
+    ``bare`` is the same message without the value, for data that must not
+    be quoted (a model's output: it may say anything).
+    """
+
+    def __init__(self, message: str, bare: str | None = None) -> None:
+        super().__init__(message)
+        self.bare = message if bare is None else bare
+
+
+def _wrong(expected: str, value: Any) -> _WrongType:
+    kind = type(value).__name__
+    return _WrongType(
+        f"expected {expected}, got {kind} {value!r:.40}", f"expected {expected}, got {kind}"
+    )
 
 
 def _strict(name: str, ok: Callable[[Any], bool]) -> Callable[[Any, Any], Any]:
     def hook(value: Any, _: Any) -> Any:
         if not ok(value):
-            raise _WrongType(f"expected {name}, got {type(value).__name__} {value!r:.40}")
+            raise _wrong(name, value)
         return value
 
     return hook
@@ -50,9 +65,9 @@ def _strict(name: str, ok: Callable[[Any], bool]) -> Callable[[Any, Any], Any]:
 def _structure_float(value: Any, _: Any) -> float:
     if type(value) is float or type(value) is int:
         if not math.isfinite(value):
-            raise _WrongType(f"expected a finite number, got {value!r}")
+            raise _WrongType(f"expected a finite number, got {value!r}", "expected a finite number")
         return float(value)
-    raise _WrongType(f"expected a number, got {type(value).__name__} {value!r:.40}")
+    raise _wrong("a number", value)
 
 
 def _is_tuple(t: Any) -> bool:
@@ -120,12 +135,22 @@ def _format(exc: BaseException, type_: Any) -> str:
     return format_exception(exc, type_)
 
 
-def _translate(exc: Exception, path: str) -> ProtocolError:
-    """Turn a cattrs (or hook) error into one ProtocolError naming each bad field path."""
+def _format_bare(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, _WrongType):
+        return exc.bare
+    return format_exception(exc, type_)
+
+
+def _translate(exc: Exception, path: str, *, values: bool = True) -> ProtocolError:
+    """Turn a cattrs (or hook) error into one ProtocolError naming each bad field path.
+
+    With *values* false the message names paths and types but quotes no value.
+    """
+    fmt = _format if values else _format_bare
     try:
-        problems = cattrs.transform_error(exc, path=path, format_exception=_format)
+        problems = cattrs.transform_error(exc, path=path, format_exception=fmt)
     except Exception:  # transform_error only knows cattrs' own error shapes
-        problems = [f"{_format(exc, None)} @ {path}"]
+        problems = [f"{fmt(exc, None)} @ {path}"]
     return ProtocolError("; ".join(problems))
 
 

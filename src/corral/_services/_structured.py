@@ -218,15 +218,18 @@ def parse(model: type[T], text: str) -> T:
         ProtocolError: *text* is not JSON, or does not fit *model*; the
             message names each bad field path (``$.items[2].price``).
     """
+    # The messages quote no part of the reply, and chain no cause that does
+    # (hence `from None`): a model's output may say anything, and errors end
+    # up in logs and in spans' exception events.
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise ProtocolError(
-            f"the reply is not JSON for {model.__qualname__}: {exc}: {text[:80]!r}"
-        ) from exc
+            f"the reply is not JSON for {model.__qualname__}: {exc} ({len(text)} characters)"
+        ) from None
     try:
         value: T = _converter.structure(data, model)
     except Exception as exc:
-        error = _translate(exc, "$")
-        raise ProtocolError(f"the reply does not fit {model.__qualname__}: {error}") from exc
+        error = _translate(exc, "$", values=False)
+        raise ProtocolError(f"the reply does not fit {model.__qualname__}: {error}") from None
     return value
