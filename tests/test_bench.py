@@ -8,17 +8,46 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import corral
-from corral._bench import _runner
+from corral._bench import _http as h
+from corral._bench import _httpsuite as hs
+from corral._bench import _runner, _server
 from corral._bench import _workloads as w
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PAIR_KEYS = {
+    "W1",
+    "W2",
+    "W3",
+    "W4",
+    "W5",
+    "W6",
+    "W7",
+    "W8M",
+    "W1T",
+    "W2T",
+    "W1S",
+    "W2S",
+    "W1TB",
+    "W2TB",
+    "W1SB",
+    "W2SB",
+}
+HTTP_KEYS = {"W8", "W8L", "W8T", "W8S", "W8X"}
+
+
 def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
-    """python -m benchmarks prints the ratio table and writes the JSON report."""
+    """python -m benchmarks prints the ratio table and writes the JSON report.
+
+    The HTTP workloads run where the bench extra is installed; elsewhere (CI)
+    the suite says in one line that it skipped them.
+    """
+    extra = not _server.missing_modules()
     out_file = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--scale", "0.002", "--json", str(out_file)],
@@ -28,26 +57,7 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
         timeout=300,
         check=True,
     )
-    keys = {
-        "W1",
-        "W2",
-        "W3",
-        "W4",
-        "W5",
-        "W6",
-        "W7",
-        "W8",
-        "W8T",
-        "W8L",
-        "W1T",
-        "W2T",
-        "W1S",
-        "W2S",
-        "W1TB",
-        "W2TB",
-        "W1SB",
-        "W2SB",
-    }
+    keys = PAIR_KEYS | HTTP_KEYS if extra else PAIR_KEYS
     for key in keys:
         assert key in proc.stdout
     assert "corral/floor" in proc.stdout
@@ -60,6 +70,125 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
                 assert fig["floor"]["median"] > 0
     assert report["workloads"]["W7"]["baseline"] == "corral without crashes"
     assert report["workloads"]["W1T"]["baseline"] == "corral with tracing off"
+    assert report["workloads"]["W8M"]["figures"][0]["metric"] == "bytes_per_queued_call"
+    if extra:
+        assert "server capacity: raw aiohttp with 256 in flight" in proc.stdout
+        assert report["server"]["capacity_per_s"] > 0
+        assert set(report["workloads"]["W8"]["clients"]) >= {"aiohttp", "httpx", "corral"}
+    else:
+        assert report["skipped"] in proc.stdout.splitlines()
+
+
+def test_http_workloads_are_skipped_without_the_bench_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without uvicorn or aiohttp, the HTTP workloads are skipped with one line saying why."""
+    monkeypatch.setattr(hs, "missing_modules", lambda: ["uvicorn", "aiohttp"])
+    report = _runner.run_and_print("W8,W8X,W1", "asyncio", False, 1, 0.002, None)
+    assert set(report["workloads"]) == {"W1"}
+    line = (
+        "skipped W8, W8X: they need the bench extra (uvicorn, aiohttp not installed): "
+        "pip install -e '.[bench]'"
+    )
+    assert report["skipped"] == line
+    assert line in capsys.readouterr().out.splitlines()
+    # Asked for alone, they are still skipped, not an error.
+    assert _runner.main(["--only", "W8L"]) == 0
+    assert "skipped W8L: they need the bench extra" in capsys.readouterr().out
+
+
+def _http_report(capacity: float, fastest: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    def runs(per_s: float) -> list[dict[str, float]]:
+        return [{"per_s": per_s, "us_per_call": 1e6 / per_s, "cpu_us_per_call": 1e6 / per_s}]
+
+    server = {"capacity_per_s": capacity}
+    floor, mine = runs(fastest), runs(fastest / 2)
+    data = {
+        "labels": {"aiohttp": "raw aiohttp", "corral": "corral OpenAIChat"},
+        "clients": {
+            "aiohttp": {"per_s": {"median": fastest}},
+            "corral": {"per_s": {"median": fastest / 2}},
+        },
+        "versus": {
+            "aiohttp": {
+                "corral": hs._versus({"aiohttp": floor, "corral": mine}, "corral", "aiohttp")
+            }
+        },
+        "targets": [attrs.asdict(t) for t in hs.HTTP_WORKLOADS[0].targets[:1]],
+    }
+    hs._verdict(server, {"W8": data})
+    return server, data
+
+
+def test_ratios_are_withheld_when_the_server_has_too_little_headroom() -> None:
+    """Under 2x the fastest client's rate, the server may be the bottleneck: no ratio."""
+    server, data = _http_report(capacity=1999.0, fastest=1000.0)
+    assert server["ratios_reported"] is False
+    assert "under 2x the fastest client (1,000 calls/s, W8 raw aiohttp)" in server["why"]
+    assert data["withheld"] == server["why"]
+    assert data["figures"] == []
+    server, data = _http_report(capacity=2000.0, fastest=1000.0)
+    assert server["ratios_reported"] is True
+    assert data["withheld"] is None
+    (figure,) = data["figures"]
+    assert figure["metric"] == "per_s corral/aiohttp"
+    assert figure["ratio"]["median"] == pytest.approx(0.5)
+    assert figure["met"] is False  # 0.5 < 0.7
+    overhead = data["versus"]["aiohttp"]["corral"]["overhead_us"]["median"]
+    assert overhead == pytest.approx(1000.0)  # 2,000 µs per call against 1,000
+
+
+@pytest.mark.parametrize(
+    "anyio_backend", ["asyncio"]
+)  # the app sleeps with asyncio, as uvicorn runs it
+@pytest.mark.anyio
+async def test_the_benchmark_app_answers_openai_chat() -> None:
+    """OpenAIChat reads the benchmark app's reply (in process, through httpx's ASGI transport)."""
+    import httpx
+
+    app = _server.ChatApp(latency=0.0)
+    transport = httpx.ASGITransport(app=app)
+    async with corral.Runtime() as rt:
+        ref = await rt.spawn(
+            lambda: corral.OpenAIChat(
+                model="m", base_url="http://bench/v1", api_key_env=None, transport=transport
+            ),
+            name="chat",
+        )
+        reply = await ref.ask(h.CHAT_REQUEST)
+    assert reply.model == "m"
+    assert reply.choices[0].message.content == "Hello! This is the benchmark server's answer."
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None and reply.usage.total == reply.usage.input_tokens + 11
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.post("/v1/chat/completions", content=b"{}")).status_code == 400
+        missing = await client.get("/v1/nothing")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_server_process_starts_answers_and_is_always_stopped() -> None:
+    """The benchmark's server answers on its port, and is gone after the block, an error too."""
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("httptools")
+    import os
+    import urllib.request
+
+    with _server.ServerProcess() as server:
+        pid = server.pid
+        with urllib.request.urlopen(
+            f"{server.base_url}/chat/completions", timeout=5, data=json.dumps(h.CHAT_BODY).encode()
+        ) as response:
+            assert json.loads(response.read())["object"] == "chat.completion"
+        assert server.cpu_seconds() > 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(KeyboardInterrupt), _server.ServerProcess() as server:
+        pid = server.pid
+        raise KeyboardInterrupt
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def test_trio_backend_runs() -> None:
