@@ -56,6 +56,28 @@ def test_python_m_corral_testing_listens_on_the_port_given() -> None:
         assert proc.wait(timeout=30) == 0
 
 
+def test_python_m_corral_testing_with_stdin_from_dev_null_serves_until_killed() -> None:
+    """Regression: started with stdin from /dev/null (nohup, `&`, CI) it exited at once."""
+    port = closed_port()
+    with subprocess.Popen(
+        [*TESTING, "--port", str(port), "--latency", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == f"listening on {port}\n"
+        for _ in range(2):  # the second request would find no server if it had left
+            reply = httpx.post(
+                f"http://127.0.0.1:{port}/v1/embeddings", json={"model": "m", "input": ["a"]}
+            )
+            assert reply.status_code == 200
+        assert proc.poll() is None
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def _statuses(base_url: str, key: str) -> list[tuple[int, str | None, str | None]]:
     """A fixed run of requests: status, Retry-After and retry-after-ms of each."""
     seen = []

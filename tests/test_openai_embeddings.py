@@ -28,6 +28,14 @@ def test_a_string_is_one_input_not_its_characters() -> None:
     assert EmbeddingsRequest(inputs=["a", "b"]).inputs == ("a", "b")
 
 
+def test_no_inputs_or_inputs_that_are_not_texts_are_refused_at_once() -> None:
+    """Regression: inputs=[] went to the server, and [1, 2, 3] counted as three texts."""
+    with pytest.raises(ValueError, match="inputs must hold at least one text"):
+        EmbeddingsRequest(inputs=[])
+    with pytest.raises(TypeError, match=r"inputs\[1\] is int 2"):
+        EmbeddingsRequest(inputs=["a", 2])  # type: ignore[list-item]
+
+
 async def test_a_string_input_gets_one_vector_from_the_server() -> None:
     """A string sent to the fake server comes back as one vector, not one per character."""
     async with FakeLLMServer() as server, corral.Runtime() as rt:

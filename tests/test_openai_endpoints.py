@@ -127,6 +127,24 @@ async def test_azure_deployment_path_api_version_and_api_key_header(
     provider.shutdown()
 
 
+async def test_a_base_url_pasted_with_its_query_sends_the_query_after_the_path() -> None:
+    """Regression: base_url '.../v1?api-version=x' posted to '/v1?api-version=x/chat/...'."""
+    async with canned_server(Canned(body=CHAT_REPLY)) as server:
+        async with corral.Runtime() as rt:
+            ref = await rt.spawn(
+                lambda: OpenAIChat(
+                    model="m",
+                    base_url=f"{server.base_url}/openai/deployments/d?api-version=2024-10-21&x=1",
+                    query={"x": "2"},
+                    api_key_env=None,
+                ),
+                name="chat",
+            )
+            await ref.ask(HELLO, timeout=10)
+    (seen,) = server.requests
+    assert seen.target == "/openai/deployments/d/chat/completions?api-version=2024-10-21&x=2"
+
+
 def quoting_401(seen: Seen) -> Canned:
     key = seen.headers.get("api-key", "")
     body = {"error": {"code": "401", "message": f"Access denied: invalid key {key}."}}

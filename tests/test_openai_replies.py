@@ -240,3 +240,9 @@ async def test_azures_content_filter_reply_is_read() -> None:
     reply, _ = await ask(canned(body))
     assert reply.finish_reason == "content_filter"
     assert reply.content == ""
+
+
+async def test_a_reply_with_no_choices_is_a_protocol_error() -> None:
+    """Regression: `choices: []` was read as an empty reply (content '', no finish reason)."""
+    with pytest.raises(corral.ProtocolError, match="the reply has no choices"):
+        await ask(canned(completion()))

@@ -11,7 +11,7 @@ from corral import ChatChunk, ChatRequest, ProviderError, ToolCall, TransportErr
 from corral.testing import FakeLLMServer, ManualClock
 
 from .loopback_http import Canned, Seen
-from .openai_helpers import HELLO, chunk, sent, sse, stream, stream_answer, usage_chunk
+from .openai_helpers import HELLO, canned, chunk, sent, sse, stream, stream_answer, usage_chunk
 
 pytestmark = pytest.mark.anyio
 
@@ -303,3 +303,53 @@ async def test_usage_in_every_chunk_keeps_the_last() -> None:
     chunks, _ = await stream(stream_answer(sse(one, two)))
     reply = chunks[-1].reply
     assert reply is not None and reply.usage == corral.TokenUsage(5, 2)
+
+
+async def test_a_stream_answered_with_the_whole_reply_takes_it_once() -> None:
+    """Regression: a server ignoring stream=true (a JSON reply) was 'cut short' and sent 3 times."""
+    whole = {
+        "id": "chatcmpl-w",
+        "object": "chat.completion",
+        "model": "m-2025",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "all"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+    chunks, seen = await stream(canned(whole), policy=RETRY)
+    assert len(seen) == 1
+    assert text(chunks) == "all"
+    assert chunks[-1].finish_reason == "stop"
+    reply = chunks[-1].reply
+    assert reply is not None and reply.id == "chatcmpl-w" and reply.content == "all"
+    assert reply.usage is not None and reply.usage.total == 4
+
+
+async def test_a_stream_answered_with_a_json_error_raises_the_providers_error_once() -> None:
+    """Regression: a 200 JSON error to a stream lost the provider's message and was retried."""
+    blocked = {"error": {"message": "guardrail blocked", "type": "invalid_request_error"}}
+    seen_count = []
+
+    def answer(seen: Seen) -> Canned:
+        seen_count.append(seen)
+        return canned(blocked)
+
+    with pytest.raises(ProviderError, match="guardrail blocked"):
+        await stream(answer, policy=RETRY)  # type: ignore[arg-type]
+    assert len(seen_count) == 1
+
+
+async def test_a_finished_chunk_before_an_error_is_delivered_first() -> None:
+    """Regression: the chunk that ended a choice was held back and lost when an error followed."""
+    body = sse(chunk("a"), chunk("b", "stop"), LITELLM_ERROR, done=False)
+    with pytest.raises(ProviderError, match="after 2 chunks") as info:
+        await stream(stream_answer(body), policy=RETRY)
+    assert text(info.value.chunks) == "ab"  # type: ignore[attr-defined]
+    body = sse(chunk("a", "stop"), LITELLM_ERROR, done=False)
+    with pytest.raises(ProviderError, match="after 1 chunk:") as info:
+        await stream(stream_answer(body), policy=RETRY)
+    assert text(info.value.chunks) == "a"  # type: ignore[attr-defined]

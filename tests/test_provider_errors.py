@@ -440,6 +440,7 @@ def test_request_id_headers_are_looked_up_in_their_documented_order() -> None:
         "request-id",
         "x-litellm-call-id",
         "apim-request-id",
+        "x-ms-request-id",
         "x-amzn-requestid",
         "cf-ray",
         "x-correlation-id",

@@ -54,6 +54,7 @@ REQUEST_ID_HEADERS: Final = (
     "request-id",
     "x-litellm-call-id",
     "apim-request-id",
+    "x-ms-request-id",
     "x-amzn-requestid",
     "cf-ray",
     "x-correlation-id",

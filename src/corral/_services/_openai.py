@@ -82,6 +82,14 @@ class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         if not isinstance(api_key_header, str) or not api_key_header:
             raise ValueError(f"api_key_header must be a header name, got {api_key_header!r}")
         bearer = api_key_header.lower() == "authorization"
+        if isinstance(base_url, str) and "?" in base_url:
+            # A pasted URL with its query (Azure's ?api-version=...): the
+            # query goes after each endpoint's path, not inside the prefix.
+            base_url, _, query_text = base_url.partition("?")
+            query = {
+                **dict(urllib.parse.parse_qsl(query_text, keep_blank_values=True)),
+                **(query or {}),
+            }
         if isinstance(secret_headers, str):
             raise TypeError(f"secret_headers must be header names, got the str {secret_headers!r}")
         super().__init__(
@@ -236,6 +244,33 @@ def _check_parsed(reply: ChatReply) -> None:
     name = reply.response_model
     if name is not None and _structured.known_class(name) is not None:
         reply.parsed  # noqa: B018  # parsing raises the ProtocolError that names the path
+
+
+def _chunks(count: int) -> str:
+    return "1 chunk" if count == 1 else f"{count} chunks"
+
+
+def _is_json(response: httpx.Response) -> bool:
+    kind: str = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def _whole_chunks(reply: ChatReply) -> list[ChatChunk]:
+    """A whole reply as the chunks a stream of it would end with (the last carries it)."""
+    chunks = [
+        ChatChunk(
+            content=choice.content,
+            finish_reason=choice.finish_reason,
+            index=choice.index,
+            role=choice.message.role,
+            refusal=choice.refusal or "",
+        )
+        for choice in reply.choices
+    ]
+    if not chunks:
+        return [ChatChunk(reply=reply)]
+    chunks[-1] = _with_reply(chunks[-1], reply)
+    return chunks
 
 
 def _with_reply(chunk: ChatChunk, reply: ChatReply) -> ChatChunk:
@@ -410,6 +445,18 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
                 template=self._template,
             ) as response:
                 found_id = request_id(response.headers)
+                if _is_json(response):
+                    # A server (or gateway) that ignores stream=true answers
+                    # with the whole reply, or with its error: take it as is.
+                    await response.aread()
+                    data = self.parse_json(response)
+                    raise_for_error(data, where, redact=self.redact, request_id=found_id)
+                    reply = chat_reply(data, where, model=model, response_model=msg.response_model)
+                    _record_chat(span, reply)
+                    _check_parsed(reply)
+                    for whole in _whole_chunks(reply):
+                        yield whole
+                    return
                 decoder = SSEDecoder()
                 done = False
                 failure: CorralError | None = None
@@ -424,7 +471,8 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
                         done = True
                         continue
                     try:
-                        data = self._event_data(event, where, delivered, found_id, last=False)
+                        seen = delivered + (held is not None)
+                        data = self._event_data(event, where, seen, found_id, last=False)
                         chunks = assembly.feed(data)
                     except CorralError as exc:
                         failure = exc
@@ -440,6 +488,8 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
                             yield chunk
                             delivered += 1
                 if failure is not None:
+                    if held is not None:  # what came before the error is the caller's
+                        yield held
                     raise failure
                 if not done and decoder.pending:
                     # A last event without its blank line: servers that end the
@@ -456,7 +506,7 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
                             held = chunk
             if not (done or assembly.finished):
                 raise TransportError(
-                    f"{where}: the stream ended after {delivered + (held is not None)} chunks "
+                    f"{where}: the stream ended after {_chunks(delivered + (held is not None))} "
                     "with neither a finish reason nor [DONE]: it was cut short"
                 )
             reply = assembly.reply()
@@ -468,7 +518,7 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
         self, event: SSEEvent, where: str, delivered: int, found_id: str | None, *, last: bool
     ) -> Any:
         """The JSON of one event, or the provider's error if the event is one."""
-        happened = f"{where}: the stream carried an error after {delivered} chunks"
+        happened = f"{where}: the stream carried an error after {_chunks(delivered)}"
         try:
             data = json.loads(event.data)
         except ValueError as exc:

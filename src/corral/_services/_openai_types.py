@@ -445,7 +445,16 @@ class ChatRequest:
 
 def _as_inputs(value: str | Iterable[str]) -> tuple[str, ...]:
     # A str is one input, as in OpenAI's API (not its characters).
-    return (value,) if isinstance(value, str) else tuple(value)
+    inputs = (value,) if isinstance(value, str) else tuple(value)
+    if not inputs:
+        raise ValueError("inputs must hold at least one text to embed, got none")
+    for position, item in enumerate(inputs):
+        if not isinstance(item, str):
+            raise TypeError(
+                f"inputs must be texts (str); inputs[{position}] is "
+                f"{type(item).__name__} {item!r:.40}"
+            )
+    return inputs
 
 
 @message(name="openai.EmbeddingsRequest")

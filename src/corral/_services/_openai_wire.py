@@ -416,6 +416,9 @@ def chat_reply(
                 logprobs=_logprobs(read, item, path),
             )
         )
+    if not choices:
+        # Nothing to read: an answer without one choice is no answer.
+        raise ProtocolError(f"{where}: the reply has no choices ('choices' is empty)")
     choices.sort(key=lambda c: c.index)
     return ChatReply(
         tuple(choices),

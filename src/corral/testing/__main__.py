@@ -1,7 +1,7 @@
 """``python -m corral.testing``: run the fake LLM server in a process of its own.
 
-Prints ``listening on <port>`` once it is up and serves until killed (or
-until its standard input closes). Options: ``--latency``, ``--jitter``,
+Prints ``listening on <port>`` once it is up and serves until killed (or,
+when its standard input is a pipe, until that pipe closes). Options: ``--latency``, ``--jitter``,
 ``--port``, ``--host``, ``--api-key``, ``--seed``, the faults (``--rate-429``,
 ``--rate-500``, ``--rate-503``, ``--rate-slow``, ``--rate-drop``,
 ``--rate-malformed``, ``--retry-after``, ``--slow-delay``, ``--faults-by``),
@@ -12,6 +12,8 @@ until its standard input closes). Options: ``--latency``, ``--jitter``,
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 import threading
 from collections.abc import Sequence
@@ -25,7 +27,8 @@ _PROG = "python -m corral.testing"
 _DESCRIPTION = (
     "Run the fake OpenAI-compatible server (POST /v1/chat/completions and /v1/embeddings, "
     "GET /v1/models) in a process of its own. It prints 'listening on PORT' once it is up, "
-    "and serves until it is killed or its standard input closes."
+    "and serves until it is killed (Ctrl-C), or until its standard input closes when that "
+    "is a pipe."
 )
 #: The fault options: (option, the Faults field, what it means).
 _RATES = (
@@ -65,14 +68,25 @@ async def _serve(args: argparse.Namespace) -> None:
     async with _server(args) as server:
         print(f"listening on {server.port}", flush=True)
         closed = anyio.Event()
-        token = anyio.lowlevel.current_token()
+        if _stdin_is_a_pipe():
+            # A parent holding our stdin stops us by closing it. /dev/null (nohup,
+            # a `&` job, CI) or a terminal is no such signal: serve until killed.
+            token = anyio.lowlevel.current_token()
 
-        def watch_stdin() -> None:
-            sys.stdin.read()
-            anyio.from_thread.run_sync(closed.set, token=token)
+            def watch_stdin() -> None:
+                sys.stdin.read()
+                anyio.from_thread.run_sync(closed.set, token=token)
 
-        threading.Thread(target=watch_stdin, daemon=True).start()
+            threading.Thread(target=watch_stdin, daemon=True).start()
         await closed.wait()
+
+
+def _stdin_is_a_pipe() -> bool:
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):  # no stdin at all
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 class _Parser(argparse.ArgumentParser):
