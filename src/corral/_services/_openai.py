@@ -65,6 +65,8 @@ class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
     """What the OpenAI-compatible actors share: a default model, the endpoint, the key."""
 
     policy = ServicePolicy()
+    #: The endpoint below ``base_url`` that the actor posts to.
+    _ENDPOINT: ClassVar[str]
 
     def __init__(
         self,
@@ -121,6 +123,8 @@ class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             "server.address": url.host,
             "server.port": url.port or (443 if url.scheme == "https" else 80),
         }
+        self._path, self._template = self._endpoint(self._ENDPOINT)
+        self._where = _where("POST", self._template)
 
     async def on_start(self) -> None:
         if not self._key_in_header:
@@ -314,6 +318,7 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
         timeout, headers, secret_headers, transport: As :class:`corral.HttpService`.
     """
 
+    _ENDPOINT = _CHAT
     #: Tokens estimated for an image part (``detail`` unset, ``"auto"`` or
     #: ``"high"``): OpenAI's count for a 1024x1024 image in high detail.
     image_tokens: ClassVar[int] = 765
@@ -346,8 +351,6 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
             transport=transport,
         )
         self.stream_usage = bool(stream_usage)
-        self._path, self._template = self._endpoint(_CHAT)
-        self._where = _where("POST", self._template)
 
     def estimate_tokens(self, msg: ChatRequest) -> int:
         """Tokens a request may use, before the server says.
@@ -549,32 +552,7 @@ class OpenAIEmbeddings(_OpenAIService[EmbeddingsRequest, EmbeddingsReply]):
     estimate: characters / 4.
     """
 
-    def __init__(
-        self,
-        *,
-        model: str,
-        base_url: str = DEFAULT_OPENAI_URL,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        api_key_header: str = "Authorization",
-        query: Mapping[str, str] | None = None,
-        timeout: float = DEFAULT_HTTP_TIMEOUT,
-        headers: Mapping[str, str] | None = None,
-        secret_headers: Iterable[str] = (),
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            model=model,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            api_key_header=api_key_header,
-            query=query,
-            timeout=timeout,
-            headers=headers,
-            secret_headers=secret_headers,
-            transport=transport,
-        )
-        self._path, self._template = self._endpoint(_EMBEDDINGS)
-        self._where = _where("POST", self._template)
+    _ENDPOINT = _EMBEDDINGS
 
     def estimate_tokens(self, msg: EmbeddingsRequest) -> int:
         """Tokens a request may use: characters / 4."""
