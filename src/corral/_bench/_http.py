@@ -363,11 +363,17 @@ def _requests(count: int) -> list[corral.ChatRequest]:
 
 
 async def floor_w8m(count: int) -> Result:
-    """The raw way to queue a batch: a task per call, each waiting on a semaphore of 64."""
+    """The raw way to queue a batch: a task per call, each waiting on a semaphore (held shut)."""
     requests = _requests(count)
     gate = anyio.Semaphore(0)  # held shut: the figure is the tasks while they wait
+    waiting = 0
+    all_waiting = anyio.Event()
 
     async def one(request: corral.ChatRequest) -> None:
+        nonlocal waiting
+        waiting += 1
+        if waiting == count:
+            all_waiting.set()
         async with gate:
             pass  # a raw client would post the request here
 
@@ -376,10 +382,12 @@ async def floor_w8m(count: int) -> Result:
     async with anyio.create_task_group() as tg:
         for request in requests:
             tg.start_soon(one, request)
-        await anyio.wait_all_tasks_blocked()
+        await all_waiting.wait()
         gc.collect()
         queued = (rss_bytes() - before) / count
-        tg.cancel_scope.cancel()
+        # Opened, not cancelled: each cancelled waiter would search the queue for itself.
+        for _ in range(count):
+            gate.release()
     return Result({"bytes_per_queued_call": queued})
 
 

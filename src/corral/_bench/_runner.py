@@ -421,6 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_and_print(args.only, args.backend, args.uvloop, args.repeat, args.scale, args.json)
     except ValueError as exc:
         parser.error(str(exc))
+    except KeyboardInterrupt:
+        # The benchmark server, if one ran, was stopped on the way out.
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
