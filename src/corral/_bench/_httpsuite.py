@@ -273,7 +273,7 @@ def run_http(
         for wl in selected:
             count = _scaled(wl.calls, scale, h.IN_FLIGHT)
             clients = [c for c in wl.clients if _unavailable(c, backend) is None]
-            skipped = {c.key: why for c in wl.clients if (why := _unavailable(c, backend))}
+            skipped = {c.label: why for c in wl.clients if (why := _unavailable(c, backend))}
             runs: dict[str, list[dict[str, float]]] = {c.key: [] for c in clients}
             for i in range(repeat):
                 # Rotate the order, so that warm-up and drift favour no client.
