@@ -127,6 +127,7 @@ def test_ratios_are_withheld_when_the_server_has_too_little_headroom() -> None:
     assert "under 2x the fastest client (1,000 calls/s, W8 raw aiohttp)" in server["why"]
     assert data["withheld"] == server["why"]
     assert data["figures"] == []
+    assert data["versus"] == {}  # no ratio in the JSON either
     server, data = _http_report(capacity=2000.0, fastest=1000.0)
     assert server["ratios_reported"] is True
     assert data["withheld"] is None

@@ -15,6 +15,7 @@ the run: then the server, not the client, could be what was measured.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import statistics
 from collections.abc import Awaitable, Callable, Sequence
@@ -174,8 +175,6 @@ def skip_message(keys: Sequence[str]) -> str | None:
 
 
 def _unavailable(client: Client, backend: str) -> str | None:
-    import importlib.util
-
     if client.asyncio_only and backend != "asyncio":
         return f"asyncio only, not on {backend}"
     if client.needs is not None and importlib.util.find_spec(client.needs) is None:
@@ -212,8 +211,6 @@ def _run_one(
 def _capacity(
     server: ServerProcess, repeat: int, scale: float, progress: Callable[[str], None] | None
 ) -> dict[str, Any]:
-    import importlib.util
-
     count = _scaled(CAPACITY_CALLS, scale, h.CAPACITY_IN_FLIGHT)
     # The load runs on uvloop where it can: the faster the load, the surer the figure.
     uvloop = importlib.util.find_spec("uvloop") is not None
@@ -326,7 +323,10 @@ def _verdict(capacity: dict[str, Any], workloads: dict[str, Any]) -> None:
     )
     for data in workloads.values():
         data["withheld"] = capacity["why"]
-        data["figures"] = [] if not enough else _figures(data)
+        if enough:
+            data["figures"] = _figures(data)
+        else:
+            data["figures"], data["versus"] = [], {}
 
 
 def _figures(data: dict[str, Any]) -> list[dict[str, Any]]:
