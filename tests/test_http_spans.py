@@ -7,9 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 import corral
@@ -17,6 +15,7 @@ from corral import ChatRequest, EmbeddingsRequest, OpenAIChat, OpenAIEmbeddings
 from corral.testing import FakeLLMServer
 
 from .loopback_http import Canned, canned_server
+from .tracing import MemoryTracing
 
 pytestmark = pytest.mark.anyio
 
@@ -24,16 +23,8 @@ HELLO = ChatRequest(messages=[{"role": "user", "content": "hello there"}])
 NO_RETRY = corral.ServicePolicy(retry=None)
 
 
-class Traced:
+class Traced(MemoryTracing):
     """An SDK tracer provider writing to memory, and a corral instrument on it."""
-
-    def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.instrument = corral.telemetry.OpenTelemetry(
-            tracer_provider=self.provider, record_metrics=False
-        )
 
     def runtime(self) -> corral.Runtime:
         return corral.Runtime(instruments=[self.instrument])

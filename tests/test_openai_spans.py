@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 
 import corral
 from corral import ChatMessage, ChatRequest, ImagePart, OpenAIChat, TextPart
@@ -17,6 +15,7 @@ from corral.testing import ManualClock
 
 from .loopback_http import Canned, canned_server
 from .openai_helpers import canned, chat_actor, choice, chunk, completion, sse, stream_answer
+from .tracing import MemoryTracing
 
 pytestmark = pytest.mark.anyio
 
@@ -24,23 +23,12 @@ SECRET_TEXT = "my-private-question-7781"
 SECRET_ARGS = '{"account": "ACC-99-private"}'
 
 
-class Traced:
+class Traced(MemoryTracing):
     """Spans in memory, and the instrument that makes them."""
-
-    def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.instrument = corral.telemetry.OpenTelemetry(
-            tracer_provider=self.provider, record_metrics=False
-        )
 
     def model_span(self, name: str = "chat m") -> dict[str, Any]:
         (span,) = [s for s in self.exporter.get_finished_spans() if s.name == name]
         return dict(span.attributes or {})
-
-    def spans(self) -> tuple[ReadableSpan, ...]:
-        return self.exporter.get_finished_spans()
 
 
 @pytest.fixture
@@ -61,7 +49,7 @@ async def _run(traced: Traced, answer: Canned, request: ChatRequest, *, streamed
                 await ref.ask(request, timeout=10)
 
 
-def _all_text(spans: tuple[ReadableSpan, ...]) -> str:
+def _all_text(spans: Sequence[ReadableSpan]) -> str:
     return "\n".join(
         f"{s.name} {json.dumps(dict(s.attributes or {}), default=str)} "
         + " ".join(f"{e.name} {dict(e.attributes or {})}" for e in s.events)

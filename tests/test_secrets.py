@@ -14,15 +14,14 @@ import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 
 import corral
 from corral import ChatRequest, OpenAIChat
 from corral._services._redact import REDACTED, Redactor
 
 from .loopback_http import Canned, Seen, canned_server
+from .tracing import MemoryTracing
 
 pytestmark = pytest.mark.anyio
 
@@ -73,19 +72,8 @@ def error_texts(exc: BaseException) -> list[str]:
     return texts
 
 
-class Traced:
+class Traced(MemoryTracing):
     """An SDK tracer provider writing to memory, and a corral instrument on it."""
-
-    def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.instrument = corral.telemetry.OpenTelemetry(
-            tracer_provider=self.provider, record_metrics=False
-        )
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
 
 
 @pytest.fixture
