@@ -102,6 +102,7 @@ from ._services._retry import DEFAULT_NEVER_RETRY_CODES as DEFAULT_NEVER_RETRY_C
 from ._services._retry import DEFAULT_RETRY_CODES as DEFAULT_RETRY_CODES
 from ._services._retry import RetryPolicy as RetryPolicy
 from ._services._structured import json_schema as json_schema
+from ._services._transport import HttpResponse as HttpResponse
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -152,6 +153,7 @@ __all__ = [
     "Envelope",
     "Future",
     "GetStatus",
+    "HttpResponse",
     "HttpService",
     "HttpStatusError",
     "ImagePart",

@@ -1,6 +1,7 @@
-"""HttpService: an actor that calls an HTTP API with one httpx client per incarnation.
+"""HttpService: an actor that calls an HTTP API with one HTTP client per incarnation.
 
-This is the one place where httpx errors become corral errors.
+The clients themselves, and the translation of their errors, are in
+:mod:`._transport`; error responses become corral errors here.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import base64
 import json
 import os
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, Final, Generic, TypeVar
@@ -23,14 +25,21 @@ from .._core._exceptions import (
     HttpStatusError,
     InvalidStateError,
     ProtocolError,
-    ServiceError,
-    TransportError,
 )
 from .._core._pile import current_call
 from ..telemetry._instrument import client_span
 from ._errors import ErrorDetail, parse_error
 from ._redact import Redactor, header_secrets, is_secret_header, redact_unparsed_url
 from ._retry import retry_after_from_headers
+from ._transport import (
+    HttpClientName,
+    HttpResponse,
+    _charset,
+    _Client,
+    _HttpxClient,
+    check_client_name,
+    open_client,
+)
 
 __all__ = ["DEFAULT_HTTP_TIMEOUT", "HttpService"]
 
@@ -64,12 +73,9 @@ _MAX_KEEPALIVE = 20
 _SPAN_CACHE_SIZE = 256
 
 
-def _excerpt(response: httpx.Response, redactor: Redactor, limit: int = _BODY_EXCERPT) -> str:
+def _excerpt(response: HttpResponse, redactor: Redactor, limit: int = _BODY_EXCERPT) -> str:
     # The one place a response body is kept: redacted first, then cut.
-    try:
-        text = response.text[:_BODY_REDACTED]
-    except Exception:  # undecodable bytes: show what can be shown
-        text = response.content[:_BODY_REDACTED].decode("utf-8", "replace")
+    text = response.content[:_BODY_REDACTED].decode(_charset(response.headers), "replace")
     return redactor.text(text)[:limit]
 
 
@@ -82,7 +88,7 @@ def request_id(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def _detail(response: httpx.Response, redactor: Redactor) -> ErrorDetail | None:
+def _detail(response: HttpResponse, redactor: Redactor) -> ErrorDetail | None:
     # The provider's account of the error, from a JSON body of a sane size.
     if len(response.content) > _BODY_REDACTED:
         return None
@@ -94,15 +100,14 @@ def _detail(response: httpx.Response, redactor: Redactor) -> ErrorDetail | None:
     return None if detail is None else detail.redacted(redactor.text)
 
 
-def status_error(response: httpx.Response, redactor: Redactor) -> HttpStatusError:
+def status_error(response: HttpResponse, redactor: Redactor) -> HttpStatusError:
     """The corral error for an HTTP error response, with *redactor*'s secrets taken out.
 
     Reads the provider's error (``code``, ``type``, ``param``, ``message``)
     from a JSON body, the wait from ``retry-after-ms`` or ``Retry-After``,
     and the request id from :data:`REQUEST_ID_HEADERS`.
     """
-    request = response.request
-    url = redactor.url(request.url, query=False)
+    url = redactor.url(response.url, query=False)
     retry_after = retry_after_from_headers(response.headers, time.time())
     found_id = request_id(response.headers)
     body = _excerpt(response, redactor)
@@ -114,9 +119,9 @@ def status_error(response: httpx.Response, redactor: Redactor) -> HttpStatusErro
     kind = AuthenticationError if response.status_code in (401, 403) else HttpStatusError
     status = redactor.text(f"{response.status_code} {response.reason_phrase}".strip())
     return kind(
-        f"{request.method} {url} answered {status}{said}",
+        f"{response.method} {url} answered {status}{said}",
         status=response.status_code,
-        method=request.method,
+        method=response.method,
         url=url,
         body=body,
         request_id=None if found_id is None else redactor.text(found_id),
@@ -128,20 +133,7 @@ def status_error(response: httpx.Response, redactor: Redactor) -> HttpStatusErro
     )
 
 
-def transport_error(
-    exc: httpx.HTTPError, method: str, url: httpx.URL, redactor: Redactor
-) -> ServiceError:
-    """The corral error for an httpx failure that produced no response (secrets taken out)."""
-    where = f"{method} {redactor.url(url, query=False)}"
-    if isinstance(exc, httpx.TimeoutException):
-        return TransportError(f"{where} timed out ({type(exc).__name__})", timeout=True)
-    detail = redactor.text(f"{type(exc).__name__}: {exc}")
-    if isinstance(exc, httpx.TransportError):
-        return TransportError(f"{where} failed: {detail}")
-    return ServiceError(f"{where} failed: {detail}")
-
-
-def _record_status(span: trace.Span | None, response: httpx.Response) -> None:
+def _record_status(span: trace.Span | None, response: HttpResponse) -> None:
     if span is not None and span.is_recording():
         span.set_attribute("http.response.status_code", response.status_code)
 
@@ -158,10 +150,14 @@ def _mark_status_error(span: trace.Span | None, error: HttpStatusError) -> None:
 class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
     """Base class of actors that serve calls by calling an HTTP API.
 
-    Each incarnation has one :class:`httpx.AsyncClient`, made in
-    :meth:`on_start` (so a restart gets a fresh client, and re-reads the API
-    key) and closed in :meth:`on_stop`; its connection pool matches the
-    actor's ``max_concurrency``. Write :meth:`handle` with :meth:`request`,
+    Each incarnation has one HTTP client, made in :meth:`on_start` (so a
+    restart gets a fresh client, and re-reads the API key) and closed in
+    :meth:`on_stop`; its connection pool holds the actor's
+    ``max_concurrency`` connections. On asyncio the client is aiohttp's
+    (several times faster than httpx's default transport); on trio, or
+    when given an httpx ``transport``, httpx's. Both give the same
+    :class:`corral.HttpResponse` and the same errors. Write :meth:`handle`
+    with :meth:`request`,
     which gives each request what is left of the call's deadline, maps
     transport failures to :class:`corral.TransportError` and error statuses
     to :class:`corral.HttpStatusError` (status, body excerpt, request id,
@@ -197,8 +193,11 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             ``Authorization``, ``Proxy-Authorization``, ``Cookie``,
             ``api-key``, ``x-api-key``, ``x-goog-api-key``,
             ``x-auth-token`` and ``ocp-apim-subscription-key`` always are.
-        timeout: Longest a request may take when the call allows more.
-        transport: An httpx transport (tests, proxies); default httpx's.
+        timeout: Longest a request may take when the call allows more
+            (a stream: each connect and each read).
+        transport: An httpx transport (tests, proxies); means httpx.
+        http_client: ``"auto"`` (aiohttp on asyncio, httpx elsewhere or
+            with a ``transport``), ``"aiohttp"`` (asyncio only) or ``"httpx"``.
     """
 
     def __init__(
@@ -210,6 +209,7 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         secret_headers: Iterable[str] = (),
         timeout: float = DEFAULT_HTTP_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        http_client: HttpClientName = "auto",
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             shown = redact_unparsed_url(base_url) if isinstance(base_url, str) else base_url
@@ -223,9 +223,14 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         self.api_key_env = api_key_env
         self.timeout = float(timeout)
         self.transport = transport
+        self.http_client = check_client_name(http_client)
+        if transport is not None and http_client == "aiohttp":
+            raise ValueError("an httpx transport needs http_client='httpx' or 'auto'")
         self._url_secrets: tuple[str, ...] = ()
         self.base_url = self._take_userinfo(base_url).rstrip("/")
+        self._http: _Client | None = None
         self._client: httpx.AsyncClient | None = None
+        self._started_headers: dict[str, str] = {}
         self._redactor = self._make_redactor(self.headers)
         self._spans: dict[tuple[str, str, str | None], tuple[str, dict[str, Any]]] = {}
 
@@ -270,10 +275,26 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
 
     @property
     def client(self) -> httpx.AsyncClient:
-        """This incarnation's client (between on_start and on_stop)."""
-        if self._client is None:
+        """An :class:`httpx.AsyncClient` for what :meth:`request` does not cover.
+
+        It has ``base_url``, the headers and the key of this incarnation, and
+        is closed in :meth:`on_stop`. With the httpx client it is the one
+        :meth:`request` sends with; with aiohttp it is made on first use.
+        """
+        if self._http is None:
             raise InvalidStateError(
                 f"{type(self).__qualname__} has no HTTP client: it is not running"
+            )
+        if self._client is None:
+            size = self._corral_cell.max_concurrency
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=self._started_headers,
+                timeout=self.timeout,
+                limits=httpx.Limits(
+                    max_connections=size, max_keepalive_connections=min(size, _MAX_KEEPALIVE)
+                ),
+                transport=self.transport,
             )
         return self._client
 
@@ -292,6 +313,15 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         """
         return self._redactor.text(text)
 
+    @property
+    def http_client_name(self) -> str:
+        """The client this incarnation sends with: ``"aiohttp"`` or ``"httpx"``."""
+        if self._http is None:
+            raise InvalidStateError(
+                f"{type(self).__qualname__} has no HTTP client: it is not running"
+            )
+        return self._http.name
+
     async def on_start(self) -> None:
         headers = dict(self.headers)
         if self.api_key_env is not None:
@@ -302,25 +332,34 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
                 )
             headers["Authorization"] = f"Bearer {key}"
         self._redactor = self._make_redactor(headers)
+        self._started_headers = headers
         size = self._corral_cell.max_concurrency
-        # As many connections as calls may run at once; but httpx's pool looks
-        # at every idle connection on every request, so past ~20 kept-alive
-        # connections the pool costs more than reconnecting on loopback.
-        limits = httpx.Limits(
-            max_connections=size, max_keepalive_connections=min(size, _MAX_KEEPALIVE)
-        )
-        self._client = httpx.AsyncClient(
+        # As many connections as calls may run at once. httpx's pool looks at
+        # every idle connection on every request, so past ~20 kept-alive
+        # connections it costs more than reconnecting on loopback; aiohttp's
+        # keeps them all.
+        self._http = open_client(
+            self.http_client,
             base_url=self.base_url,
             headers=headers,
+            size=size,
+            keepalive=min(size, _MAX_KEEPALIVE),
             timeout=self.timeout,
-            limits=limits,
             transport=self.transport,
         )
+        if isinstance(self._http, _HttpxClient):
+            self._client = self._http.client
 
     async def on_stop(self) -> None:
+        http, self._http = self._http, None
         client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        self._started_headers = {}
+        try:
+            if client is not None and (http is None or client is not getattr(http, "client", None)):
+                await client.aclose()
+        finally:
+            if http is not None:
+                await http.aclose()
 
     def _url(self, path: str) -> httpx.URL:
         return httpx.URL(self.base_url + path)
@@ -360,8 +399,10 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         template: str | None = None,
-    ) -> httpx.Response:
+    ) -> HttpResponse:
         """Send one request for the current call; return the response (2xx/3xx only).
+
+        Redirects are not followed: a 3xx is returned as it is.
 
         Args:
             method: The HTTP method.
@@ -377,20 +418,22 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             HttpStatusError: The response status is 4xx or 5xx.
             TransportError: No response: connect error, broken connection, timeout.
         """
-        timeout, extra = self._request_options(method, headers)
-        redactor = self._redactor_for(extra)
+        http = self._running()
+        timeout, extra = self._request_options(method, headers, json)
+        body = None if json is None else _json_bytes(json)
         with self._span(method, path, template) as span:
-            try:
-                response = await self.client.request(
-                    method, path, json=json, headers=extra, timeout=timeout
-                )
-                _record_status(span, response)
-                if response.status_code < 400:
-                    return response
-                await response.aread()
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, method, self._url(path), redactor) from exc
-            error = status_error(response, redactor)
+            response = await http.send(
+                method,
+                self.base_url + path,
+                body,
+                extra,
+                timeout,
+                lambda: self._redactor_for(extra),
+            )
+            _record_status(span, response)
+            if response.status_code < 400:
+                return response
+            error = status_error(response, self._redactor_for(extra))
             _mark_status_error(span, error)
         raise error
 
@@ -403,34 +446,46 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         template: str | None = None,
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[HttpResponse]:
         """Send one request and yield the response before its body is read (for streaming).
 
-        The same arguments, deadline, errors, span and idempotency key as :meth:`request`.
+        The same arguments, deadline, errors, span and idempotency key as
+        :meth:`request`; the timeout bounds each connect and each read. Leaving
+        the block before the body's end closes the connection.
 
         Raises:
             HttpStatusError: The response status is 4xx or 5xx (its body read first).
             TransportError: No response, or the connection broke while reading.
         """
-        timeout, extra = self._request_options(method, headers)
-        redactor = self._redactor_for(extra)
+        http = self._running()
+        timeout, extra = self._request_options(method, headers, json)
+        body = None if json is None else _json_bytes(json)
         error: HttpStatusError | None = None
         with self._span(method, path, template) as span:
-            try:
-                async with self.client.stream(
-                    method, path, json=json, headers=extra, timeout=timeout
-                ) as response:
-                    _record_status(span, response)
-                    if response.status_code < 400:
-                        yield response
-                    else:
-                        await response.aread()
-                        error = status_error(response, redactor)
-                        _mark_status_error(span, error)
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, method, self._url(path), redactor) from exc
+            async with http.stream(
+                method,
+                self.base_url + path,
+                body,
+                extra,
+                timeout,
+                lambda: self._redactor_for(extra),
+            ) as response:
+                _record_status(span, response)
+                if response.status_code < 400:
+                    yield response
+                else:
+                    await response.aread()
+                    error = status_error(response, self._redactor_for(extra))
+                    _mark_status_error(span, error)
         if error is not None:
             raise error
+
+    def _running(self) -> _Client:
+        if self._http is None:
+            raise InvalidStateError(
+                f"{type(self).__qualname__} has no HTTP client: it is not running"
+            )
+        return self._http
 
     def _redactor_for(self, headers: Mapping[str, str]) -> Redactor:
         # The actor's secrets, and those of this request's own secret headers.
@@ -443,12 +498,15 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         return self._redactor.adding(values) if values else self._redactor
 
     def _request_options(
-        self, method: str, headers: Mapping[str, str] | None
+        self, method: str, headers: Mapping[str, str] | None, json: Any
     ) -> tuple[float, dict[str, str]]:
-        # What is left of the call's deadline, and its idempotency key.
+        # What is left of the call's deadline, its idempotency key, and the
+        # content type of a JSON body.
         call = current_call()
         timeout = self.timeout
-        extra = dict(headers or {})
+        extra = dict(headers) if headers else {}
+        if json is not None and not any(name.lower() == "content-type" for name in extra):
+            extra["Content-Type"] = "application/json"
         if call is not None:
             remaining = call.remaining()
             if remaining is not None:
@@ -459,17 +517,23 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
                 extra.setdefault("Idempotency-Key", str(call.envelope.id))
         return timeout, extra
 
-    def parse_json(self, response: httpx.Response) -> Any:
+    def parse_json(self, response: HttpResponse) -> Any:
         """The response body as JSON.
 
         Raises:
             ProtocolError: The body is not JSON.
         """
         try:
-            return response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return json.loads(response.content)
+        except ValueError as exc:  # not JSON, or not UTF-8
+            path = urllib.parse.urlsplit(response.url).path
             raise ProtocolError(
-                f"{response.request.method} {self.redact(response.request.url.path)} answered "
+                f"{response.method} {self.redact(path)} answered "
                 f"{response.status_code} with a body that is not JSON: "
                 f"{_excerpt(response, self._redactor, 100)!r}"
             ) from exc
+
+
+def _json_bytes(value: Any) -> bytes:
+    # As httpx encodes a JSON body: compact, UTF-8, no NaN.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()

@@ -44,6 +44,7 @@ from ._openai_wire import (
 )
 from ._policy import ServicePolicy
 from ._sse import SSEDecoder, SSEEvent
+from ._transport import HttpClientName, HttpResponse
 
 __all__ = ["DEFAULT_OPENAI_URL", "OpenAIChat", "OpenAIEmbeddings"]
 
@@ -80,6 +81,7 @@ class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         headers: Mapping[str, str] | None = None,
         secret_headers: Iterable[str] = (),
         transport: httpx.AsyncBaseTransport | None = None,
+        http_client: HttpClientName = "auto",
     ) -> None:
         if not isinstance(api_key_header, str) or not api_key_header:
             raise ValueError(f"api_key_header must be a header name, got {api_key_header!r}")
@@ -102,6 +104,7 @@ class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             secret_headers=tuple(secret_headers) if bearer else (*secret_headers, api_key_header),
             timeout=timeout,
             transport=transport,
+            http_client=http_client,
         )
         self.api_key_env = api_key_env
         self.api_key_header = api_key_header
@@ -254,7 +257,7 @@ def _chunks(count: int) -> str:
     return "1 chunk" if count == 1 else f"{count} chunks"
 
 
-def _is_json(response: httpx.Response) -> bool:
+def _is_json(response: HttpResponse) -> bool:
     kind: str = response.headers.get("content-type", "").split(";")[0].strip().lower()
     return kind == "application/json" or kind.endswith("+json")
 
@@ -315,7 +318,8 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
             (``stream_options: {"include_usage": true}``; default ``True``).
             ``False`` for servers that refuse the option; a request's own
             ``stream_options`` wins over either.
-        timeout, headers, secret_headers, transport: As :class:`corral.HttpService`.
+        timeout, headers, secret_headers, transport, http_client: As
+            :class:`corral.HttpService`.
     """
 
     _ENDPOINT = _CHAT
@@ -338,6 +342,7 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
         headers: Mapping[str, str] | None = None,
         secret_headers: Iterable[str] = (),
         transport: httpx.AsyncBaseTransport | None = None,
+        http_client: HttpClientName = "auto",
     ) -> None:
         super().__init__(
             model=model,
@@ -349,6 +354,7 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
             headers=headers,
             secret_headers=secret_headers,
             transport=transport,
+            http_client=http_client,
         )
         self.stream_usage = bool(stream_usage)
 
