@@ -107,6 +107,7 @@ class ActorCell:
         "_instruments",
         "_main_event",
         "_scope",
+        "new_event",
         "_settle_waiters",
         "_starting",
         "_stop_deadline",
@@ -184,6 +185,8 @@ class ActorCell:
         self._main_event: anyio.Event | None = None
         self._clock = loop.clock
         self.checkpoint_if_cancelled = loop.checkpoint_if_cancelled
+        #: Makes an anyio.Event without looking the backend up.
+        self.new_event = loop.new_event
         self._active = False
         #: Set by the owner to start the cell's task on its first call (see
         #: :attr:`lazy`); ``None`` when the owner starts the task itself.
@@ -528,7 +531,7 @@ class ActorCell:
                         if mailbox.closed:
                             return
                         streak = 0
-                        event = anyio.Event()
+                        event = self.new_event()
                         getters.append(event)
                         try:
                             await event.wait()

@@ -142,9 +142,9 @@ class Future(Generic[T]):
 
     async def _wait_done(self) -> None:
         event = self._event
-        if event is None:
-            event = self._event = anyio.Event()
         call = self._call
+        if event is None:
+            event = self._event = anyio.Event() if call is None else call._cell.new_event()
         deadline = call._deadline if call is not None else None
         if deadline is None:
             await event.wait()

@@ -24,9 +24,11 @@ class LoopHooks:
             one is installed). On asyncio it is the loop's own ``time``.
         checkpoint_if_cancelled: Raises the pending cancellation, if any,
             without yielding to the event loop.
+        new_event: Makes an :class:`anyio.Event` of the loop's backend
+            (``anyio.Event()`` looks the backend up each time: a call makes two).
     """
 
-    __slots__ = ("checkpoint_if_cancelled", "clock")
+    __slots__ = ("checkpoint_if_cancelled", "clock", "new_event")
 
     def __init__(self) -> None:
         token = anyio.lowlevel.current_token()
@@ -37,3 +39,4 @@ class LoopHooks:
         self.checkpoint_if_cancelled: Callable[[], Awaitable[None]] = (
             token.backend_class.checkpoint_if_cancelled
         )
+        self.new_event: Callable[[], anyio.Event] = type(anyio.Event())

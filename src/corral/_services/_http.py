@@ -434,6 +434,7 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             if response.status_code < 400:
                 return response
             error = status_error(response, self._redactor_for(extra))
+            self._annotate(error)
             _mark_status_error(span, error)
         raise error
 
@@ -476,9 +477,13 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
                 else:
                     await response.aread()
                     error = status_error(response, self._redactor_for(extra))
+                    self._annotate(error)
                     _mark_status_error(span, error)
         if error is not None:
             raise error
+
+    def _annotate(self, error: HttpStatusError) -> None:
+        """Add what a subclass knows of an error status to *error* (notes), before it is raised."""
 
     def _running(self) -> _Client:
         if self._http is None:
@@ -504,9 +509,12 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         # content type of a JSON body.
         call = current_call()
         timeout = self.timeout
-        extra = dict(headers) if headers else {}
-        if json is not None and not any(name.lower() == "content-type" for name in extra):
-            extra["Content-Type"] = "application/json"
+        if not headers:
+            extra = {"Content-Type": "application/json"} if json is not None else {}
+        else:
+            extra = dict(headers)
+            if json is not None and not any(name.lower() == "content-type" for name in extra):
+                extra["Content-Type"] = "application/json"
         if call is not None:
             remaining = call.remaining()
             if remaining is not None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import attrs
@@ -19,7 +19,7 @@ from opentelemetry import trace
 
 from .._core._actor import streams
 from .._core._exceptions import CorralError, HttpStatusError, ProtocolError, TransportError
-from ..telemetry._instrument import client_span
+from ..telemetry._instrument import UNTRACED, client_span, is_traced
 from . import _structured
 from ._errors import ErrorDetail, parse_error, provider_error
 from ._http import DEFAULT_HTTP_TIMEOUT, HttpService, request_id
@@ -147,29 +147,32 @@ class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         finally:
             self.headers, self.api_key_env = headers, env
 
-    @contextmanager
-    def _hint_prefix(self) -> Iterator[None]:
+    def _annotate(self, error: HttpStatusError) -> None:
         """Add a note to a 404 from a ``base_url`` without a path: the prefix lacks ``/v1``?"""
-        try:
-            yield
-        except HttpStatusError as exc:
-            if exc.status == 404 and not self._prefix:
-                # The usual cause since base_url became the API's prefix.
-                exc.add_note(
-                    f"base_url {self.redact(self.base_url)!r} has no path: OpenAI-compatible "
-                    "servers take the API's prefix, /v1 included (http://host:port/v1), "
-                    "and corral no longer adds /v1 itself"
-                )
-            raise
+        if error.status == 404 and not self._prefix:
+            # The usual cause since base_url became the API's prefix.
+            error.add_note(
+                f"base_url {self.redact(self.base_url)!r} has no path: OpenAI-compatible "
+                "servers take the API's prefix, /v1 included (http://host:port/v1), "
+                "and corral no longer adds /v1 itself"
+            )
 
     def _endpoint(self, endpoint: str) -> tuple[str, str]:
         """The path to request (with the query) and its template (without)."""
         return endpoint + self._query, self._prefix + endpoint
 
     def _genai_span(
-        self, operation: str, model: str, attributes: Mapping[str, Any]
+        self,
+        operation: str,
+        model: str,
+        attributes: Callable[[], Mapping[str, Any]] | None = None,
     ) -> AbstractContextManager[trace.Span | None]:
-        """The GenAI semantic-convention span around one model call."""
+        """The GenAI semantic-convention span around one model call.
+
+        *attributes* are the request's own, asked for only when the call is traced.
+        """
+        if not is_traced():
+            return UNTRACED
         return client_span(
             f"{operation} {model}",
             {
@@ -177,7 +180,7 @@ class _OpenAIService(HttpService[ReqT, ReplyT], Generic[ReqT, ReplyT]):
                 "gen_ai.provider.name": _PROVIDER,
                 "gen_ai.request.model": model,
                 **self._server,
-                **attributes,
+                **(attributes() if attributes is not None else {}),
             },
         )
 
@@ -409,15 +412,14 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
     async def handle(self, msg: ChatRequest) -> ChatReply:
         model = msg.model or self.model
         body = chat_body(msg, model)
-        with self._genai_span("chat", model, _chat_attributes(msg)) as span:
-            with self._hint_prefix():
-                response = await self.request(
-                    "POST",
-                    self._path,
-                    json=body,
-                    headers=msg.extra_headers or None,
-                    template=self._template,
-                )
+        with self._genai_span("chat", model, lambda: _chat_attributes(msg)) as span:
+            response = await self.request(
+                "POST",
+                self._path,
+                json=body,
+                headers=msg.extra_headers or None,
+                template=self._template,
+            )
             data = self.parse_json(response)
             raise_for_error(
                 data, self._where, redact=self.redact, request_id=request_id(response.headers)
@@ -440,12 +442,15 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
         body = chat_body(msg, model, stream=True, stream_usage=self.stream_usage)
         where = f"{self._where} (stream)"
         assembly = StreamAssembly(where, model=model, response_model=msg.response_model)
-        attributes = {**_chat_attributes(msg), "gen_ai.request.stream": True}
+
+        def attributes() -> dict[str, Any]:
+            return {**_chat_attributes(msg), "gen_ai.request.stream": True}
+
         delivered = 0
         # A chunk that ends a choice is held back until the next one, or the
         # end: the last chunk of the stream is the one that carries the reply.
         held: ChatChunk | None = None
-        with self._genai_span("chat", model, attributes) as span, self._hint_prefix():
+        with self._genai_span("chat", model, attributes) as span:
             async with self.stream_request(
                 "POST",
                 self._path,
@@ -575,15 +580,14 @@ class OpenAIEmbeddings(_OpenAIService[EmbeddingsRequest, EmbeddingsReply]):
             attributes["gen_ai.request.encoding_formats"] = (msg.encoding_format,)
         if msg.dimensions is not None:
             attributes["gen_ai.embeddings.dimension.count"] = msg.dimensions
-        with self._genai_span("embeddings", model, attributes) as span:
-            with self._hint_prefix():
-                response = await self.request(
-                    "POST",
-                    self._path,
-                    json=embeddings_body(msg, model),
-                    headers=msg.extra_headers or None,
-                    template=self._template,
-                )
+        with self._genai_span("embeddings", model, lambda: attributes) as span:
+            response = await self.request(
+                "POST",
+                self._path,
+                json=embeddings_body(msg, model),
+                headers=msg.extra_headers or None,
+                template=self._template,
+            )
             data = self.parse_json(response)
             raise_for_error(
                 data,

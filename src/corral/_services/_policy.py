@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 import attrs
 from opentelemetry import trace
@@ -24,9 +23,17 @@ __all__ = ["ServicePolicy"]
 _NOTABLE_WAIT = 0.001
 
 
-@contextlib.asynccontextmanager
-async def _no_slot() -> AsyncIterator[float]:
-    yield 0.0
+class _NoSlot:
+    """The slot of a policy without a limiter: free, waits for nothing (one, reused)."""
+
+    async def __aenter__(self) -> float:
+        return 0.0
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_SLOT: Final = _NoSlot()
 
 
 def _check(kind: type | tuple[type, ...], name: str) -> Callable[[Any, Any, Any], None]:
@@ -157,7 +164,7 @@ class ServicePolicy(CallPolicy):
         if breaker is not None:
             breaker.before_call()
         tokens = self._estimate(call)
-        slot = limiter.slot() if limiter is not None else _no_slot()
+        slot = limiter.slot() if limiter is not None else _NO_SLOT
         async with slot as waited_for_slot:
             if waited_for_slot > _NOTABLE_WAIT:
                 call.waited("concurrency", waited_for_slot)

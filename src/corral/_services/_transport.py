@@ -235,6 +235,9 @@ class _AiohttpClient(_Client):
         )
         self._proxy = _env_proxy(base_url)
         self._urls: dict[str, Any] = {}
+        # The last timeout and its ClientTimeout: without a deadline, every
+        # request has the same one.
+        self._timeout: tuple[float, Any] = (0.0, None)
 
     def _url(self, url: str) -> Any:
         parsed = self._urls.get(url)
@@ -245,6 +248,13 @@ class _AiohttpClient(_Client):
                 self._urls.clear()
             parsed = self._urls[url] = yarl.URL(url)
         return parsed
+
+    def _total(self, timeout: float) -> Any:
+        last, limits = self._timeout
+        if last != timeout or limits is None:
+            limits = self._aiohttp.ClientTimeout(total=timeout)
+            self._timeout = (timeout, limits)
+        return limits
 
     def _error(self, exc: Exception, method: str, url: str, redactor: Redactor) -> ServiceError:
         where = _where(method, url, redactor)
@@ -270,7 +280,7 @@ class _AiohttpClient(_Client):
                 self._url(url),
                 data=body,
                 headers=headers,
-                timeout=self._aiohttp.ClientTimeout(total=timeout),
+                timeout=self._total(timeout),
                 allow_redirects=False,
                 proxy=self._proxy,
             ) as response:

@@ -630,17 +630,33 @@ def tracer_for(call: Call | None) -> trace.Tracer | None:
     return None
 
 
-@contextlib.contextmanager
-def client_span(name: str, attributes: Mapping[str, Any]) -> Iterator[trace.Span | None]:
+#: What :func:`client_span` gives for a call that is not traced: one, reused.
+UNTRACED: Final[contextlib.nullcontext[None]] = contextlib.nullcontext()
+
+
+def client_span(
+    name: str, attributes: Mapping[str, Any]
+) -> contextlib.AbstractContextManager[trace.Span | None]:
     """A CLIENT span for an outgoing request of the current call, current while it runs.
 
-    Yields ``None`` (and costs nothing) when the call is not traced. An
+    Gives ``None`` (and costs a lookup) when the call is not traced. An
     exception marks the span as failed and goes on.
     """
     tracer = tracer_for(current_call())
     if tracer is None:
-        yield None
-        return
+        return UNTRACED
+    return _client_span(tracer, name, attributes)
+
+
+def is_traced() -> bool:
+    """Whether the current call is traced: build a span's attributes only if so."""
+    return tracer_for(current_call()) is not None
+
+
+@contextlib.contextmanager
+def _client_span(
+    tracer: trace.Tracer, name: str, attributes: Mapping[str, Any]
+) -> Iterator[trace.Span]:
     span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
     token = otel_context.attach(trace.set_span_in_context(span))
     try:
