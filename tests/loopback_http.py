@@ -19,7 +19,13 @@ import h11
 
 @attrs.frozen(kw_only=True)
 class Canned:
-    """One answer: status, reason phrase, headers and body; ``drop`` closes without one."""
+    """One answer: status, reason phrase, headers and body; ``drop`` closes without one.
+
+    ``hold``: send the status line, the headers and *body* as the first piece
+    of a chunked body that never ends, then wait for the client to leave
+    (the server's ``disconnected`` event). ``hold`` with ``silent``: send
+    nothing at all, and wait the same way.
+    """
 
     status: int = 200
     body: bytes = b"{}"
@@ -27,6 +33,8 @@ class Canned:
     reason: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
     drop: bool = False
+    hold: bool = False
+    silent: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -46,6 +54,11 @@ class CannedServer:
         self.answer = answer
         self.port = 0
         self.requests: list[Seen] = []
+        #: Set when the first request has arrived.
+        self.received = anyio.Event()
+        #: Set when a client leaves a held answer (closes its connection).
+        self.disconnected = anyio.Event()
+        self.disconnects = 0
 
     @property
     def base_url(self) -> str:
@@ -60,8 +73,12 @@ class CannedServer:
                 if seen is None:
                     return
                 self.requests.append(seen)
+                self.received.set()
                 answer = self.answer if isinstance(self.answer, Canned) else self.answer(seen)
                 if answer.drop:
+                    return
+                if answer.hold:
+                    await self._hold(conn, stream, answer)
                     return
                 headers = [
                     ("Content-Type", answer.content_type),
@@ -85,6 +102,28 @@ class CannedServer:
                     conn.start_next_cycle()
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, h11.ProtocolError):
                     return
+
+    async def _hold(
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream, answer: Canned
+    ) -> None:
+        if not answer.silent:
+            # No Content-Length: h11 sends the body chunked, and it never ends.
+            head = h11.Response(
+                status_code=answer.status,
+                headers=[("Content-Type", answer.content_type), *answer.headers],
+                reason=answer.reason,
+            )
+            data = conn.send(head) or b""
+            if answer.body:
+                data += conn.send(h11.Data(data=answer.body)) or b""
+            await stream.send(data)
+        try:
+            while await stream.receive(65536):
+                pass  # whatever the client sends while it waits
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            pass
+        self.disconnects += 1
+        self.disconnected.set()
 
     @staticmethod
     async def _read(conn: h11.Connection, stream: anyio.abc.SocketStream) -> Seen | None:
