@@ -290,9 +290,14 @@ async def _corral(
             result = await _drive(http, Num(1), count, closed=closed)
         else:
             transport = _aiohttp_transport() if service == "openai-aiohttp" else None
+            client: Any = "httpx" if service == "openai-httpx" else "auto"
             chat = await rt.spawn(
                 lambda: corral.OpenAIChat(
-                    model=MODEL, base_url=base_url, api_key_env=None, transport=transport
+                    model=MODEL,
+                    base_url=base_url,
+                    api_key_env=None,
+                    transport=transport,
+                    http_client=client,
                 ),
                 **options,
             )
@@ -319,6 +324,16 @@ async def corral_http_open(base_url: str, count: int) -> Result:
 async def corral_http_closed(base_url: str, count: int) -> Result:
     """The ``HttpService`` subclass, closed loop."""
     return await _corral(base_url, count, closed=True, service="http")
+
+
+async def corral_httpx_open(base_url: str, count: int) -> Result:
+    """``OpenAIChat(http_client="httpx")`` (httpx's default transport), open loop."""
+    return await _corral(base_url, count, closed=False, service="openai-httpx")
+
+
+async def corral_httpx_closed(base_url: str, count: int) -> Result:
+    """``OpenAIChat(http_client="httpx")``, closed loop."""
+    return await _corral(base_url, count, closed=True, service="openai-httpx")
 
 
 async def corral_aiohttp_open(base_url: str, count: int) -> Result:

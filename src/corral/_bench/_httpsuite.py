@@ -76,10 +76,22 @@ _AIOHTTP_OPEN = Client("aiohttp", "raw aiohttp", h.aiohttp_open, asyncio_only=Tr
 _HTTPX_OPEN = Client("httpx", "raw httpx", h.httpx_open)
 
 
-def _throughput_targets(client: str = "corral") -> tuple[Target, ...]:
-    return (
-        Target(client, "per_s", "aiohttp", "higher", 0.7, "asyncio"),
-        Target(client, "per_s", "httpx", "higher", 1.0, "trio"),
+def _throughput_targets(clients: Sequence[str] = ("corral", "corral-http")) -> tuple[Target, ...]:
+    return tuple(
+        target
+        for client in clients
+        for target in (
+            Target(client, "per_s", "aiohttp", "higher", 0.7, "asyncio"),
+            Target(client, "per_s", "httpx", "higher", 1.0, "trio"),
+        )
+    )
+
+
+def _latency_targets(clients: Sequence[str] = ("corral", "corral-http")) -> tuple[Target, ...]:
+    return tuple(
+        Target(client, metric, "aiohttp", "lower", 1.5, "asyncio")
+        for client in clients
+        for metric in ("p50_us", "p99_us")
     )
 
 
@@ -93,6 +105,12 @@ HTTP_WORKLOADS: Final = (
             _HTTPX_OPEN,
             Client("corral", "corral OpenAIChat", h.corral_open),
             Client("corral-http", "corral HttpService", h.corral_http_open),
+            Client(
+                "corral-httpx",
+                "corral OpenAIChat, http_client=httpx",
+                h.corral_httpx_open,
+                asyncio_only=True,
+            ),
             Client(
                 "corral-ha",
                 "corral OpenAIChat, httpx-aiohttp",
@@ -113,6 +131,12 @@ HTTP_WORKLOADS: Final = (
             Client("corral", "corral OpenAIChat", h.corral_closed),
             Client("corral-http", "corral HttpService", h.corral_http_closed),
             Client(
+                "corral-httpx",
+                "corral OpenAIChat, http_client=httpx",
+                h.corral_httpx_closed,
+                asyncio_only=True,
+            ),
+            Client(
                 "corral-ha",
                 "corral OpenAIChat, httpx-aiohttp",
                 h.corral_aiohttp_closed,
@@ -120,11 +144,7 @@ HTTP_WORKLOADS: Final = (
                 needs="httpx_aiohttp",
             ),
         ),
-        (
-            *_throughput_targets(),
-            Target("corral", "p50_us", "aiohttp", "lower", 1.5, "asyncio"),
-            Target("corral", "p99_us", "aiohttp", "lower", 1.5, "asyncio"),
-        ),
+        (*_throughput_targets(), *_latency_targets()),
     ),
     HttpWorkload(
         "W8T",
