@@ -34,6 +34,7 @@ from ._retry import retry_after_from_headers
 from ._transport import (
     HttpClientName,
     HttpResponse,
+    Outgoing,
     _charset,
     _Client,
     _HttpxClient,
@@ -419,21 +420,13 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             TransportError: No response: connect error, broken connection, timeout.
         """
         http = self._running()
-        timeout, extra = self._request_options(method, headers, json)
-        body = None if json is None else _json_bytes(json)
+        out = self._outgoing(method, path, json, headers)
         with self._span(method, path, template) as span:
-            response = await http.send(
-                method,
-                self.base_url + path,
-                body,
-                extra,
-                timeout,
-                lambda: self._redactor_for(extra),
-            )
+            response = await http.send(out)
             _record_status(span, response)
             if response.status_code < 400:
                 return response
-            error = status_error(response, self._redactor_for(extra))
+            error = status_error(response, out.redactor())
             self._annotate(error)
             _mark_status_error(span, error)
         raise error
@@ -459,28 +452,29 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             TransportError: No response, or the connection broke while reading.
         """
         http = self._running()
-        timeout, extra = self._request_options(method, headers, json)
-        body = None if json is None else _json_bytes(json)
+        out = self._outgoing(method, path, json, headers)
         error: HttpStatusError | None = None
         with self._span(method, path, template) as span:
-            async with http.stream(
-                method,
-                self.base_url + path,
-                body,
-                extra,
-                timeout,
-                lambda: self._redactor_for(extra),
-            ) as response:
+            async with http.stream(out) as response:
                 _record_status(span, response)
                 if response.status_code < 400:
                     yield response
                 else:
                     await response.aread()
-                    error = status_error(response, self._redactor_for(extra))
+                    error = status_error(response, out.redactor())
                     self._annotate(error)
                     _mark_status_error(span, error)
         if error is not None:
             raise error
+
+    def _outgoing(
+        self, method: str, path: str, json: Any, headers: Mapping[str, str] | None
+    ) -> Outgoing:
+        timeout, extra = self._request_options(method, headers, json)
+        body = None if json is None else _json_bytes(json)
+        return Outgoing(
+            method, self.base_url + path, body, extra, timeout, lambda: self._redactor_for(extra)
+        )
 
     def _annotate(self, error: HttpStatusError) -> None:
         """Add what a subclass knows of an error status to *error* (notes), before it is raised."""

@@ -23,7 +23,7 @@ import httpx
 from .._core._exceptions import InvalidStateError, ServiceError, TransportError
 from ._redact import Redactor
 
-__all__ = ["HttpClientName", "HttpResponse", "check_client_name", "open_client"]
+__all__ = ["HttpClientName", "HttpResponse", "Outgoing", "check_client_name", "open_client"]
 
 #: Which client an :class:`HttpService` sends its requests with.
 HttpClientName = Literal["auto", "aiohttp", "httpx"]
@@ -169,31 +169,62 @@ def _where(method: str, url: str, redactor: Redactor) -> str:
     return f"{method} {redactor.url(url, query=False)}"
 
 
+class Outgoing:
+    """One request as HttpService hands it to a client.
+
+    *redactor* is asked for only when the request fails: building it
+    (the actor's secrets, and those of this request's headers) costs more
+    than the rest of a request's preparation.
+    """
+
+    __slots__ = ("body", "headers", "method", "redactor", "timeout", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        timeout: float,
+        redactor: Callable[[], Redactor],
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.body = body
+        self.headers = headers
+        self.timeout = timeout
+        self.redactor = redactor
+
+    def response(
+        self,
+        status_code: int,
+        reason_phrase: str,
+        headers: Mapping[str, str],
+        *,
+        content: bytes | None = None,
+        chunks: AsyncIterator[bytes] | None = None,
+    ) -> HttpResponse:
+        """The response to this request."""
+        return HttpResponse(
+            method=self.method,
+            url=self.url,
+            status_code=status_code,
+            reason_phrase=reason_phrase,
+            headers=headers,
+            content=content,
+            chunks=chunks,
+        )
+
+
 class _Client:
     """What HttpService asks of a client: send, stream, close."""
 
     name: str
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        timeout: float,
-        redactor: Callable[[], Redactor],
-    ) -> HttpResponse:
+    async def send(self, out: Outgoing) -> HttpResponse:
         raise NotImplementedError
 
-    def stream(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        timeout: float,
-        redactor: Callable[[], Redactor],
-    ) -> AbstractAsyncContextManager[HttpResponse]:
+    def stream(self, out: Outgoing) -> AbstractAsyncContextManager[HttpResponse]:
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -256,8 +287,9 @@ class _AiohttpClient(_Client):
             self._timeout = (timeout, limits)
         return limits
 
-    def _error(self, exc: Exception, method: str, url: str, redactor: Redactor) -> ServiceError:
-        where = _where(method, url, redactor)
+    def _error(self, exc: Exception, out: Outgoing) -> ServiceError:
+        redactor = out.redactor()
+        where = _where(out.method, out.url, redactor)
         if isinstance(exc, self._timeout_error):
             return TransportError(f"{where} timed out ({type(exc).__name__})", timeout=True)
         detail = redactor.text(f"{type(exc).__name__}: {exc}")
@@ -265,62 +297,43 @@ class _AiohttpClient(_Client):
             return TransportError(f"{where} failed: {detail}")
         return ServiceError(f"{where} failed: {detail}")
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        timeout: float,
-        redactor: Callable[[], Redactor],
-    ) -> HttpResponse:
+    async def send(self, out: Outgoing) -> HttpResponse:
         try:
             async with self._session.request(
-                method,
-                self._url(url),
-                data=body,
-                headers=headers,
-                timeout=self._total(timeout),
+                out.method,
+                self._url(out.url),
+                data=out.body,
+                headers=out.headers,
+                timeout=self._total(out.timeout),
                 allow_redirects=False,
                 proxy=self._proxy,
             ) as response:
                 content = await response.read()
         except (self._aiohttp.ClientError, TimeoutError) as exc:
-            raise self._error(exc, method, url, redactor()) from exc
-        return HttpResponse(
-            method=method,
-            url=url,
-            status_code=response.status,
-            reason_phrase=response.reason or "",
-            headers=response.headers,
-            content=content,
+            raise self._error(exc, out) from exc
+        return out.response(
+            response.status, response.reason or "", response.headers, content=content
         )
 
     @asynccontextmanager
-    async def stream(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        timeout: float,
-        redactor: Callable[[], Redactor],
-    ) -> AsyncIterator[HttpResponse]:
+    async def stream(self, out: Outgoing) -> AsyncIterator[HttpResponse]:
         # As httpx's: each connect and each read may take *timeout*, not the whole.
-        limits = self._aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        limits = self._aiohttp.ClientTimeout(
+            total=None, sock_connect=out.timeout, sock_read=out.timeout
+        )
         try:
             context = self._session.request(
-                method,
-                self._url(url),
-                data=body,
-                headers=headers,
+                out.method,
+                self._url(out.url),
+                data=out.body,
+                headers=out.headers,
                 timeout=limits,
                 allow_redirects=False,
                 proxy=self._proxy,
             )
             response = await context.__aenter__()
         except (self._aiohttp.ClientError, TimeoutError) as exc:
-            raise self._error(exc, method, url, redactor()) from exc
+            raise self._error(exc, out) from exc
         try:
 
             async def chunks() -> AsyncIterator[bytes]:
@@ -328,15 +341,10 @@ class _AiohttpClient(_Client):
                     async for part in response.content.iter_any():
                         yield part
                 except (self._aiohttp.ClientError, TimeoutError) as exc:
-                    raise self._error(exc, method, url, redactor()) from exc
+                    raise self._error(exc, out) from exc
 
-            yield HttpResponse(
-                method=method,
-                url=url,
-                status_code=response.status,
-                reason_phrase=response.reason or "",
-                headers=response.headers,
-                chunks=chunks(),
+            yield out.response(
+                response.status, response.reason or "", response.headers, chunks=chunks()
             )
         finally:
             # Releases the connection; one whose body was not read to the end
@@ -350,8 +358,9 @@ class _AiohttpClient(_Client):
 # --- httpx (any backend) -------------------------------------------------------------------
 
 
-def _httpx_error(exc: httpx.HTTPError, method: str, url: str, redactor: Redactor) -> ServiceError:
-    where = _where(method, url, redactor)
+def _httpx_error(exc: httpx.HTTPError, out: Outgoing) -> ServiceError:
+    redactor = out.redactor()
+    where = _where(out.method, out.url, redactor)
     if isinstance(exc, httpx.TimeoutException):
         return TransportError(f"{where} timed out ({type(exc).__name__})", timeout=True)
     detail = redactor.text(f"{type(exc).__name__}: {exc}")
@@ -384,47 +393,26 @@ class _HttpxClient(_Client):
             transport=transport,
         )
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        timeout: float,
-        redactor: Callable[[], Redactor],
-    ) -> HttpResponse:
+    async def send(self, out: Outgoing) -> HttpResponse:
         try:
             response = await self.client.request(
-                method, url, content=body, headers=headers, timeout=timeout
+                out.method, out.url, content=out.body, headers=out.headers, timeout=out.timeout
             )
         except httpx.HTTPError as exc:
-            raise _httpx_error(exc, method, url, redactor()) from exc
-        return HttpResponse(
-            method=method,
-            url=url,
-            status_code=response.status_code,
-            reason_phrase=response.reason_phrase,
-            headers=response.headers,
-            content=response.content,
+            raise _httpx_error(exc, out) from exc
+        return out.response(
+            response.status_code, response.reason_phrase, response.headers, content=response.content
         )
 
     @asynccontextmanager
-    async def stream(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        timeout: float,
-        redactor: Callable[[], Redactor],
-    ) -> AsyncIterator[HttpResponse]:
+    async def stream(self, out: Outgoing) -> AsyncIterator[HttpResponse]:
         try:
             context = self.client.stream(
-                method, url, content=body, headers=headers, timeout=timeout
+                out.method, out.url, content=out.body, headers=out.headers, timeout=out.timeout
             )
             response = await context.__aenter__()
         except httpx.HTTPError as exc:
-            raise _httpx_error(exc, method, url, redactor()) from exc
+            raise _httpx_error(exc, out) from exc
         try:
 
             async def chunks() -> AsyncIterator[bytes]:
@@ -432,15 +420,10 @@ class _HttpxClient(_Client):
                     async for part in response.aiter_bytes():
                         yield part
                 except httpx.HTTPError as exc:
-                    raise _httpx_error(exc, method, url, redactor()) from exc
+                    raise _httpx_error(exc, out) from exc
 
-            yield HttpResponse(
-                method=method,
-                url=url,
-                status_code=response.status_code,
-                reason_phrase=response.reason_phrase,
-                headers=response.headers,
-                chunks=chunks(),
+            yield out.response(
+                response.status_code, response.reason_phrase, response.headers, chunks=chunks()
             )
         finally:
             await context.__aexit__(None, None, None)
