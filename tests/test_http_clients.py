@@ -242,7 +242,7 @@ def _split_bodies(draw: st.DrawFn) -> _Split:
     ends = draw(
         st.lists(st.sampled_from(["\n", "\r", "\r\n"]), min_size=len(lines), max_size=len(lines))
     )
-    for i in range(len(lines) - 1):
+    for i in reversed(range(len(lines) - 1)):  # from the end: a fix may make the one before
         if ends[i] == "\r" and not lines[i + 1] and ends[i + 1].startswith("\n"):
             ends[i] = "\n"  # CR, then an empty line's LF, is one CRLF
     size = len("".join(a + b for a, b in zip(lines, ends, strict=True)).encode())
