@@ -169,27 +169,73 @@ async def test_the_benchmark_app_answers_openai_chat() -> None:
         assert missing.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_server_process_starts_answers_and_is_always_stopped() -> None:
-    """The benchmark's server answers on its port, and is gone after the block, an error too."""
-    pytest.importorskip("uvicorn")
-    pytest.importorskip("httptools")
-    import os
+def _post(url: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    import urllib.error
     import urllib.request
 
-    with _server.ServerProcess() as server:
-        pid = server.pid
-        with urllib.request.urlopen(
-            f"{server.base_url}/chat/completions", timeout=5, data=json.dumps(h.CHAT_BODY).encode()
-        ) as response:
-            assert json.loads(response.read())["object"] == "chat.completion"
+    try:
+        with urllib.request.urlopen(url, timeout=5, data=body) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def _group_alive(pgid: int) -> bool:
+    # Any process of the group still running (a zombie runs nothing).
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+@pytest.mark.parametrize("name", sorted(_server.SERVERS))
+def test_server_process_starts_answers_and_is_always_stopped(name: str) -> None:
+    """The benchmark's server answers as OpenAI would; then its whole process group is gone.
+
+    Both servers (granian's RSGI app, uvicorn's ASGI app) give the same
+    reply bytes, id and time aside; granian's worker process is stopped
+    with it, after an error too.
+    """
+    for module in _server.SERVERS[name]:
+        pytest.importorskip(module)
+    body = json.dumps(h.CHAT_BODY).encode()
+    with _server.ServerProcess(server=name) as server:
+        pgid = server.pid
+        status, headers, reply = _post(f"{server.base_url}/chat/completions", body)
+        assert status == 200
+        assert headers["x-request-id"] == "req_bench1"
+        assert headers["content-type"] == "application/json"
+        parsed = _server.ChatApp(0.0).parse(body)
+        assert parsed is not None
+        created = json.loads(reply)["created"]
+        assert reply == _server._REPLY % {
+            b"id": 1,
+            b"created": created,
+            b"model": parsed[0],
+            b"prompt": parsed[1],
+            b"total": parsed[1] + _server._COMPLETION_TOKENS,
+        }
+        status, _, error = _post(f"{server.base_url}/chat/completions", b"{}")
+        assert (status, json.loads(error)["error"]["type"]) == (400, "invalid_request_error")
+        status, _, error = _post(f"{server.base_url}/nothing", b"")
+        assert status == 404
+        assert json.loads(error)["error"]["message"] == "no route POST /v1/nothing"
         assert server.cpu_seconds() > 0
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-    with pytest.raises(KeyboardInterrupt), _server.ServerProcess() as server:
-        pid = server.pid
+    assert not _group_alive(pgid)
+    with pytest.raises(KeyboardInterrupt), _server.ServerProcess(server=name) as server:
+        pgid = server.pid
         raise KeyboardInterrupt
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    assert not _group_alive(pgid)
+
+
+def test_unknown_server_is_refused() -> None:
+    """A server the benchmark does not know is a usage error, before any process starts."""
+    with pytest.raises(ValueError, match="unknown server 'nginx'"):
+        _server.ServerProcess(server="nginx")
 
 
 def test_trio_backend_runs() -> None:
