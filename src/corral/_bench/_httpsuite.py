@@ -252,6 +252,7 @@ def _capacity(
         "capacity_per_s": 1e6 / server_us if server_us > 0 else load,
         "latency_s": LATENCY,
         "loop": server.loop,
+        "description": server.description,
     }
 
 
@@ -412,7 +413,7 @@ def format_http(report: dict[str, Any]) -> list[str]:
         return []
     repeat = report["repeat"]
     lines = [
-        f"HTTP services: the benchmark server (uvicorn, httptools, {server['loop']}) in its "
+        f"HTTP services: the benchmark server ({server.get('description', server['loop'])}) in its "
         f"own process answers after {server['latency_s'] * 1e3:g} ms",
         f"server capacity: raw aiohttp with {server['in_flight']} in flight made "
         f"{_n(server['load_per_s'])} calls/s; the server spent "
