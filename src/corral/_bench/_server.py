@@ -122,6 +122,19 @@ class _Chat:
         }
         return n, payload
 
+    async def answer(self, method: str, path: str, body: bytes) -> tuple[int, bytes, int | None]:
+        """The status, body and request number (``None`` for an error) of one request."""
+        if method == "POST" and path.endswith(_CHAT_PATH):
+            parsed = self.parse(body)
+            if parsed is None:
+                return 400, _BAD_CHAT, None
+            await asyncio.sleep(self.latency)
+            n, payload = self.reply(parsed)
+            return 200, payload, n
+        if path == "/health":
+            return 200, _HEALTHY, None
+        return 404, _error(f"no route {method} {path}", "invalid_request_error"), None
+
 
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 
@@ -138,20 +151,10 @@ class ChatApp(_Chat):
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        method, path = scope["method"], scope["path"]
+        status, payload, n = await self.answer(scope["method"], scope["path"], body)
         headers = _JSON_HEADERS
-        if method == "POST" and path.endswith(_CHAT_PATH):
-            parsed = self.parse(body)
-            if parsed is None:
-                status, payload = 400, _BAD_CHAT
-            else:
-                await asyncio.sleep(self.latency)
-                n, payload = self.reply(parsed)
-                status, headers = 200, [*_JSON_HEADERS, (b"x-request-id", b"req_bench%d" % n)]
-        elif path == "/health":
-            status, payload = 200, _HEALTHY
-        else:
-            status, payload = 404, _error(f"no route {method} {path}", "invalid_request_error")
+        if n is not None:
+            headers = [*_JSON_HEADERS, (b"x-request-id", b"req_bench%d" % n)]
         await send(
             {
                 "type": "http.response.start",
@@ -171,21 +174,10 @@ class ChatRsgiApp(_Chat):
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         if scope.proto != "http":
             return  # websockets are off; nothing else is served
-        body = await protocol()
-        method, path = scope.method, scope.path
+        status, payload, n = await self.answer(scope.method, scope.path, await protocol())
         headers = [_RSGI_JSON]
-        if method == "POST" and path.endswith(_CHAT_PATH):
-            parsed = self.parse(body)
-            if parsed is None:
-                status, payload = 400, _BAD_CHAT
-            else:
-                await asyncio.sleep(self.latency)
-                n, payload = self.reply(parsed)
-                status, headers = 200, [_RSGI_JSON, ("x-request-id", f"req_bench{n}")]
-        elif path == "/health":
-            status, payload = 200, _HEALTHY
-        else:
-            status, payload = 404, _error(f"no route {method} {path}", "invalid_request_error")
+        if n is not None:
+            headers = [_RSGI_JSON, ("x-request-id", f"req_bench{n}")]
         protocol.response_bytes(status, headers, payload)
 
 
