@@ -282,21 +282,12 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         is closed in :meth:`on_stop`. With the httpx client it is the one
         :meth:`request` sends with; with aiohttp it is made on first use.
         """
-        if self._http is None:
-            raise InvalidStateError(
-                f"{type(self).__qualname__} has no HTTP client: it is not running"
-            )
+        http = self._running()
         if self._client is None:
-            size = self._corral_cell.max_concurrency
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url,
-                headers=self._started_headers,
-                timeout=self.timeout,
-                limits=httpx.Limits(
-                    max_connections=size, max_keepalive_connections=min(size, _MAX_KEEPALIVE)
-                ),
-                transport=self.transport,
-            )
+            if not isinstance(http, _HttpxClient):
+                http = self._open("httpx", self._started_headers)
+                assert isinstance(http, _HttpxClient)
+            self._client = http.client
         return self._client
 
     def redact(self, text: str) -> str:
@@ -317,11 +308,7 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
     @property
     def http_client_name(self) -> str:
         """The client this incarnation sends with: ``"aiohttp"`` or ``"httpx"``."""
-        if self._http is None:
-            raise InvalidStateError(
-                f"{type(self).__qualname__} has no HTTP client: it is not running"
-            )
-        return self._http.name
+        return self._running().name
 
     async def on_start(self) -> None:
         headers = dict(self.headers)
@@ -334,13 +321,16 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             headers["Authorization"] = f"Bearer {key}"
         self._redactor = self._make_redactor(headers)
         self._started_headers = headers
-        size = self._corral_cell.max_concurrency
+        self._http = self._open(self.http_client, headers)
+
+    def _open(self, name: HttpClientName, headers: Mapping[str, str]) -> _Client:
         # As many connections as calls may run at once. httpx's pool looks at
         # every idle connection on every request, so past ~20 kept-alive
         # connections it costs more than reconnecting on loopback; aiohttp's
         # keeps them all.
-        self._http = open_client(
-            self.http_client,
+        size = self._corral_cell.max_concurrency
+        return open_client(
+            name,
             base_url=self.base_url,
             headers=headers,
             size=size,
@@ -348,15 +338,16 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
             timeout=self.timeout,
             transport=self.transport,
         )
-        if isinstance(self._http, _HttpxClient):
-            self._client = self._http.client
 
     async def on_stop(self) -> None:
         http, self._http = self._http, None
         client, self._client = self._client, None
         self._started_headers = {}
         try:
-            if client is not None and (http is None or client is not getattr(http, "client", None)):
+            # An httpx client made for self.client beside aiohttp's.
+            if client is not None and not (
+                isinstance(http, _HttpxClient) and http.client is client
+            ):
                 await client.aclose()
         finally:
             if http is not None:

@@ -165,8 +165,18 @@ def _split_lines(text: str) -> tuple[list[str], str]:
     return lines, text[start:]
 
 
-def _where(method: str, url: str, redactor: Redactor) -> str:
-    return f"{method} {redactor.url(url, query=False)}"
+def _no_answer(exc: Exception, out: Outgoing, *, timed_out: bool, broken: bool) -> ServiceError:
+    # The corral error for a request that got no response, secrets taken out:
+    # a timeout, a broken or refused connection (both TransportError), or a
+    # request the client itself refused (ServiceError).
+    redactor = out.redactor()
+    where = f"{out.method} {redactor.url(out.url, query=False)}"
+    if timed_out:
+        return TransportError(f"{where} timed out ({type(exc).__name__})", timeout=True)
+    detail = redactor.text(f"{type(exc).__name__}: {exc}")
+    if broken:
+        return TransportError(f"{where} failed: {detail}")
+    return ServiceError(f"{where} failed: {detail}")
 
 
 class Outgoing:
@@ -288,14 +298,12 @@ class _AiohttpClient(_Client):
         return limits
 
     def _error(self, exc: Exception, out: Outgoing) -> ServiceError:
-        redactor = out.redactor()
-        where = _where(out.method, out.url, redactor)
-        if isinstance(exc, self._timeout_error):
-            return TransportError(f"{where} timed out ({type(exc).__name__})", timeout=True)
-        detail = redactor.text(f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, self._transport_error):
-            return TransportError(f"{where} failed: {detail}")
-        return ServiceError(f"{where} failed: {detail}")
+        return _no_answer(
+            exc,
+            out,
+            timed_out=isinstance(exc, self._timeout_error),
+            broken=isinstance(exc, self._transport_error),
+        )
 
     async def send(self, out: Outgoing) -> HttpResponse:
         try:
@@ -359,14 +367,12 @@ class _AiohttpClient(_Client):
 
 
 def _httpx_error(exc: httpx.HTTPError, out: Outgoing) -> ServiceError:
-    redactor = out.redactor()
-    where = _where(out.method, out.url, redactor)
-    if isinstance(exc, httpx.TimeoutException):
-        return TransportError(f"{where} timed out ({type(exc).__name__})", timeout=True)
-    detail = redactor.text(f"{type(exc).__name__}: {exc}")
-    if isinstance(exc, httpx.TransportError):
-        return TransportError(f"{where} failed: {detail}")
-    return ServiceError(f"{where} failed: {detail}")
+    return _no_answer(
+        exc,
+        out,
+        timed_out=isinstance(exc, httpx.TimeoutException),
+        broken=isinstance(exc, httpx.TransportError),
+    )
 
 
 class _HttpxClient(_Client):
@@ -462,7 +468,8 @@ def open_client(
 ) -> _Client:
     """The client for one incarnation: aiohttp on asyncio unless told otherwise.
 
-    An httpx *transport* means httpx. ``"aiohttp"`` on another event loop
+    An httpx *transport* means httpx (HttpService refuses one with
+    ``"aiohttp"``). ``"aiohttp"`` on another event loop
     than asyncio is a :class:`corral.InvalidStateError` naming it.
     """
     library = _event_loop()
@@ -474,8 +481,6 @@ def open_client(
                 f"http_client='aiohttp' runs on asyncio only, not {library}: "
                 "give http_client='auto' or 'httpx'"
             )
-        if transport is not None:
-            raise ValueError("an httpx transport needs http_client='httpx' or 'auto'")
         return _AiohttpClient(base_url=base_url, headers=headers, size=size)
     return _HttpxClient(
         base_url=base_url,
