@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import attrs
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import corral
@@ -83,13 +83,20 @@ class Recorder(corral.Instrument):
         self.events.append(event)
 
 
-def check_intensity(events: list[corral.SupervisorEvent], limits: dict[str, int]) -> None:
+def check_intensity(
+    events: list[corral.SupervisorEvent],
+    limits: dict[str, int],
+    below: dict[str, list[str]],
+) -> None:
     """Between two (re)starts of a supervisor it schedules at most max_restarts restarts,
-    and it gives up only when one more was needed."""
+    and it gives up only when one more was needed. *below* names the supervisors
+    inside each one: restarting a supervisor starts them afresh too."""
     counts: dict[str, int] = dict.fromkeys(limits, 0)
     for e in events:
         if e.kind is EV.CHILD_RESTARTED and e.child in counts:
-            counts[e.child] = 0  # a restarted supervisor starts with a fresh window
+            # A restarted supervisor, and every one inside it, starts with a fresh window.
+            for name in (e.child, *below[e.child]):
+                counts[name] = 0
         elif e.kind is EV.RESTART_SCHEDULED:
             counts[e.supervisor] += 1
             assert counts[e.supervisor] <= limits[e.supervisor], e
@@ -101,15 +108,20 @@ async def scenario(node: Node, crashes: list[int]) -> None:
     journal: list[str] = []
     tree, order = build(node, journal, itertools.count(), root=True)
     limits = {"root": node.max_restarts}
+    below: dict[str, list[str]] = {"root": []}
 
-    def collect(n: Node, sup: corral.Supervisor) -> None:
+    def collect(n: Node, sup: corral.Supervisor, outer: list[str]) -> None:
         for item, spec in zip(n.children, sup._children, strict=True):
             if isinstance(item, Node):
                 assert spec.sup is not None
-                limits[spec.sup.name] = item.max_restarts
-                collect(item, spec.sup)
+                name = spec.sup.name
+                limits[name] = item.max_restarts
+                below[name] = []
+                for enclosing in outer:
+                    below[enclosing].append(name)
+                collect(item, spec.sup, [*outer, name])
 
-    collect(node, tree)
+    collect(node, tree, ["root"])
     recorder = Recorder()
     futures: list[corral.Future[Any]] = []
     before = {t.id for t in anyio.get_running_tasks()}
@@ -139,7 +151,7 @@ async def scenario(node: Node, crashes: list[int]) -> None:
     assert [f for f in futures if not f.done()] == []
     # No task outlives the runtime.
     assert {t.id for t in anyio.get_running_tasks()} == before
-    check_intensity(recorder.events, limits)
+    check_intensity(recorder.events, limits, below)
     assert gave_up == any(e.kind is EV.GAVE_UP and e.supervisor == "root" for e in recorder.events)
     if not gave_up:
         # The final stop goes in reverse start (list) order over the live actors.
@@ -158,6 +170,15 @@ async def scenario(node: Node, crashes: list[int]) -> None:
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(node=trees, crashes=st.lists(st.integers(0, 50), max_size=6))
+# A supervisor restarted by its parent gives the ones inside it fresh windows too.
+@example(
+    node=Node(
+        corral.ONE_FOR_ONE,
+        1,
+        (Node(corral.ONE_FOR_ONE, 0, (Node(corral.ONE_FOR_ONE, 1, (Leaf(corral.PERMANENT),)),)),),
+    ),
+    crashes=[0, 0, 0],
+)
 def test_random_trees_keep_their_promises(backend: str, node: Node, crashes: list[int]) -> None:
     """No pending future, no leaked task, intensity respected, reverse stop order."""
     anyio.run(scenario, node, crashes, backend=backend)
