@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ PAIR_KEYS = {
     "W1SB",
     "W2SB",
 }
-HTTP_KEYS = {"W8", "W8L", "W8T", "W8S", "W8X"}
+HTTP_KEYS = {"W8", "W8L", "W8E", "W8EL", "W8T", "W8S", "W8X"}
 
 
 def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
@@ -74,7 +77,9 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
     if extra:
         assert "server capacity: raw aiohttp with 256 in flight" in proc.stdout
         assert report["server"]["capacity_per_s"] > 0
-        assert set(report["workloads"]["W8"]["clients"]) >= {"aiohttp", "httpx", "corral"}
+        for key in ("W8", "W8E", "W8EL"):
+            assert set(report["workloads"][key]["clients"]) >= {"aiohttp", "httpx", "corral"}
+        assert report["workloads"]["W8E"]["labels"]["corral"] == "corral OpenAIEmbeddings"
     else:
         assert report["skipped"] in proc.stdout.splitlines()
 
@@ -95,6 +100,8 @@ def test_http_workloads_are_skipped_without_the_bench_extra(
     # Asked for alone, they are still skipped, not an error.
     assert _runner.main(["--only", "W8L"]) == 0
     assert "skipped W8L: they need the bench extra" in capsys.readouterr().out
+    assert _runner.main(["--only", "W8E"]) == 0  # W8E alone, without W8 or W8EL
+    assert "skipped W8E: they need the bench extra" in capsys.readouterr().out
 
 
 def _http_report(capacity: float, fastest: float) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -230,6 +237,103 @@ def test_server_process_starts_answers_and_is_always_stopped(name: str) -> None:
         pgid = server.pid
         raise KeyboardInterrupt
     assert not _group_alive(pgid)
+
+
+def _vector(embedding: Any) -> list[float]:
+    # A float list as it is, base64 as OpenAI's little-endian float32s.
+    if isinstance(embedding, str):
+        raw = base64.b64decode(embedding)
+        return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    return list(embedding)
+
+
+@pytest.mark.parametrize("name", sorted(_server.SERVERS))
+def test_server_process_answers_embeddings_as_openai_does(name: str) -> None:
+    """POST /embeddings: one vector per input, dimensions honoured, base64 of the same floats.
+
+    Both servers (so both app forms) answer alike; a body that is not an
+    embeddings request gets OpenAI's 400.
+    """
+    for module in _server.SERVERS[name]:
+        pytest.importorskip(module)
+    with _server.ServerProcess(server=name) as server:
+        url = f"{server.base_url}/embeddings"
+        status, headers, reply = _post(url, json.dumps(h.EMBED_BODY).encode())
+        assert status == 200
+        assert headers["content-type"] == "application/json"
+        assert headers["x-request-id"].startswith("req_bench")
+        data = json.loads(reply)
+        assert data["object"] == "list"
+        assert data["model"] == h.MODEL
+        (item,) = data["data"]
+        assert (item["object"], item["index"]) == ("embedding", 0)
+        floats = item["embedding"]
+        assert len(floats) == _server.DEFAULT_DIMENSIONS
+        assert all(isinstance(x, float) for x in floats)
+        assert data["usage"]["prompt_tokens"] == data["usage"]["total_tokens"] > 0
+
+        body = {"model": "m", "input": ["a", "b", "c"], "dimensions": 8}
+        status, _, reply = _post(url, json.dumps(body).encode())
+        assert status == 200
+        items = json.loads(reply)["data"]
+        assert [i["index"] for i in items] == [0, 1, 2]
+        assert [len(i["embedding"]) for i in items] == [8, 8, 8]
+        as_floats = items[0]["embedding"]
+
+        body = {"model": "m", "input": "a", "dimensions": 8, "encoding_format": "base64"}
+        status, _, reply = _post(url, json.dumps(body).encode())
+        assert status == 200
+        (item,) = json.loads(reply)["data"]
+        assert isinstance(item["embedding"], str)
+        assert _vector(item["embedding"]) == as_floats
+
+        for bad in (
+            b"not json",
+            b"{}",
+            b'{"model": "m"}',
+            b'{"model": "m", "input": []}',
+            b'{"model": "m", "input": [1, 2]}',
+            b'{"model": "m", "input": "a", "dimensions": 0}',
+            b'{"model": "m", "input": "a", "dimensions": true}',
+            b'{"model": "m", "input": "a", "encoding_format": "int8"}',
+        ):
+            status, _, error = _post(url, bad)
+            assert status == 400, bad
+            assert json.loads(error)["error"]["type"] == "invalid_request_error"
+
+
+@pytest.fixture(scope="module")
+def bench_server() -> Iterator[_server.ServerProcess]:
+    """The benchmark server (granian, the default), shared by this module's tests."""
+    for module in _server.SERVERS[_server.DEFAULT_SERVER]:
+        pytest.importorskip(module)
+    with _server.ServerProcess() as server:
+        yield server
+
+
+@pytest.mark.anyio
+async def test_openai_embeddings_reads_the_benchmark_server(
+    bench_server: _server.ServerProcess,
+) -> None:
+    """OpenAIEmbeddings reads the server's vectors, float and base64 alike (W8E's corral row)."""
+    async with corral.Runtime() as rt:
+        ref = await rt.spawn(
+            lambda: corral.OpenAIEmbeddings(
+                model=h.MODEL, base_url=bench_server.base_url, api_key_env=None
+            ),
+            name="embed",
+        )
+        reply = await ref.ask(h.EMBED_REQUEST)
+        several = corral.EmbeddingsRequest(inputs=("a", "b"), dimensions=4)
+        floats = await ref.ask(several)
+        packed = await ref.ask(attrs.evolve(several, encoding_format="base64"))
+    assert reply.model == h.MODEL
+    (vector,) = reply.vectors
+    assert len(vector) == _server.DEFAULT_DIMENSIONS
+    assert reply.usage is not None and reply.usage.total > 0
+    assert len(floats.vectors) == 2
+    assert all(len(v) == 4 for v in floats.vectors)
+    assert packed.vectors == floats.vectors
 
 
 def test_unknown_server_is_refused() -> None:

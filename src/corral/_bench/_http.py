@@ -6,7 +6,8 @@ and a call count, runs one load against it and returns its figures:
 ``cpu_us_per_call`` (this process's CPU time per call, every thread
 counted); and for closed loops ``p50_us``/``p99_us`` of each call's round
 trip. aiohttp and httpx-aiohttp are imported where they are used: they are
-the ``bench`` extra's, and run on asyncio only.
+the ``bench`` extra's, and run on asyncio only. The chat clients serve W8
+and its variants; the ``*_embed_*`` ones post embeddings requests (W8E, W8EL).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import anyio
+import attrs
 import httpx
 
 import corral
@@ -37,6 +39,10 @@ CHAT_REQUEST: Final = corral.ChatRequest(
     messages=(corral.ChatMessage(role="user", content=_PROMPT),)
 )
 _CHAT: Final = "/chat/completions"
+#: What corral's OpenAIEmbeddings sends for one input: the input as a list.
+EMBED_BODY: Final[dict[str, Any]] = {"model": MODEL, "input": [_PROMPT]}
+EMBED_REQUEST: Final = corral.EmbeddingsRequest(inputs=(_PROMPT,))
+_EMBEDDINGS: Final = "/embeddings"
 
 
 class _Meter:
@@ -64,6 +70,23 @@ class _Meter:
 def _check_reply(data: Any) -> None:
     # What every client reads of a reply, so that none skips the JSON.
     _ = data["choices"][0]["message"]["content"], data["usage"]["total_tokens"]
+
+
+def _check_vector(data: Any) -> None:
+    _ = data["data"][0]["embedding"], data["usage"]["total_tokens"]
+
+
+@attrs.frozen
+class _Route:
+    """What a raw client posts, where, and what it reads of the reply."""
+
+    path: str
+    body: dict[str, Any]
+    check: Callable[[Any], None]
+
+
+_CHAT_ROUTE: Final = _Route(_CHAT, CHAT_BODY, _check_reply)
+_EMBED_ROUTE: Final = _Route(_EMBEDDINGS, EMBED_BODY, _check_vector)
 
 
 # --- load shapes ---------------------------------------------------------------------------
@@ -151,17 +174,19 @@ async def _closed_anyio(count: int, callers: int, one: Callable[[], Awaitable[No
 # --- raw aiohttp ---------------------------------------------------------------------------
 
 
-async def _aiohttp(base_url: str, count: int, slots: int, *, closed: bool) -> Result:
+async def _aiohttp(
+    base_url: str, count: int, slots: int, *, closed: bool, route: _Route = _CHAT_ROUTE
+) -> Result:
     import aiohttp  # type: ignore[import-not-found,unused-ignore]  # the bench extra
 
-    url = base_url + _CHAT
+    url, body, check = base_url + route.path, route.body, route.check
     connector = aiohttp.TCPConnector(limit=slots)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one() -> None:
-            async with session.post(url, json=CHAT_BODY) as response:
+            async with session.post(url, json=body) as response:
                 response.raise_for_status()
-                _check_reply(await response.json())
+                check(await response.json())
 
         shape = _closed_asyncio if closed else _open_asyncio
         return await shape(count, slots, one)
@@ -175,6 +200,16 @@ async def aiohttp_open(base_url: str, count: int) -> Result:
 async def aiohttp_closed(base_url: str, count: int) -> Result:
     """Raw aiohttp, closed loop: 64 callers on one ``ClientSession``."""
     return await _aiohttp(base_url, count, IN_FLIGHT, closed=True)
+
+
+async def aiohttp_embed_open(base_url: str, count: int) -> Result:
+    """Raw aiohttp posting one-input embeddings requests, open loop, 64 in flight."""
+    return await _aiohttp(base_url, count, IN_FLIGHT, closed=False, route=_EMBED_ROUTE)
+
+
+async def aiohttp_embed_closed(base_url: str, count: int) -> Result:
+    """Raw aiohttp posting embeddings requests, closed loop: 64 callers."""
+    return await _aiohttp(base_url, count, IN_FLIGHT, closed=True, route=_EMBED_ROUTE)
 
 
 async def capacity_load(base_url: str, count: int) -> Result:
@@ -200,13 +235,16 @@ def _httpx_client(
     return httpx.AsyncClient(base_url=base_url, limits=limits)
 
 
-async def _httpx(client: httpx.AsyncClient, count: int, *, closed: bool) -> Result:
+async def _httpx(
+    client: httpx.AsyncClient, count: int, *, closed: bool, route: _Route = _CHAT_ROUTE
+) -> Result:
+    path, body, check = route.path, route.body, route.check
     async with client:
 
         async def one() -> None:
-            response = await client.post(_CHAT, json=CHAT_BODY)
+            response = await client.post(path, json=body)
             response.raise_for_status()
-            _check_reply(response.json())
+            check(response.json())
 
         if closed:
             return await _closed_anyio(count, IN_FLIGHT, one)
@@ -221,6 +259,16 @@ async def httpx_open(base_url: str, count: int) -> Result:
 async def httpx_closed(base_url: str, count: int) -> Result:
     """Raw httpx, closed loop: 64 callers on one ``AsyncClient`` (pool of 64)."""
     return await _httpx(_httpx_client(base_url), count, closed=True)
+
+
+async def httpx_embed_open(base_url: str, count: int) -> Result:
+    """Raw httpx posting embeddings requests, open loop (pool of 64)."""
+    return await _httpx(_httpx_client(base_url), count, closed=False, route=_EMBED_ROUTE)
+
+
+async def httpx_embed_closed(base_url: str, count: int) -> Result:
+    """Raw httpx posting embeddings requests, closed loop: 64 callers."""
+    return await _httpx(_httpx_client(base_url), count, closed=True, route=_EMBED_ROUTE)
 
 
 async def httpx_keep20_open(base_url: str, count: int) -> Result:
@@ -284,10 +332,17 @@ async def _corral(
 ) -> Result:
     result: Result | None = None
     async with corral.Runtime(instruments=instruments) as rt:
-        options: dict[str, Any] = {"name": "chat", "max_concurrency": IN_FLIGHT, "mailbox": count}
+        options: dict[str, Any] = {"max_concurrency": IN_FLIGHT, "mailbox": count}
         if service == "http":
-            http = await rt.spawn(lambda: RawChat(base_url=base_url), **options)
+            http = await rt.spawn(lambda: RawChat(base_url=base_url), name="chat", **options)
             result = await _drive(http, Num(1), count, closed=closed)
+        elif service == "embeddings":
+            embed = await rt.spawn(
+                lambda: corral.OpenAIEmbeddings(model=MODEL, base_url=base_url, api_key_env=None),
+                name="embed",
+                **options,
+            )
+            result = await _drive(embed, EMBED_REQUEST, count, closed=closed)
         else:
             transport = _aiohttp_transport() if service == "openai-aiohttp" else None
             client: Any = "httpx" if service == "openai-httpx" else "auto"
@@ -299,6 +354,7 @@ async def _corral(
                     transport=transport,
                     http_client=client,
                 ),
+                name="chat",
                 **options,
             )
             result = await _drive(chat, CHAT_REQUEST, count, closed=closed)
@@ -344,6 +400,16 @@ async def corral_aiohttp_open(base_url: str, count: int) -> Result:
 async def corral_aiohttp_closed(base_url: str, count: int) -> Result:
     """``OpenAIChat`` given the ``httpx-aiohttp`` transport, closed loop."""
     return await _corral(base_url, count, closed=True, service="openai-aiohttp")
+
+
+async def corral_embed_open(base_url: str, count: int) -> Result:
+    """``OpenAIEmbeddings`` (max_concurrency 64), open loop: every call submitted at once."""
+    return await _corral(base_url, count, closed=False, service="embeddings")
+
+
+async def corral_embed_closed(base_url: str, count: int) -> Result:
+    """``OpenAIEmbeddings`` (max_concurrency 64), closed loop: 64 callers asking."""
+    return await _corral(base_url, count, closed=True, service="embeddings")
 
 
 async def _traced(base_url: str, count: int, ratio: float | None) -> Result:

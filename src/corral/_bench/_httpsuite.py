@@ -1,4 +1,4 @@
-"""The HTTP workloads (W8, W8L, W8T, W8S, W8X): clients side by side against one server.
+"""The HTTP workloads (W8, W8L, W8E, W8EL, W8T, W8S, W8X): clients side by side, one server.
 
 Each workload runs several clients in the same run, against the benchmark
 server (:mod:`._server`) in a process of its own: the floors (raw aiohttp
@@ -145,6 +145,28 @@ HTTP_WORKLOADS: Final = (
             ),
         ),
         (*_throughput_targets(), *_latency_targets()),
+    ),
+    HttpWorkload(
+        "W8E",
+        "open loop: 10,000 embeddings calls (one input each), all submitted, 64 in flight",
+        10_000,
+        (
+            Client("aiohttp", "raw aiohttp", h.aiohttp_embed_open, asyncio_only=True),
+            Client("httpx", "raw httpx", h.httpx_embed_open),
+            Client("corral", "corral OpenAIEmbeddings", h.corral_embed_open),
+        ),
+        _throughput_targets(("corral",)),
+    ),
+    HttpWorkload(
+        "W8EL",
+        "closed loop: 64 callers asking for embeddings, 10,000 calls",
+        10_000,
+        (
+            Client("aiohttp", "raw aiohttp", h.aiohttp_embed_closed, asyncio_only=True),
+            Client("httpx", "raw httpx", h.httpx_embed_closed),
+            Client("corral", "corral OpenAIEmbeddings", h.corral_embed_closed),
+        ),
+        (*_throughput_targets(("corral",)), *_latency_targets(("corral",))),
     ),
     HttpWorkload(
         "W8T",

@@ -245,7 +245,7 @@ def run_suite(
 ) -> dict[str, Any]:
     """Run the selected workloads (all when *only* is empty) and return the report.
 
-    The HTTP workloads (W8, W8L, W8T, W8S, W8X) need the ``bench`` extra;
+    The HTTP workloads (W8, W8L, W8E, W8EL, W8T, W8S, W8X) need the ``bench`` extra;
     without it they are skipped, and the report's ``skipped`` says why.
     """
     selected = [wl for wl in WORKLOADS if not only or wl.key in only]

@@ -1,12 +1,12 @@
-"""W8's server: an OpenAI-compatible chat endpoint under granian, in a process of its own.
+"""W8's server: OpenAI-compatible chat and embeddings under granian, in a process of its own.
 
 The app is bare (no framework), in two forms that answer alike: :class:`ChatApp`
 for ASGI and :class:`ChatRsgiApp` for RSGI, granian's own interface.
-``POST .../chat/completions`` answers with a reply shaped like OpenAI's,
-with an ``x-request-id``, after ``--latency`` seconds (``asyncio.sleep``, in
-the server's own event loop); a body without model and messages gets a 400,
-``GET /health`` answers ``ok``, any other path a 404, both errors in OpenAI's
-shape.
+``POST .../chat/completions`` and ``POST .../embeddings`` answer with a
+reply shaped like OpenAI's, with an ``x-request-id``, after ``--latency``
+seconds (``asyncio.sleep``, in the server's own event loop); a body that is
+not such a request gets a 400, ``GET /health`` answers ``ok``, any other
+path a 404, both errors in OpenAI's shape.
 
 granian (a Rust HTTP server, on hyper) serves the RSGI form: one worker
 process, pinned to one core, HTTP/1 only, its Python side on uvloop where
@@ -20,7 +20,8 @@ That is under a third less, not the half that 25,000 calls/s would need:
 granian's own floor (a reply with no wait and no parsing) was 38 µs.
 ``--server uvicorn`` still serves the ASGI form that way, to compare. The
 app saves what it can too: the reply's fixed parts are encoded once, and
-each distinct request body is parsed once.
+each distinct request body is parsed once (an embeddings reply, the same
+for the same body, is kept whole).
 
 :class:`ServerProcess` starts the server in a process group of its own, waits
 until it answers, reads the CPU time of every process in the group
@@ -33,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import functools
 import importlib.metadata
 import importlib.util
 import itertools
@@ -42,6 +45,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -79,8 +83,16 @@ def missing_modules(server: str = DEFAULT_SERVER) -> list[str]:
 
 _CONTENT: Final = "Hello! This is the benchmark server's answer."
 _CHAT_PATH: Final = "/chat/completions"
+_EMBEDDINGS_PATH: Final = "/embeddings"
 #: Distinct request bodies whose parse is kept (the benchmark sends one).
 _PARSED_MAX: Final = 1024
+#: An embedding's length when the request gives no ``dimensions``. Short, so
+#: that decoding the reply (3.5 KB of JSON floats) does not drown what W8E
+#: measures, the actor's cost per call, as 1536 floats (21 KB) would; and a
+#: length that OpenAI's text-embedding-3 models can be asked for.
+DEFAULT_DIMENSIONS: Final = 256
+#: The most ``dimensions`` served (text-embedding-3-large's full length).
+_MAX_DIMENSIONS: Final = 3072
 
 
 class _Chat:
@@ -90,6 +102,7 @@ class _Chat:
         self.latency = latency
         self._ids = itertools.count(1)
         self._parsed: dict[bytes, tuple[bytes, int]] = {}
+        self._embedded: dict[bytes, bytes] = {}
 
     def parse(self, body: bytes) -> tuple[bytes, int] | None:
         """A chat request's model (as JSON) and prompt tokens; None if *body* is not one."""
@@ -122,6 +135,48 @@ class _Chat:
         }
         return n, payload
 
+    def embed(self, body: bytes) -> bytes | None:
+        """The reply to an embeddings request; None if *body* is not one.
+
+        One vector per input, the same for every input (the benchmark needs
+        its shape, not its meaning); base64 as OpenAI sends it, little-endian
+        float32s. Nothing in the reply changes from call to call, so it is
+        made once per distinct body.
+        """
+        reply = self._embedded.get(body)
+        if reply is None:
+            try:
+                request = json.loads(body)
+                model = request["model"]
+                inputs = request["input"]
+                dimensions = request.get("dimensions", DEFAULT_DIMENSIONS)
+                encoding = request.get("encoding_format", "float")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                return None
+            if isinstance(inputs, str):
+                inputs = [inputs]
+            if (
+                not isinstance(inputs, list)
+                or not inputs
+                or not all(isinstance(text, str) for text in inputs)
+                or type(dimensions) is not int
+                or not 1 <= dimensions <= _MAX_DIMENSIONS
+                or encoding not in ("float", "base64")
+            ):
+                return None
+            vector = _vector(dimensions, encoding == "base64")
+            items = b", ".join(_EMBEDDING % (i, vector) for i in range(len(inputs)))
+            tokens = sum(len(text) for text in inputs) // 4 + 1
+            if len(self._embedded) >= _PARSED_MAX:
+                self._embedded.clear()
+            reply = self._embedded[body] = _EMBEDDINGS_REPLY % (
+                items,
+                json.dumps(model).encode(),
+                tokens,
+                tokens,
+            )
+        return reply
+
     async def answer(self, method: str, path: str, body: bytes) -> tuple[int, bytes, int | None]:
         """The status, body and request number (``None`` for an error) of one request."""
         if method == "POST" and path.endswith(_CHAT_PATH):
@@ -131,6 +186,12 @@ class _Chat:
             await asyncio.sleep(self.latency)
             n, payload = self.reply(parsed)
             return 200, payload, n
+        if method == "POST" and path.endswith(_EMBEDDINGS_PATH):
+            embedded = self.embed(body)
+            if embedded is None:
+                return 400, _BAD_EMBEDDINGS, None
+            await asyncio.sleep(self.latency)
+            return 200, embedded, next(self._ids)
         if path == "/health":
             return 200, _HEALTHY, None
         return 404, _error(f"no route {method} {path}", "invalid_request_error"), None
@@ -229,6 +290,25 @@ def _reply_template() -> bytes:
 
 
 _REPLY: Final = _reply_template()
+# OpenAI's embeddings list: the items, the model (JSON), prompt and total tokens.
+_EMBEDDINGS_REPLY: Final = (
+    b'{"object": "list", "data": [%b], "model": %b, '
+    b'"usage": {"prompt_tokens": %d, "total_tokens": %d}}'
+)
+_EMBEDDING: Final = b'{"object": "embedding", "index": %d, "embedding": %b}'
+
+
+@functools.lru_cache(maxsize=16)
+def _vector(dimensions: int, as_base64: bool) -> bytes:
+    """An embedding of *dimensions* floats as JSON: a list of numbers, or a base64 string."""
+    # Multiples of 1/1024 under 1/8: exact in float32, so that both
+    # encodings give the same numbers, with about as many digits as OpenAI's.
+    values = [((j * 37) % 255 - 127) / 1024 for j in range(dimensions)]
+    if as_base64:
+        return json.dumps(
+            base64.b64encode(struct.pack(f"<{dimensions}f", *values)).decode()
+        ).encode()
+    return json.dumps(values).encode()
 
 
 def _error(message: str, kind: str) -> bytes:
@@ -238,6 +318,11 @@ def _error(message: str, kind: str) -> bytes:
 
 
 _BAD_CHAT: Final = _error("a chat request needs model and messages", "invalid_request_error")
+_BAD_EMBEDDINGS: Final = _error(
+    "an embeddings request needs model and input (a string or a list of strings); "
+    f"dimensions, if given, from 1 to {_MAX_DIMENSIONS}; encoding_format float or base64",
+    "invalid_request_error",
+)
 _HEALTHY: Final = b'{"status":"ok"}'
 
 
