@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import struct
 import subprocess
@@ -102,6 +103,43 @@ def test_http_workloads_are_skipped_without_the_bench_extra(
     assert "skipped W8L: they need the bench extra" in capsys.readouterr().out
     assert _runner.main(["--only", "W8E"]) == 0  # W8E alone, without W8 or W8EL
     assert "skipped W8E: they need the bench extra" in capsys.readouterr().out
+
+
+def test_each_load_reports_its_time_in_the_garbage_collector_and_its_full_collections() -> None:
+    """The GC columns: collector time per call and full collections, from one process-wide clock."""
+    meter = h._Meter()
+    gc.collect()  # a full collection, as a load's would be
+    gc.collect(0)
+    metrics = meter.result(2).metrics
+    assert metrics["full_gcs"] == 1
+    assert metrics["gc_us_per_call"] > 0
+    assert h._Meter().result(1).metrics["full_gcs"] == 0
+
+
+def test_gc_freeze_freezes_the_heap_for_each_http_load_only() -> None:
+    """--gc-freeze: each load runs with what was alive before it frozen; nothing stays frozen."""
+
+    class Server:  # the figures _run_one reads of a ServerProcess
+        base_url = "http://127.0.0.1:9/v1"
+
+        def cpu_seconds(self) -> float:
+            return 0.0
+
+    seen: list[int] = []
+
+    async def load(base_url: str, count: int) -> w.Result:
+        seen.append(gc.get_freeze_count())
+        return w.Result({"per_s": 1.0})
+
+    assert gc.get_freeze_count() == 0
+    hs._run_one(Server(), load, 1, "asyncio", False, gc_freeze=True)  # type: ignore[arg-type]
+    hs._run_one(Server(), load, 1, "asyncio", False)  # type: ignore[arg-type]
+    assert seen[0] > 0 and seen[1] == 0
+    assert gc.get_freeze_count() == 0
+    report = {"backend": "asyncio", "repeat": 1, "scale": 1.0, "python": "3.11", "cpus": 2}
+    assert "gc.freeze()" not in _runner.format_table({**report, "workloads": {}})
+    header = _runner.format_table({**report, "gc_freeze": True, "workloads": {}})
+    assert header.splitlines()[0].endswith(", gc.freeze() before each HTTP load")
 
 
 def _http_report(capacity: float, fastest: float) -> tuple[dict[str, Any], dict[str, Any]]:

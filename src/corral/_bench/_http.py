@@ -4,10 +4,12 @@ Every client function takes the server's ``base_url`` (its ``/v1`` prefix)
 and a call count, runs one load against it and returns its figures:
 ``per_s``; ``us_per_call`` (wall time per call, 1e6 / per_s);
 ``cpu_us_per_call`` (this process's CPU time per call, every thread
-counted); and for closed loops ``p50_us``/``p99_us`` of each call's round
-trip. aiohttp and httpx-aiohttp are imported where they are used: they are
-the ``bench`` extra's, and run on asyncio only. The chat clients serve W8
-and its variants; the ``*_embed_*`` ones post embeddings requests (W8E, W8EL).
+counted); ``gc_us_per_call`` and ``full_gcs`` (time in the garbage
+collector per call, and how many full collections ran); and for closed
+loops ``p50_us``/``p99_us`` of each call's round trip. aiohttp and
+httpx-aiohttp are imported where they are used: they are the ``bench``
+extra's, and run on asyncio only. The chat clients serve W8 and its
+variants; the ``*_embed_*`` ones post embeddings requests (W8E, W8EL).
 """
 
 from __future__ import annotations
@@ -45,12 +47,40 @@ EMBED_REQUEST: Final = corral.EmbeddingsRequest(inputs=(_PROMPT,))
 _EMBEDDINGS: Final = "/embeddings"
 
 
+class _GcClock:
+    """Time spent in the garbage collector, and full (generation 2) collections, so far.
+
+    Installed once, for the process: a load with more objects alive per call
+    than its floor makes the collector run more often, and a full collection
+    stops every call in flight (what the p99 of a closed loop shows).
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._started = 0.0
+        gc.callbacks.append(self._phase)
+
+    def _phase(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._started
+        if info["generation"] == 2:
+            self.full += 1
+
+
+_GC: Final = _GcClock()
+
+
 class _Meter:
-    """Wall and CPU clocks around one load."""
+    """Wall, CPU and garbage-collector clocks around one load."""
 
     def __init__(self) -> None:
         self.wall = time.perf_counter()
         self.cpu = time.process_time()
+        self.gc = _GC.seconds
+        self.full = _GC.full
 
     def result(self, count: int, latencies: Sequence[float] | None = None) -> Result:
         wall = time.perf_counter() - self.wall
@@ -59,6 +89,8 @@ class _Meter:
             "per_s": count / wall,
             "us_per_call": wall / count * 1e6,
             "cpu_us_per_call": cpu / count * 1e6,
+            "gc_us_per_call": (_GC.seconds - self.gc) / count * 1e6,
+            "full_gcs": float(_GC.full - self.full),
         }
         if latencies is not None:
             lat = list(latencies)

@@ -15,6 +15,7 @@ the run: then the server, not the client, could be what was measured.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import math
 import statistics
@@ -238,10 +239,22 @@ def _run_one(
     count: int,
     backend: str,
     uvloop: bool,
+    gc_freeze: bool = False,
 ) -> dict[str, float]:
     options: dict[str, Any] = {"use_uvloop": True} if backend == "asyncio" and uvloop else {}
+    if gc_freeze:
+        # What was alive before the load (modules, earlier loads' leftovers)
+        # is left out of the collector's full scans during it.
+        gc.collect()
+        gc.freeze()
     cpu = server.cpu_seconds()
-    result = anyio.run(lambda: fn(server.base_url, count), backend=backend, backend_options=options)
+    try:
+        result = anyio.run(
+            lambda: fn(server.base_url, count), backend=backend, backend_options=options
+        )
+    finally:
+        if gc_freeze:
+            gc.unfreeze()
     metrics = dict(result.metrics)
     server_us = (server.cpu_seconds() - cpu) / count * 1e6
     metrics["server_cpu_us_per_call"] = server_us
@@ -302,6 +315,7 @@ def run_http(
     repeat: int,
     scale: float,
     progress: Callable[[str], None] | None = None,
+    gc_freeze: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the HTTP workloads *keys* against one server; return (server figures, workloads)."""
     selected = [wl for wl in HTTP_WORKLOADS if wl.key in keys]
@@ -321,7 +335,9 @@ def run_http(
                 for client in clients[shift:] + clients[:shift]:
                     if progress:
                         progress(f"{wl.key} {client.key} run {i + 1}/{repeat}")
-                    runs[client.key].append(_run_one(server, client.run, count, backend, uvloop))
+                    runs[client.key].append(
+                        _run_one(server, client.run, count, backend, uvloop, gc_freeze)
+                    )
             workloads[wl.key] = {
                 "title": wl.title,
                 "kind": "http",
@@ -411,6 +427,11 @@ def _n(value: float | None) -> str:
     return f"{value:.3f}"
 
 
+def _median(figures: dict[str, dict[str, float]], metric: str) -> str:
+    fig = figures.get(metric)
+    return "" if fig is None else _n(fig["median"])
+
+
 def _ms(fig: dict[str, float] | None) -> str:
     return "" if fig is None else f"{fig['median'] / 1e3:,.1f}"
 
@@ -458,7 +479,7 @@ def format_http(report: dict[str, Any]) -> list[str]:
         floors = [f for f in FLOORS if f in data["versus"]]
         header = (
             f"  {'client':<34}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'µs/call':>9}"
-            f"{'CPU µs':>9}{'server':>8}"
+            f"{'CPU µs':>9}{'GC µs':>7}{'full GC':>8}{'server':>8}"
         )
         for floor in floors:
             header += f"  {'x ' + floor:<18}{'+µs':>7}"
@@ -469,6 +490,7 @@ def format_http(report: dict[str, Any]) -> list[str]:
                 f"{_ms(figures.get('p50_us')):>9}{_ms(figures.get('p99_us')):>9}"
                 f"{_n(figures['us_per_call']['median']):>9}"
                 f"{_n(figures['cpu_us_per_call']['median']):>9}"
+                f"{_median(figures, 'gc_us_per_call'):>7}{_median(figures, 'full_gcs'):>8}"
                 f"{figures['server_busy']['median']:>8.0%}"
             )
             for floor in floors:
@@ -491,7 +513,9 @@ def format_http(report: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "calls/s; p50/p99 (closed loops): each call's round trip; µs/call: wall, 1e6 / calls/s;",
-        "CPU µs: this process's CPU time per call; server: share of a core the server used;",
+        "CPU µs: this process's CPU time per call; GC µs: of it, in the garbage collector;",
+        "full GC: full (generation 2) collections in the run, each pausing every call in flight;",
+        "server: share of a core the server used;",
         "x floor: calls/s over the floor's; +µs: µs/call minus the floor's (corral's overhead).",
     ]
     return lines

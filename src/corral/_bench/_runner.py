@@ -242,8 +242,12 @@ def run_suite(
     repeat: int = 1,
     scale: float = 1.0,
     progress: Callable[[str], None] | None = None,
+    gc_freeze: bool = False,
 ) -> dict[str, Any]:
     """Run the selected workloads (all when *only* is empty) and return the report.
+
+    With *gc_freeze*, each HTTP load starts with the objects already alive
+    frozen (:func:`gc.freeze`), for floors and corral alike.
 
     The HTTP workloads (W8, W8L, W8E, W8EL, W8T, W8S, W8X) need the ``bench`` extra;
     without it they are skipped, and the report's ``skipped`` says why.
@@ -260,6 +264,7 @@ def run_suite(
         "backend": backend + ("+uvloop" if uvloop else ""),
         "repeat": repeat,
         "scale": scale,
+        "gc_freeze": gc_freeze,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
@@ -312,7 +317,13 @@ def run_suite(
                 progress(skipped)
         else:
             report["server"], workloads = hs.run_http(
-                http, backend=backend, uvloop=uvloop, repeat=repeat, scale=scale, progress=progress
+                http,
+                backend=backend,
+                uvloop=uvloop,
+                repeat=repeat,
+                scale=scale,
+                progress=progress,
+                gc_freeze=gc_freeze,
             )
             report["workloads"].update(workloads)
     return report
@@ -332,7 +343,8 @@ def format_table(report: dict[str, Any]) -> str:
     """Render the report as a plain-text table."""
     lines = [
         f"corral benchmark suite - backend {report['backend']}, repeat {report['repeat']}, "
-        f"scale {report['scale']}, Python {report['python']} on {report['cpus']} CPUs",
+        f"scale {report['scale']}, Python {report['python']} on {report['cpus']} CPUs"
+        + (", gc.freeze() before each HTTP load" if report.get("gc_freeze") else ""),
     ]
     pairs = {k: d for k, d in report["workloads"].items() if d.get("kind") != "http"}
     if pairs:
@@ -392,6 +404,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per side (median, min-max)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="HTTP workloads: gc.freeze() before each load (floors and corral alike)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -418,7 +435,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _one(args.one, args.scale, args.backend, args.uvloop)
         return 0
     try:
-        run_and_print(args.only, args.backend, args.uvloop, args.repeat, args.scale, args.json)
+        run_and_print(
+            args.only,
+            args.backend,
+            args.uvloop,
+            args.repeat,
+            args.scale,
+            args.json,
+            gc_freeze=args.gc_freeze,
+        )
     except ValueError as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:
@@ -429,7 +454,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_and_print(
-    only: str, backend: str, uvloop: bool, repeat: int, scale: float, json_path: str | None
+    only: str,
+    backend: str,
+    uvloop: bool,
+    repeat: int,
+    scale: float,
+    json_path: str | None,
+    *,
+    gc_freeze: bool = False,
 ) -> dict[str, Any]:
     """Run the suite with progress on stderr, print the table, write the JSON; return the report.
 
@@ -444,6 +476,7 @@ def run_and_print(
         repeat=repeat,
         scale=scale,
         progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True),
+        gc_freeze=gc_freeze,
     )
     print(format_table(report))
     if json_path:

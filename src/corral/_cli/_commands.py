@@ -81,7 +81,13 @@ def bench(args: argparse.Namespace) -> int:
     logging.getLogger("corral").setLevel(logging.CRITICAL)
     try:
         report = run_and_print(
-            args.only, args.backend, args.uvloop, args.repeat, args.scale, args.json
+            args.only,
+            args.backend,
+            args.uvloop,
+            args.repeat,
+            args.scale,
+            args.json,
+            gc_freeze=args.gc_freeze,
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
