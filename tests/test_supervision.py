@@ -572,7 +572,7 @@ def test_backoff_schedule_is_a_pure_function() -> None:
 
 def test_intensity_window_is_plain_arithmetic() -> None:
     """At most N restarts in the window; older ones are forgotten."""
-    from corral._core._intensity import add_restart
+    from corral._core._restart import add_restart
 
     history: tuple[float, ...] = ()
     history, ok = add_restart(history, 0.0, 2, 5.0)
@@ -590,7 +590,7 @@ def test_intensity_window_is_plain_arithmetic() -> None:
 
 def test_a_restart_exactly_within_seconds_old_still_counts() -> None:
     """OTP keeps a restart R while R >= Now - Period: the boundary is inside the window."""
-    from corral._core._intensity import add_restart
+    from corral._core._restart import add_restart
 
     history, ok = add_restart((), 0.0, 1, 5.0)
     assert ok

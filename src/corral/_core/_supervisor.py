@@ -17,16 +17,12 @@ import anyio.abc
 from ._actor import Actor
 from ._backoff import Backoff
 from ._cell import ActorCell, check_timeout
-from ._exceptions import ActorCrashed, InvalidStateError, SupervisorGaveUp
-from ._intensity import add_restart
+from ._exceptions import ActorCrashed, InvalidStateError, NotFound, SupervisorGaveUp
 from ._ref import ActorRef
+from ._restart import Action, Decision, decide
 from ._specs import (
-    ONE_FOR_ALL,
     ONE_FOR_ONE,
     PERMANENT,
-    REST_FOR_ONE,
-    TEMPORARY,
-    TRANSIENT,
     ChildInfo,
     ChildSpec,
     ChildState,
@@ -515,12 +511,12 @@ class Supervisor:
     def _restart_in_place(self, c: _Child, error: BaseException | None) -> bool:
         """Decide and prepare a restart right away, in the exiting task, if that is all it takes.
 
-        This is the common case: a one-for-one restart (or one that affects
-        no other child), no backoff, within the intensity, nothing else in
-        progress. The decision and the events are exactly those of
-        :meth:`_handle_exit`; only the hop to this supervisor's task and a
-        new task for the actor are saved. Anything else takes the general
-        path.
+        This is the common case: the rules (:func:`decide`, the same call
+        :meth:`_handle_exit` makes) restart this child alone and at once,
+        and nothing else is in progress. The events are those of the general
+        path; only the hop to this supervisor's task and a new task for the
+        actor are saved. Anything else takes the general path, which decides
+        again (nothing is kept of this decision).
         """
         lock = self._lock
         cell = c.cell
@@ -536,24 +532,18 @@ class Supervisor:
             or (cell.lazy and not cell.mailbox.queue)
         ):
             return False
-        restart = c.restart
-        if restart is TEMPORARY or (restart is TRANSIENT and error is None):
-            return False
-        if self.strategy is not ONE_FOR_ONE:
-            live = [x for x in self._children if not x.removed]
-            if not (live[-1] is c if self.strategy is REST_FOR_ONE else live == [c]):
-                return False
         assert self._runtime is not None and c.spec is not None
         now = self._runtime.clock.now()
-        history, allowed = add_restart(self._history, now, self.max_restarts, self.within)
-        if not allowed:
+        decision = self._decide(c, error, now)
+        if not decision.alone:
             return False
         try:
             instance = c.spec.factory()
             cell.prepare_restart(instance)
         except Exception:
             return False  # the general path reports it as the crash it is
-        self._history = history
+        self._history = decision.history
+        c.backoff_count = decision.backoff_count
         self._report_exit(c, error)
         self._emit(_EV.RESTART_SCHEDULED, c, error, 0.0)
         c.restarts += 1
@@ -592,38 +582,29 @@ class Supervisor:
         assert self._runtime is not None
         clock = self._runtime.clock
         self._report_exit(c, error)
-        restart = c.restart
-        if restart is TEMPORARY or (restart is TRANSIENT and error is None):
+        now = clock.now()
+        decision = self._decide(c, error, now)
+        self._history = decision.history
+        if decision.action is Action.FINISH:
             await self._finish(c)
             return
-        now = clock.now()
-        self._history, allowed = add_restart(self._history, now, self.max_restarts, self.within)
-        if not allowed:
+        if decision.action is Action.GIVE_UP:
             await self._give_up(c, error)
             return
-        if self.strategy is ONE_FOR_ONE:
-            affected = [c]
-        elif self.strategy is ONE_FOR_ALL:
-            affected = [x for x in self._children if not x.removed]
-        else:
-            index = self._children.index(c)
-            affected = [x for x in self._children[index:] if not x.removed]
-        assert self.strategy in (ONE_FOR_ONE, ONE_FOR_ALL, REST_FOR_ONE)
+        live = self._live()
+        c.backoff_count = decision.backoff_count
         # The others stop in reverse start order; their queues wait for them.
-        for other in reversed(affected):
-            if other is not c:
-                await self._halt(other)
-        group: list[_Child] = []
-        for x in affected:
-            if x is not c and x.restart is TEMPORARY:
-                # OTP: a temporary child stopped because of a sibling is not restarted.
-                await self._finish(x)
-                continue
+        for i in decision.stop:
+            await self._halt(live[i])
+        for i in decision.finish:
+            # OTP: a temporary child stopped because of a sibling is not restarted.
+            await self._finish(live[i])
+        group = [live[i] for i in decision.restart]
+        for x in group:
             x.state = _RESTARTING
             if x.cell is not None:
                 x.cell.mark_restarting()
-            group.append(x)
-        delay = self._backoff_delay(c, now)
+        delay = decision.delay
         self._emit(_EV.RESTART_SCHEDULED, c, error, delay)
         if delay > 0:
             logger.warning(
@@ -636,15 +617,26 @@ class Supervisor:
         else:
             await self._restart_group(group)
 
-    def _backoff_delay(self, c: _Child, now: float) -> float:
-        backoff = self.backoff
-        if backoff is None:
-            return 0.0
-        if now - c.started_at >= backoff.quiet_period:
-            c.backoff_count = 0
-        delay = backoff.delay(c.backoff_count, self._random.random())
-        c.backoff_count += 1
-        return delay
+    def _live(self) -> list[_Child]:
+        return [x for x in self._children if not x.removed]
+
+    def _decide(self, c: _Child, error: BaseException | None, now: float) -> Decision:
+        # The facts of this exit, for the one function that holds the rules.
+        live = self._live()
+        return decide(
+            strategy=self.strategy,
+            restarts=[x.restart for x in live],
+            index=live.index(c),
+            crashed=error is not None,
+            history=self._history,
+            now=now,
+            max_restarts=self.max_restarts,
+            within=self.within,
+            backoff=self.backoff,
+            backoff_count=c.backoff_count,
+            started_at=c.started_at,
+            rand=self._random.random,
+        )
 
     async def _restart_group(self, group: list[_Child]) -> None:
         # Restart in start order; a child that fails to start is a crash
@@ -824,7 +816,7 @@ class Supervisor:
         """Stop the child *name* for good (draining it first) and remove it.
 
         Raises:
-            LookupError: No child has that name.
+            NotFound: No child has that name.
         """
         assert self._lock is not None
         async with self._lock:
@@ -832,7 +824,7 @@ class Supervisor:
                 if c.name == name and not c.removed:
                     await self._finish(c)
                     return
-        raise LookupError(f"supervisor {self.name!r} has no child named {name!r}")
+        raise NotFound(f"supervisor {self.name!r} has no child named {name!r}")
 
 
 def _is_lazy(spec: ChildSpec) -> bool:
