@@ -137,7 +137,7 @@ async def test_a_reply_that_does_not_fit_the_inputs_is_a_protocol_error(
     data: list[dict[str, Any]], match: str
 ) -> None:
     """Missing, duplicated or unreadable vectors are refused, naming what is wrong."""
-    with pytest.raises(corral.ProtocolError, match=match):
+    with pytest.raises(corral.InvalidResponse, match=match):
         await _ask(embeddings_body(data), EmbeddingsRequest(inputs=["a", "b"]))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import corral
-from corral import ChatReply, ProtocolError, ProviderError
+from corral import ChatReply, InvalidResponse, ProviderError
 
 from .openai_helpers import ask, canned, choice, completion
 
@@ -157,9 +157,9 @@ async def test_tool_calls_are_read_with_id_name_and_arguments() -> None:
 
 def test_tool_call_arguments_that_are_not_a_json_object_are_a_protocol_error() -> None:
     """parse_arguments names the call when the model wrote something that is not an object."""
-    with pytest.raises(ProtocolError, match=r"tool call 'c1' \(f\) are not JSON"):
+    with pytest.raises(InvalidResponse, match=r"tool call 'c1' \(f\) are not JSON"):
         corral.ToolCall("c1", "f", '{"city": "Par').parse_arguments()
-    with pytest.raises(ProtocolError, match="should be a JSON object, got list"):
+    with pytest.raises(InvalidResponse, match="should be a JSON object, got list"):
         corral.ToolCall("c1", "f", "[1]").parse_arguments()
 
 
@@ -203,7 +203,7 @@ async def test_logprobs_are_read_when_asked() -> None:
 
 async def test_a_content_of_the_wrong_type_is_a_protocol_error_naming_the_path() -> None:
     """What would lose the reply's meaning (content a number) is refused, naming where."""
-    with pytest.raises(ProtocolError, match=r"'choices.0.message.content' should be a string"):
+    with pytest.raises(InvalidResponse, match=r"'choices.0.message.content' should be a string"):
         await ask(canned(completion(choice(42))))
 
 
@@ -244,5 +244,5 @@ async def test_azures_content_filter_reply_is_read() -> None:
 
 async def test_a_reply_with_no_choices_is_a_protocol_error() -> None:
     """Regression: `choices: []` was read as an empty reply (content '', no finish reason)."""
-    with pytest.raises(corral.ProtocolError, match="the reply has no choices"):
+    with pytest.raises(corral.InvalidResponse, match="the reply has no choices"):
         await ask(canned(completion()))

@@ -274,7 +274,7 @@ async def test_a_structured_reply_that_does_not_fit_quotes_none_of_it_in_any_spa
         async with canned_server(canned(completion(choice(content)))) as server:
             async with corral.Runtime(instruments=[traced.instrument]) as rt:
                 ref = await rt.spawn(lambda: chat_actor(server.base_url), name="chat")
-                with pytest.raises(corral.ProtocolError) as info:
+                with pytest.raises(corral.InvalidResponse) as info:
                     await ref.ask(request, timeout=10)
         assert SECRET_TEXT not in str(info.value)
     assert "@ $.age" in _all_text(traced.spans())  # the path is there, the value is not

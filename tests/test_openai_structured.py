@@ -10,7 +10,7 @@ import attrs
 import pytest
 
 import corral
-from corral import ChatRequest, ProtocolError, ResponseFormat
+from corral import ChatRequest, InvalidResponse, ResponseFormat
 from corral.testing import FakeLLMServer
 
 from .openai_helpers import ask, canned, choice, completion, sent
@@ -138,17 +138,17 @@ async def test_response_model_sends_a_strict_json_schema_and_parses_the_reply() 
 
 
 async def test_a_reply_that_does_not_fit_fails_the_call_naming_the_field_path() -> None:
-    """The model's JSON with a price as a string: ProtocolError at $.items[2].price."""
+    """The model's JSON with a price as a string: InvalidResponse at $.items[2].price."""
     bad = {
         **ORDER,
         "items": [*ORDER["items"], {"name": "x", "price": "3", "unit": "kg", "tags": []}],
     }
-    with pytest.raises(ProtocolError, match=r"does not fit Order: .* @ \$\.items\[2\]\.price"):
+    with pytest.raises(InvalidResponse, match=r"does not fit Order: .* @ \$\.items\[2\]\.price"):
         await ask(
             canned(completion(choice(json.dumps(bad)))),
             ChatRequest(messages=[], response_model=Order),
         )
-    with pytest.raises(ProtocolError, match="the reply is not JSON for Order"):
+    with pytest.raises(InvalidResponse, match="the reply is not JSON for Order"):
         await ask(
             canned(completion(choice('{"items": [', finish="length"))),
             ChatRequest(messages=[], response_model=Order),

@@ -8,13 +8,41 @@ import sys
 from pathlib import Path
 
 import corral
+import corral.telemetry
+import corral.testing
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _isort_order(name: str) -> tuple[int, str]:
+    # ruff's RUF022 order: CONSTANTS, then Classes, then functions (and dunders).
+    return (0 if name.isupper() and len(name) > 1 else 1 if name[:1].isupper() else 2, name)
+
+
+PUBLIC_MODULES = (corral, corral.telemetry, corral.testing)
+
+
+def test_every_public_all_is_sorted() -> None:
+    """Each public module's __all__ is in one order: constants, classes, functions."""
+    for module in PUBLIC_MODULES:
+        names = list(module.__all__)
+        assert names == sorted(names, key=_isort_order), module.__name__
+
+
+def test_each_public_name_has_exactly_one_home() -> None:
+    """A name is exported by exactly one of corral, corral.telemetry and corral.testing."""
+    homes: dict[str, list[str]] = {}
+    for module in PUBLIC_MODULES:
+        for name in module.__all__:
+            homes.setdefault(name, []).append(module.__name__)
+    twice = {name: where for name, where in homes.items() if len(where) > 1}
+    assert not twice
 
 
 def test_all_is_sorted_and_complete() -> None:
     """__all__ is sorted (constants, classes, functions) and every name in it exists."""
     names = list(corral.__all__)
+    assert names == sorted(names, key=_isort_order)
     assert len(names) == len(set(names))
     for name in names:
         assert hasattr(corral, name), name

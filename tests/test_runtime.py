@@ -187,10 +187,16 @@ async def test_sending_to_a_stopped_actor_raises_actor_stopped() -> None:
             await calc.ping()
 
 
-def test_refs_have_no_public_constructor() -> None:
-    """ActorRef and Future are made by the runtime only."""
-    with pytest.raises(TypeError, match="no public constructor"):
+def test_refs_futures_calls_and_streams_have_no_public_constructor() -> None:
+    """ActorRef, Future, Call and Stream are made by the runtime only; the error says how."""
+    with pytest.raises(TypeError, match=r"ActorRef has no public constructor; use Runtime\.spawn"):
         corral.ActorRef()
+    with pytest.raises(TypeError, match=r"Future has no public constructor; ActorRef\.submit"):
+        corral.Future()
+    with pytest.raises(TypeError, match="Call has no public constructor"):
+        corral.Call()
+    with pytest.raises(TypeError, match=r"Stream has no public constructor; use ActorRef\.stream"):
+        corral.Stream()
 
 
 # --- mailbox back-pressure -------------------------------------------------------------

@@ -190,13 +190,13 @@ async def test_no_call_is_lost_or_duplicated_beyond_its_retries() -> None:
 
 
 async def test_malformed_and_incomplete_replies_are_protocol_errors() -> None:
-    """A body that is not JSON, or JSON missing a needed field, fails with ProtocolError."""
+    """A body that is not JSON, or JSON missing a needed field, fails with InvalidResponse."""
     async with FakeLLMServer(script=["malformed"]) as server:
         async with corral.Runtime() as rt:
             ref = await rt.spawn(
                 lambda: chat(server), name="chat", policy=corral.ServicePolicy(retry=None)
             )
-            with pytest.raises(corral.ProtocolError, match="not JSON"):
+            with pytest.raises(corral.InvalidResponse, match="not JSON"):
                 await ref.ask(HELLO)
 
     def incomplete(request: httpx.Request) -> httpx.Response:
@@ -212,7 +212,7 @@ async def test_malformed_and_incomplete_replies_are_protocol_errors() -> None:
             ),
             name="chat",
         )
-        with pytest.raises(corral.ProtocolError, match=r"has no 'choices\.0\.message'"):
+        with pytest.raises(corral.InvalidResponse, match=r"has no 'choices\.0\.message'"):
             await ref.ask(HELLO)
 
 

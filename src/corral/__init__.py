@@ -14,22 +14,16 @@ from ._core._clock import LoopClock as LoopClock
 from ._core._exceptions import ActorCrashed as ActorCrashed
 from ._core._exceptions import ActorNotFound as ActorNotFound
 from ._core._exceptions import ActorStopped as ActorStopped
-from ._core._exceptions import AuthenticationError as AuthenticationError
 from ._core._exceptions import CallCancelled as CallCancelled
-from ._core._exceptions import CircuitOpen as CircuitOpen
 from ._core._exceptions import CorralError as CorralError
 from ._core._exceptions import Crash as Crash
 from ._core._exceptions import DeadlineExceeded as DeadlineExceeded
-from ._core._exceptions import HttpStatusError as HttpStatusError
 from ._core._exceptions import InvalidStateError as InvalidStateError
 from ._core._exceptions import MailboxFull as MailboxFull
 from ._core._exceptions import NameTaken as NameTaken
+from ._core._exceptions import NotFound as NotFound
 from ._core._exceptions import ProtocolError as ProtocolError
-from ._core._exceptions import ProviderError as ProviderError
-from ._core._exceptions import RateLimitRefused as RateLimitRefused
-from ._core._exceptions import ServiceError as ServiceError
 from ._core._exceptions import SupervisorGaveUp as SupervisorGaveUp
-from ._core._exceptions import TransportError as TransportError
 from ._core._exceptions import UnhandledMessage as UnhandledMessage
 from ._core._future import Future as Future
 from ._core._instrument import Instrument as Instrument
@@ -72,6 +66,14 @@ from ._protocol import Protocol as Protocol
 from ._services._breaker import BreakerState as BreakerState
 from ._services._breaker import BreakerStatus as BreakerStatus
 from ._services._breaker import CircuitBreaker as CircuitBreaker
+from ._services._exceptions import AuthenticationError as AuthenticationError
+from ._services._exceptions import CircuitOpen as CircuitOpen
+from ._services._exceptions import HttpStatusError as HttpStatusError
+from ._services._exceptions import InvalidResponse as InvalidResponse
+from ._services._exceptions import ProviderError as ProviderError
+from ._services._exceptions import RateLimitRefused as RateLimitRefused
+from ._services._exceptions import ServiceError as ServiceError
+from ._services._exceptions import TransportError as TransportError
 from ._services._http import HttpService as HttpService
 from ._services._openai import OpenAIChat as OpenAIChat
 from ._services._openai import OpenAIEmbeddings as OpenAIEmbeddings
@@ -158,12 +160,14 @@ __all__ = [
     "HttpStatusError",
     "ImagePart",
     "Instrument",
+    "InvalidResponse",
     "InvalidStateError",
     "Kind",
     "Logprobs",
     "LoopClock",
     "MailboxFull",
     "NameTaken",
+    "NotFound",
     "OpenAIChat",
     "OpenAIEmbeddings",
     "Ping",

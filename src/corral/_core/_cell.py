@@ -262,7 +262,7 @@ class ActorCell:
             deadline=wall_deadline,
             created_at=created,
         )
-        call = Call(self, envelope, func, deadline)
+        call = Call._make(self, envelope, func, deadline)
         call._enqueued_at = now
         return call
 
@@ -272,7 +272,7 @@ class ActorCell:
         deadline = None
         if envelope.deadline is not None:
             deadline = now + (envelope.deadline - time.time())
-        call = Call(self, envelope, func, deadline)
+        call = Call._make(self, envelope, func, deadline)
         call._enqueued_at = now
         return call
 

@@ -1,4 +1,4 @@
-"""The exceptions corral raises, in one place.
+"""The exceptions the core raises, in one place.
 
 Hierarchy::
 
@@ -6,7 +6,8 @@ Hierarchy::
     ├── ProtocolError           (also ValueError)   malformed or unregistered data
     ├── UnhandledMessage        (also TypeError)    the actor does not take this message
     ├── NameTaken               (also ValueError)   an actor name is already registered
-    ├── ActorNotFound           (also LookupError)  no live actor has that name
+    ├── NotFound                (also LookupError)  nothing of that name here
+    │   └── ActorNotFound                           ... no live actor has that name
     ├── InvalidStateError       (also RuntimeError) an object is used in a state that forbids it
     ├── MailboxFull                                 a non-blocking send found the mailbox full
     ├── ActorStopped                                the actor stopped before serving a call
@@ -14,16 +15,12 @@ Hierarchy::
     ├── CallCancelled                               the call's future was cancelled
     ├── DeadlineExceeded        (also TimeoutError) the call's deadline passed
     ├── SupervisorGaveUp                            restart intensity exceeded
-    ├── ServiceError                                a call to an outside service failed
-    │   ├── HttpStatusError                         ... with an HTTP error status
-    │   │   └── AuthenticationError                 ... 401 or 403: our credentials
-    │   ├── ProviderError                           ... reported inside a successful response
-    │   └── TransportError                          ... before a response (connect, timeout)
-    ├── CircuitOpen                                 the circuit breaker refuses calls for now
-    ├── RateLimitRefused        (also ValueError)   a call can never fit the rate limit
     └── Crash                                       raised by a handler to crash its own actor
 
-Each docstring says when the error is raised and whose fault it is.
+The services layer's errors (``ServiceError`` and the rest) derive from
+:class:`CorralError` too and live in that layer
+(``corral._services._exceptions``). Each docstring says when the error is
+raised and whose fault it is.
 """
 
 from __future__ import annotations
@@ -33,20 +30,15 @@ __all__ = [
     "ActorNotFound",
     "ActorStopped",
     "CallCancelled",
-    "CircuitOpen",
     "CorralError",
     "Crash",
     "DeadlineExceeded",
-    "HttpStatusError",
     "InvalidStateError",
     "MailboxFull",
     "NameTaken",
+    "NotFound",
     "ProtocolError",
-    "ProviderError",
-    "RateLimitRefused",
-    "ServiceError",
     "SupervisorGaveUp",
-    "TransportError",
     "UnhandledMessage",
 ]
 
@@ -79,7 +71,14 @@ class NameTaken(CorralError, ValueError):
     """An actor with this name is already registered in the runtime. The caller's fault."""
 
 
-class ActorNotFound(CorralError, LookupError):
+class NotFound(CorralError, LookupError):
+    """Nothing of that name here: no such supervisor in the runtime, no such child in a supervisor.
+
+    The caller's fault (a wrong name, or one that was stopped).
+    """
+
+
+class ActorNotFound(NotFound):
     """No live actor is registered under this name. The caller's fault (or the actor stopped)."""
 
 
@@ -153,154 +152,3 @@ class SupervisorGaveUp(CorralError):
 
     #: Name of the supervisor that gave up.
     supervisor: str = ""
-
-
-class ServiceError(CorralError):
-    """A call to an outside service (an HTTP API) failed. The service's fault, usually."""
-
-
-class HttpStatusError(ServiceError):
-    """The service answered with an HTTP error status (4xx, 5xx).
-
-    Retry policies retry 408, 409, 429 and 5xx by default and never 400,
-    401, 403, 404 or 422, nor an error whose provider :attr:`code` or
-    :attr:`type` says it cannot succeed (``insufficient_quota``,
-    ``invalid_api_key``, ...: see :class:`corral.RetryPolicy`); list it (or
-    a subclass check on :attr:`status`) in an actor's ``fatal`` to crash
-    on, say, 401. Never carries credentials.
-
-    The provider's own account of the error is read from the body when it
-    is JSON in one of the usual shapes (OpenAI's ``{"error": {"message",
-    "type", "param", "code"}}``, ``{"error": "text"}``, ``{"message": ...}``,
-    ``{"detail": ...}``, or a list of these), as the official ``openai``
-    client's ``APIError`` has it; each is ``None`` when the body does not
-    say. A numeric code is kept as a string (``"429"``).
-
-    Attributes:
-        status: The HTTP status code.
-        method: The request method.
-        url: The request URL, without query string, user or password.
-        body: The first 500 characters of the response body, with the
-            actor's secrets (API key, password, secret headers) redacted.
-        request_id: The provider's request id (``x-request-id`` and the
-            like), if any.
-        retry_after: Seconds the service asked to wait (``retry-after-ms``,
-            else ``Retry-After``), if any.
-        code: The provider's error code (``"insufficient_quota"``), redacted.
-        type: The provider's error type (``"invalid_request_error"``), redacted.
-        param: The request parameter the provider blames, redacted.
-        message: The provider's error message, redacted.
-    """
-
-    def __init__(
-        self,
-        text: str,
-        /,
-        *,
-        status: int,
-        method: str = "",
-        url: str = "",
-        body: str = "",
-        request_id: str | None = None,
-        retry_after: float | None = None,
-        code: str | None = None,
-        type: str | None = None,
-        param: str | None = None,
-        message: str | None = None,
-    ) -> None:
-        super().__init__(text)
-        self.status = status
-        self.method = method
-        self.url = url
-        self.body = body
-        self.request_id = request_id
-        self.retry_after = retry_after
-        self.code = code
-        self.type = type
-        self.param = param
-        self.message = message
-
-
-class AuthenticationError(HttpStatusError):
-    """The service refused our credentials (401) or our permission (403).
-
-    Never retried. Declare it fatal (``fatal = (corral.AuthenticationError,)``)
-    to have the supervisor restart the actor (which re-reads its key) or stop
-    it, instead of failing every call one by one.
-    """
-
-
-class ProviderError(ServiceError):
-    """The provider reported an error inside a successful response.
-
-    Raised when a 200 answer's body is an error (``{"error": {...}}``
-    instead of a reply), or a stream carries an error event part-way
-    through (after which it ends; what it delivered before stays
-    delivered). The provider's fault (or that of what it fronts, such as a
-    gateway's guardrail), not the caller's; the message says where it
-    happened and what the provider said.
-
-    Retry policies retry it only when its :attr:`code` or :attr:`type`
-    names a transient condition (``server_error``, ``rate_limit_exceeded``,
-    ``overloaded_error``, ``timeout``, ...: see :class:`corral.RetryPolicy`),
-    and a stream only before its first chunk, as every stream.
-
-    Attributes:
-        code: The provider's error code, if it gave one.
-        type: The provider's error type, if it gave one.
-        param: The request parameter the provider blames, if any.
-        message: The provider's error message, if any.
-        request_id: The provider's request id, if known.
-
-    All are redacted of the actor's secrets.
-    """
-
-    def __init__(
-        self,
-        text: str,
-        /,
-        *,
-        code: str | None = None,
-        type: str | None = None,
-        param: str | None = None,
-        message: str | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(text)
-        self.code = code
-        self.type = type
-        self.param = param
-        self.message = message
-        self.request_id = request_id
-
-
-class TransportError(ServiceError):
-    """No response came: the connection failed, broke, or timed out.
-
-    ``__cause__`` is the HTTP library's error; :attr:`timeout` says whether it
-    was a timeout. Retried by default.
-    """
-
-    def __init__(self, message: str, *, timeout: bool = False) -> None:
-        super().__init__(message)
-        self.timeout = timeout
-
-
-class CircuitOpen(CorralError):
-    """The circuit breaker is open: the service failed repeatedly, calls fail fast.
-
-    Not retried. :attr:`retry_in` says how long until it lets a probe through.
-    """
-
-    def __init__(self, message: str, *, retry_in: float = 0.0) -> None:
-        super().__init__(message)
-        self.retry_in = retry_in
-
-
-class RateLimitRefused(CorralError, ValueError):
-    """A call can never be admitted by its rate limiter, so it is refused at once.
-
-    Its token estimate is larger than the token bucket, or the limiter counts
-    tokens and no estimate could be made (a configuration error). The
-    caller's (or configuration's) fault.
-    """

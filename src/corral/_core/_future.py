@@ -52,14 +52,31 @@ class Future(Generic[T]):
 
     __slots__ = ("_call", "_callbacks", "_event", "_exc", "_result", "_state", "_tb")
 
-    def __init__(self, call: Call | None = None) -> None:
-        self._state = _PENDING
-        self._result: Any = None
-        self._exc: BaseException | None = None
-        self._tb: TracebackType | None = None
-        self._event: anyio.Event | None = None
-        self._callbacks: list[Callable[[Future[T]], object]] | None = None
-        self._call = call
+    _state: _State
+    _result: Any
+    _exc: BaseException | None
+    _tb: TracebackType | None
+    _event: anyio.Event | None
+    _callbacks: list[Callable[[Future[T]], object]] | None
+    _call: Call | None
+
+    def __init__(self) -> None:
+        raise TypeError(
+            "Future has no public constructor; ActorRef.submit() returns the future of a call"
+        )
+
+    @classmethod
+    def _make(cls, call: Call | None = None) -> Future[Any]:
+        """A pending future, of *call* if given (the runtime's constructor)."""
+        fut: Future[Any] = object.__new__(cls)
+        fut._state = _PENDING
+        fut._result = None
+        fut._exc = None
+        fut._tb = None
+        fut._event = None
+        fut._callbacks = None
+        fut._call = call
+        return fut
 
     def __repr__(self) -> str:
         if self._state is _PENDING:

@@ -129,29 +129,49 @@ class Call:
         "instrument_data",
     )
 
-    def __init__(
-        self,
-        cell: ActorCell,
-        envelope: Envelope,
-        func: Handler,
-        deadline: float | None,
-    ) -> None:
-        self._cell = cell
-        self._envelope = envelope
-        self._func = func
-        self._deadline = deadline
-        self._future: Future[Any] = Future(self)
-        self._status: CallStatus | None = None
-        self._outcome: CallStatus | None = None
-        self._seq = next(_seq)
-        self._enqueued_at = 0.0
-        self._started_at: float | None = None
-        self._finished_at: float | None = None
-        self._scope: anyio.CancelScope | None = None
-        self._stream: StreamState | None = None
-        #: Free slot for one instrument's per-call state (the tracing
-        #: instrument keeps its spans here); ``None`` otherwise.
-        self.instrument_data: Any = None
+    _cell: ActorCell
+    _envelope: Envelope
+    _func: Handler
+    _deadline: float | None
+    _future: Future[Any]
+    _status: CallStatus | None
+    _outcome: CallStatus | None
+    _seq: int
+    _enqueued_at: float
+    _started_at: float | None
+    _finished_at: float | None
+    _scope: anyio.CancelScope | None
+    _stream: StreamState | None
+    #: Free slot for one instrument's per-call state (the tracing
+    #: instrument keeps its spans here); ``None`` otherwise.
+    instrument_data: Any
+
+    def __init__(self) -> None:
+        raise TypeError(
+            "Call has no public constructor; the runtime makes one for each message sent"
+        )
+
+    @classmethod
+    def _make(
+        cls, cell: ActorCell, envelope: Envelope, func: Handler, deadline: float | None
+    ) -> Call:
+        """A call not yet queued (the runtime's constructor)."""
+        call = object.__new__(cls)
+        call._cell = cell
+        call._envelope = envelope
+        call._func = func
+        call._deadline = deadline
+        call._future = Future._make(call)
+        call._status = None
+        call._outcome = None
+        call._seq = next(_seq)
+        call._enqueued_at = 0.0
+        call._started_at = None
+        call._finished_at = None
+        call._scope = None
+        call._stream = None
+        call.instrument_data = None
+        return call
 
     def __repr__(self) -> str:
         status = self._status.value if self._status is not None else "unaccepted"

@@ -204,7 +204,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
             UnhandledMessage: The actor streams no replies to this type (on entering).
             ActorStopped: The actor is not accepting calls (on entering).
         """
-        return Stream(self._cell, msg, timeout)
+        return Stream._make(self._cell, msg, timeout)
 
     def status(self) -> ActorStatus:
         """Return a snapshot of the actor's pile: counts, queue depth, in-flight, recent calls."""
@@ -241,12 +241,24 @@ class Stream(Generic[ReplyT]):
     when the deadline passes, :class:`DeadlineExceeded`.
     """
 
-    def __init__(self, cell: ActorCell, msg: Any, timeout: float | None) -> None:
-        self._cell = cell
-        self._msg = msg
-        self._timeout = timeout
-        self._call: Call | None = None
-        self._recv: MemoryObjectReceiveStream[Any] | None = None
+    _cell: ActorCell
+    _msg: Any
+    _timeout: float | None
+    _call: Call | None
+    _recv: MemoryObjectReceiveStream[Any] | None
+
+    def __init__(self) -> None:
+        raise TypeError("Stream has no public constructor; use ActorRef.stream()")
+
+    @classmethod
+    def _make(cls, cell: ActorCell, msg: Any, timeout: float | None) -> Stream[Any]:
+        stream: Stream[Any] = object.__new__(cls)
+        stream._cell = cell
+        stream._msg = msg
+        stream._timeout = timeout
+        stream._call = None
+        stream._recv = None
+        return stream
 
     @property
     def future(self) -> Future[int]:

@@ -20,6 +20,7 @@ from ._exceptions import (
     ActorNotFound,
     InvalidStateError,
     NameTaken,
+    NotFound,
     SupervisorGaveUp,
     UnhandledMessage,
 )
@@ -319,12 +320,12 @@ class Runtime:
         """Return the supervisor registered as *name* (``"root"`` for the default root).
 
         Raises:
-            LookupError: No supervisor has that name.
+            NotFound: No supervisor has that name.
         """
         try:
             return self._supervisors[name]
         except KeyError:
-            raise LookupError(f"no supervisor named {name!r} in this runtime") from None
+            raise NotFound(f"no supervisor named {name!r} in this runtime") from None
 
     def ref(self, name: str) -> ActorRef[Any, Any]:
         """Return the ref of the live actor registered as *name*.
@@ -376,7 +377,7 @@ class Runtime:
                 cell.ensure_accepting()
                 cell.enqueue_nowait(call, force=True)
                 return call._future
-            done: Future[Any] = Future()
+            done: Future[Any] = Future._make()
             if isinstance(payload, GetStatus):
                 done._set_result(cell.status())
             elif isinstance(payload, Stop):

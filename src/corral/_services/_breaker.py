@@ -11,7 +11,7 @@ from collections.abc import Callable
 import attrs
 
 from .._core._clock import Clock, LoopClock
-from .._core._exceptions import CircuitOpen, HttpStatusError, TransportError
+from ._exceptions import CircuitOpen, HttpStatusError, TransportError
 
 __all__ = ["BreakerState", "BreakerStatus", "CircuitBreaker"]
 

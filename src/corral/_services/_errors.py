@@ -17,7 +17,7 @@ from typing import Final
 
 import attrs
 
-from .._core._exceptions import ProviderError
+from ._exceptions import ProviderError
 
 __all__ = ["FIELD_LIMIT", "ErrorDetail", "parse_error", "provider_error"]
 

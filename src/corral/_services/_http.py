@@ -20,15 +20,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from .._core._actor import Actor
-from .._core._exceptions import (
-    AuthenticationError,
-    HttpStatusError,
-    InvalidStateError,
-    ProtocolError,
-)
+from .._core._exceptions import InvalidStateError
 from .._core._pile import current_call
 from ..telemetry._instrument import client_span
 from ._errors import ErrorDetail, parse_error
+from ._exceptions import AuthenticationError, HttpStatusError, InvalidResponse
 from ._redact import Redactor, header_secrets, is_secret_header, redact_unparsed_url
 from ._retry import retry_after_from_headers
 from ._transport import (
@@ -514,13 +510,13 @@ class HttpService(Actor[ReqT, ReplyT], Generic[ReqT, ReplyT]):
         """The response body as JSON.
 
         Raises:
-            ProtocolError: The body is not JSON.
+            InvalidResponse: The body is not JSON.
         """
         try:
             return json.loads(response.content)
         except ValueError as exc:  # not JSON, or not UTF-8
             path = urllib.parse.urlsplit(response.url).path
-            raise ProtocolError(
+            raise InvalidResponse(
                 f"{response.method} {self.redact(path)} answered "
                 f"{response.status_code} with a body that is not JSON: "
                 f"{_excerpt(response, self._redactor, 100)!r}"

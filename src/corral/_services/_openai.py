@@ -18,10 +18,11 @@ import httpx
 from opentelemetry import trace
 
 from .._core._actor import streams
-from .._core._exceptions import CorralError, HttpStatusError, ProtocolError, TransportError
+from .._core._exceptions import CorralError
 from ..telemetry._instrument import UNTRACED, client_span, is_traced
 from . import _structured
 from ._errors import ErrorDetail, parse_error, provider_error
+from ._exceptions import HttpStatusError, InvalidResponse, TransportError
 from ._http import DEFAULT_HTTP_TIMEOUT, HttpService, request_id
 from ._openai_types import (
     ChatChunk,
@@ -253,7 +254,7 @@ def _check_parsed(reply: ChatReply) -> None:
     # is known (always in the caller's process; elsewhere the caller checks).
     name = reply.response_model
     if name is not None and _structured.known_class(name) is not None:
-        reply.parsed  # noqa: B018  # parsing raises the ProtocolError that names the path
+        reply.parsed  # noqa: B018  # parsing raises the InvalidResponse that names the path
 
 
 def _chunks(count: int) -> str:
@@ -546,7 +547,7 @@ class OpenAIChat(_OpenAIService[ChatRequest, ChatReply]):
                 raise TransportError(
                     f"{where}: the stream ended in the middle of an event: {excerpt!r}"
                 ) from exc
-            raise ProtocolError(f"{where}: an event is not JSON: {excerpt!r}") from exc
+            raise InvalidResponse(f"{where}: an event is not JSON: {excerpt!r}") from exc
         if event.event == "error":
             detail = parse_error(data) or ErrorDetail(message=event.data)
             raise provider_error(detail, happened, redact=self.redact, request_id=found_id)

@@ -16,9 +16,9 @@ from typing import Any, Final
 
 import attrs
 
-from .._core._exceptions import ProtocolError
 from .._core._messages import message
 from . import _structured
+from ._exceptions import InvalidResponse
 
 __all__ = [
     "TOOL_CHOICES",
@@ -163,18 +163,18 @@ class ToolCall:
         """The arguments as a JSON object (``{}`` for empty arguments).
 
         Raises:
-            ProtocolError: They are not JSON, or not an object.
+            InvalidResponse: They are not JSON, or not an object.
         """
         if not self.arguments.strip():
             return {}
         try:
             value = json.loads(self.arguments)
         except ValueError as exc:
-            raise ProtocolError(
+            raise InvalidResponse(
                 f"the arguments of tool call {self.id!r} ({self.name}) are not JSON: {exc}"
             ) from exc
         if not isinstance(value, dict):
-            raise ProtocolError(
+            raise InvalidResponse(
                 f"the arguments of tool call {self.id!r} ({self.name}) should be a JSON "
                 f"object, got {type(value).__name__}"
             )
@@ -614,7 +614,7 @@ class ChatReply:
         sent no content. Parsed on each access (keep the result).
 
         Raises:
-            ProtocolError: The content is not JSON, or does not fit the
+            InvalidResponse: The content is not JSON, or does not fit the
                 class; the message names the field path (``$.items[2].price``).
         """
         if self.response_model is None or not self.choices:
@@ -628,7 +628,7 @@ class ChatReply:
         """The content of choice *choice* parsed into the attrs class *model*.
 
         Raises:
-            ProtocolError: As :attr:`parsed`.
+            InvalidResponse: As :attr:`parsed`.
         """
         return _structured.parse(model, self.choices[choice].content)
 

@@ -3,7 +3,7 @@
 Replies are read leniently where servers differ harmlessly (fields missing
 or ``null``, extra fields, ``created`` as a float, tool arguments as an
 object) and strictly where a wrong type would lose the reply's meaning (a
-``content`` that is a number): then a :class:`corral.ProtocolError` names the
+``content`` that is a number): then a :class:`corral.InvalidResponse` names the
 path (``'choices.0.message.content' should be ...``). A body that is an
 error (``{"error": ...}`` in a 200) is the provider's error, not a
 malformed reply.
@@ -19,8 +19,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeGuard
 
-from .._core._exceptions import ProtocolError
 from ._errors import parse_error, provider_error
+from ._exceptions import InvalidResponse
 from ._openai_types import (
     ChatChunk,
     ChatMessage,
@@ -72,8 +72,8 @@ class _Reader:
     def __init__(self, where: str) -> None:
         self.where = where
 
-    def wrong(self, path: str, expected: str, value: Any) -> ProtocolError:
-        return ProtocolError(f"{self.where}: {path!r} should be {expected}, got {_kind(value)}")
+    def wrong(self, path: str, expected: str, value: Any) -> InvalidResponse:
+        return InvalidResponse(f"{self.where}: {path!r} should be {expected}, got {_kind(value)}")
 
     def text(self, obj: Mapping[str, Any], key: str, path: str) -> str | None:
         value = obj.get(key)
@@ -325,7 +325,7 @@ def _tool_calls(read: _Reader, obj: Mapping[str, Any], path: str) -> tuple[ToolC
         function = read.mapping(item, "function", at) or {}
         name = read.text(function, "name", f"{at}.function")
         if name is None:
-            raise ProtocolError(f"{read.where}: the reply has no {at + '.function.name'!r}")
+            raise InvalidResponse(f"{read.where}: the reply has no {at + '.function.name'!r}")
         calls.append(
             ToolCall(
                 read.text(item, "id", at) or "",
@@ -385,13 +385,13 @@ def chat_reply(
     """The :class:`ChatReply` in a chat completion's JSON body (choices in index order).
 
     Raises:
-        ProtocolError: The body is not a chat completion.
+        InvalidResponse: The body is not a chat completion.
     """
     read = _Reader(where)
     if not isinstance(data, dict):
         raise read.wrong("$", "an object", data)
     if "choices" not in data:
-        raise ProtocolError(f"{where}: the reply has no 'choices'")
+        raise InvalidResponse(f"{where}: the reply has no 'choices'")
     choices = []
     for position, item in enumerate(read.items(data, "choices", "$")):
         path = f"choices.{position}"
@@ -399,7 +399,7 @@ def chat_reply(
             raise read.wrong(path, "an object", item)
         body = read.mapping(item, "message", path)
         if body is None:
-            raise ProtocolError(f"{where}: the reply has no {path + '.message'!r}")
+            raise InvalidResponse(f"{where}: the reply has no {path + '.message'!r}")
         at = f"{path}.message"
         message = ChatMessage(
             read.text(body, "role", at) or "assistant",
@@ -418,7 +418,7 @@ def chat_reply(
         )
     if not choices:
         # Nothing to read: an answer without one choice is no answer.
-        raise ProtocolError(f"{where}: the reply has no choices ('choices' is empty)")
+        raise InvalidResponse(f"{where}: the reply has no choices ('choices' is empty)")
     choices.sort(key=lambda c: c.index)
     return ChatReply(
         tuple(choices),
@@ -437,9 +437,9 @@ def _floats_from_base64(text: str, read: _Reader, path: str) -> tuple[float, ...
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ProtocolError(f"{read.where}: {path!r} is not valid base64: {exc}") from exc
+        raise InvalidResponse(f"{read.where}: {path!r} is not valid base64: {exc}") from exc
     if len(raw) % 4:
-        raise ProtocolError(
+        raise InvalidResponse(
             f"{read.where}: {path!r} holds {len(raw)} bytes, not a whole number of float32s"
         )
     values = array.array("f", raw)
@@ -452,14 +452,14 @@ def embeddings_reply(data: Any, where: str, *, model: str, inputs: int) -> Embed
     """The :class:`EmbeddingsReply` in an embeddings JSON body, vectors ordered by ``index``.
 
     Raises:
-        ProtocolError: Not an embeddings reply, a vector that is not numbers
+        InvalidResponse: Not an embeddings reply, a vector that is not numbers
             (or base64 of them), or not one vector for each of *inputs*.
     """
     read = _Reader(where)
     if not isinstance(data, dict):
         raise read.wrong("$", "an object", data)
     if "data" not in data:
-        raise ProtocolError(f"{where}: the reply has no 'data'")
+        raise InvalidResponse(f"{where}: the reply has no 'data'")
     by_index: dict[int, tuple[float, ...]] = {}
     for position, item in enumerate(read.items(data, "data", "$")):
         path = f"data.{position}"
@@ -473,16 +473,16 @@ def embeddings_reply(data: Any, where: str, *, model: str, inputs: int) -> Embed
         ):
             floats = tuple(float(x) for x in vector)
         else:
-            raise ProtocolError(
+            raise InvalidResponse(
                 f"{where}: {path + '.embedding'!r} should hold numbers (or base64 of them)"
             )
         index = read.integer(item, "index")
         index = position if index is None else index
         if index in by_index:
-            raise ProtocolError(f"{where}: two vectors have index {index}")
+            raise InvalidResponse(f"{where}: two vectors have index {index}")
         by_index[index] = floats
     if sorted(by_index) != list(range(inputs)):
-        raise ProtocolError(
+        raise InvalidResponse(
             f"{where}: {inputs} inputs but vectors for indexes {sorted(by_index)[:10]}"
         )
     return EmbeddingsReply(

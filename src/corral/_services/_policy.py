@@ -10,10 +10,11 @@ import attrs
 from opentelemetry import trace
 
 from .._core._clock import Clock, LoopClock
-from .._core._exceptions import DeadlineExceeded, HttpStatusError, RateLimitRefused
+from .._core._exceptions import DeadlineExceeded
 from .._core._pile import Call
 from .._core._policy import CallPolicy
 from ._breaker import BreakerState, CircuitBreaker
+from ._exceptions import HttpStatusError, RateLimitRefused
 from ._ratelimit import RateLimiter
 from ._retry import RetryPolicy, retry_after_of
 

@@ -12,8 +12,8 @@ import anyio
 import attrs
 
 from .._core._clock import Clock, LoopClock
-from .._core._exceptions import RateLimitRefused
 from ._buckets import refill, wait_for
+from ._exceptions import RateLimitRefused
 
 __all__ = ["RateLimiter", "RateLimiterStatus"]
 

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import attrs
 
-from .._core._exceptions import HttpStatusError, ProviderError, TransportError
+from ._exceptions import HttpStatusError, ProviderError, TransportError
 
 __all__ = [
     "DEFAULT_NEVER_RETRY_CODES",

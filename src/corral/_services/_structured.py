@@ -26,8 +26,8 @@ from typing import Any, Final, Literal, TypeVar, get_args, get_origin
 
 import attrs
 
-from .._core._exceptions import ProtocolError
 from .._protocol import _make_converter, _translate
+from ._exceptions import InvalidResponse
 
 __all__ = ["json_schema", "known_class", "model_class", "model_name", "parse", "schema_name"]
 
@@ -215,7 +215,7 @@ def parse(model: type[T], text: str) -> T:
     """*text* (JSON) parsed into the attrs class *model*, as strictly as :class:`corral.Protocol`.
 
     Raises:
-        ProtocolError: *text* is not JSON, or does not fit *model*; the
+        InvalidResponse: *text* is not JSON, or does not fit *model*; the
             message names each bad field path (``$.items[2].price``).
     """
     # The messages quote no part of the reply, and chain no cause that does
@@ -224,12 +224,12 @@ def parse(model: type[T], text: str) -> T:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise ProtocolError(
+        raise InvalidResponse(
             f"the reply is not JSON for {model.__qualname__}: {exc} ({len(text)} characters)"
         ) from None
     try:
         value: T = _converter.structure(data, model)
     except Exception as exc:
         error = _translate(exc, "$", values=False)
-        raise ProtocolError(f"the reply does not fit {model.__qualname__}: {error}") from None
+        raise InvalidResponse(f"the reply does not fit {model.__qualname__}: {error}") from None
     return value

@@ -20,7 +20,8 @@ from typing import Any, Final, Literal
 
 import httpx
 
-from .._core._exceptions import InvalidStateError, ServiceError, TransportError
+from .._core._exceptions import InvalidStateError
+from ._exceptions import ServiceError, TransportError
 from ._redact import Redactor
 
 __all__ = ["HttpClientName", "HttpResponse", "Outgoing", "check_client_name", "open_client"]
