@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 import corral
@@ -121,15 +122,15 @@ async def test_restart_types_after_normal_and_abnormal_exit(
         if restarted:
             assert await ref.ask(Do(text="again")) == "a:again"  # the same ref works
             assert ref.status().restarts == 1
-            assert tree.children()[0].restarts == 1
-            assert tree.children()[0].state is ChildState.RUNNING
+            assert rt.root.children()[0].restarts == 1
+            assert rt.root.children()[0].state is ChildState.RUNNING
         else:
             await ref._cell.wait_finalized()
             with pytest.raises(corral.ActorNotFound):
                 rt.ref("a")
             with pytest.raises(corral.ActorStopped):
                 await ref.ask(Do())
-            assert tree.children() == []
+            assert rt.root.children() == []
     assert journal.count("start a") == (2 if restarted else 1)
 
 
@@ -170,7 +171,7 @@ async def test_one_for_all_stops_the_others_in_reverse_and_restarts_all_in_order
             "start b",
             "start c",
         ]
-        assert [c.restarts for c in tree.children()] == [1, 1, 1]
+        assert [c.restarts for c in rt.root.children()] == [1, 1, 1]
 
 
 async def test_rest_for_one_restarts_the_failed_child_and_those_after_it() -> None:
@@ -185,7 +186,7 @@ async def test_rest_for_one_restarts_the_failed_child_and_those_after_it() -> No
         for name in ("a", "b", "c", "d"):
             await rt.ref(name).ping()
         assert journal == ["stop b", "stop d", "stop c", "start b", "start c", "start d"]
-        assert [c.restarts for c in tree.children()] == [0, 1, 1, 1]
+        assert [c.restarts for c in rt.root.children()] == [0, 1, 1, 1]
 
 
 async def test_temporary_sibling_is_not_restarted_by_one_for_all() -> None:
@@ -201,7 +202,7 @@ async def test_temporary_sibling_is_not_restarted_by_one_for_all() -> None:
     async with corral.Runtime(tree) as rt:
         await crash(rt, "a")
         await rt.ref("a").ping()
-        assert [c.name for c in tree.children()] == ["a"]
+        assert [c.name for c in rt.root.children()] == ["a"]
         with pytest.raises(corral.ActorNotFound):
             rt.ref("t")
 
@@ -222,7 +223,7 @@ async def test_restarts_within_intensity_are_allowed_and_the_window_slides() -> 
         for _ in range(2):
             await crash(rt, "a")
             await rt.ref("a").ping()
-        assert tree.children()[0].restarts == 4
+        assert rt.root.children()[0].restarts == 4
 
 
 async def test_exceeding_intensity_gives_up_and_the_runtime_raises() -> None:
@@ -263,7 +264,7 @@ async def test_escalation_through_two_levels() -> None:
             await crash(rt, "leaf")  # mid gives up; root restarts mid
             await events.wait_for(SupervisorEventKind.CHILD_RESTARTED, "mid")
             await rt.ref("leaf").ping()
-            assert tree.children()[1].restarts == 1
+            assert rt.root.children()[1].restarts == 1
             await crash(rt, "leaf")  # mid gives up again: root's second restart is one too many
             await anyio.sleep_forever()
     root_failure = info.value
@@ -360,7 +361,7 @@ async def test_backoff_delays_restarts_and_queued_calls_wait_in_order() -> None:
         ref = rt.ref("a")
         await crash(rt, "a")
         await events.wait_for(SupervisorEventKind.RESTART_SCHEDULED, "a")
-        assert tree.children()[0].state is ChildState.RESTARTING
+        assert rt.root.children()[0].state is ChildState.RESTARTING
         assert ref.state is corral.ActorState.RESTARTING
         futures = [await ref.submit(Do(text=str(i))) for i in range(3)]
         assert ref.status().queue_depth == 3
@@ -498,29 +499,65 @@ async def test_dynamic_children_start_stop_and_list() -> None:
     journal: list[str] = []
     tree = corral.Supervisor(children=workers(journal, "a"))
     async with corral.Runtime(tree) as rt:
-        ref = await tree.start_child(corral.child(lambda: Worker(journal, "b"), name="b"))
+        ref = await rt.root.start_child(corral.child(lambda: Worker(journal, "b"), name="b"))
         assert isinstance(ref, corral.ActorRef)
         assert await ref.ask(Do(text="x")) == "b:x"
-        sub = await tree.start_child(corral.Supervisor(name="sub", children=workers(journal, "s1")))
+        nested = corral.Supervisor(name="sub", children=workers(journal, "s1"))
+        sub = await rt.root.start_child(nested)
         assert sub is rt.supervisor("sub")
-        assert [(c.name, c.kind, c.state) for c in tree.children()] == [
+        assert [(c.name, c.kind, c.state) for c in rt.root.children()] == [
             ("a", "actor", ChildState.RUNNING),
             ("b", "actor", ChildState.RUNNING),
             ("sub", "supervisor", ChildState.RUNNING),
         ]
-        await tree.stop_child("b")
-        assert [c.name for c in tree.children()] == ["a", "sub"]
+        await rt.root.stop_child("b")
+        assert [c.name for c in rt.root.children()] == ["a", "sub"]
         with pytest.raises(corral.ActorNotFound):
             rt.ref("b")
         with pytest.raises(LookupError, match="no child named 'zz'"):
-            await tree.stop_child("zz")
+            await rt.root.stop_child("zz")
         with pytest.raises(corral.NameTaken):
-            await tree.start_child(corral.child(lambda: Worker(journal, "a"), name="a"))
+            await rt.root.start_child(corral.child(lambda: Worker(journal, "a"), name="a"))
         await crash(rt, "a")
         await rt.ref("a").ping()
-        info = tree.children()[0]
+        info = rt.root.children()[0]
         assert info.restarts == 1
         assert info.last_error == "Crash: a crashed on purpose"
+
+
+async def test_a_supervisor_spec_is_plain_data_that_runs_in_any_number_of_runtimes() -> None:
+    """The same spec runs in two runtimes one after another and two at once; it never changes."""
+    journal: list[str] = []
+    nested = corral.Supervisor(name="sub", children=workers(journal, "s1"))
+    tree = corral.Supervisor(max_restarts=3, children=[*workers(journal, "a"), nested])
+    before = repr(tree)
+    assert "max_restarts=3" in before and "name='sub'" in before
+    assert tree == corral.Supervisor(max_restarts=3, children=[*tree.children])
+    assert tree != corral.Supervisor(max_restarts=2, children=tree.children)
+    assert isinstance(tree.children, tuple)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        tree.max_restarts = 9  # type: ignore[misc]
+    for _ in range(2):  # one after another
+        async with corral.Runtime(tree) as rt:
+            root = rt.supervisor("root")
+            assert root is rt.root and isinstance(root, corral.SupervisorRef)
+            assert root.spec is tree and rt.supervisor("sub").spec is nested
+            await crash(rt, "a")
+            await rt.ref("a").ping()
+            assert root.children()[0].restarts == 1
+    async with corral.Runtime(tree) as one, corral.Runtime(tree) as two:  # at once
+        assert one.supervisor("sub") is not two.supervisor("sub")
+        await crash(one, "s1")
+        await one.ref("s1").ping()
+        assert one.supervisor("sub").children()[0].restarts == 1
+        assert two.supervisor("sub").children()[0].restarts == 0
+    assert repr(tree) == before
+    assert journal.count("start a") == 2 + 2 + 2
+
+
+def test_a_running_supervisor_has_no_public_constructor() -> None:
+    with pytest.raises(TypeError, match=r"SupervisorRef has no public constructor.*\.supervisor"):
+        corral.SupervisorRef()
 
 
 async def test_spawned_actors_are_temporary_unless_asked() -> None:

@@ -111,15 +111,15 @@ async def scenario(node: Node, crashes: list[int]) -> None:
     below: dict[str, list[str]] = {"root": []}
 
     def collect(n: Node, sup: corral.Supervisor, outer: list[str]) -> None:
-        for item, spec in zip(n.children, sup._children, strict=True):
+        for item, spec in zip(n.children, sup.children, strict=True):
             if isinstance(item, Node):
-                assert spec.sup is not None
-                name = spec.sup.name
+                assert isinstance(spec, corral.Supervisor) and spec.name is not None
+                name = spec.name
                 limits[name] = item.max_restarts
                 below[name] = []
                 for enclosing in outer:
                     below[enclosing].append(name)
-                collect(item, spec.sup, [*outer, name])
+                collect(item, spec, [*outer, name])
 
     collect(node, tree, ["root"])
     recorder = Recorder()

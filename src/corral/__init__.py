@@ -58,10 +58,11 @@ from ._core._specs import ChildSpec as ChildSpec
 from ._core._specs import ChildState as ChildState
 from ._core._specs import Restart as Restart
 from ._core._specs import Strategy as Strategy
+from ._core._specs import Supervisor as Supervisor
 from ._core._specs import SupervisorEvent as SupervisorEvent
 from ._core._specs import SupervisorEventKind as SupervisorEventKind
 from ._core._specs import child as child
-from ._core._supervisor import Supervisor as Supervisor
+from ._core._supervisor import SupervisorRef as SupervisorRef
 from ._protocol import Protocol as Protocol
 from ._services._breaker import BreakerState as BreakerState
 from ._services._breaker import BreakerStatus as BreakerStatus
@@ -105,6 +106,8 @@ from ._services._retry import DEFAULT_RETRY_CODES as DEFAULT_RETRY_CODES
 from ._services._retry import RetryPolicy as RetryPolicy
 from ._services._structured import json_schema as json_schema
 from ._services._transport import HttpResponse as HttpResponse
+from ._tree import TreeFileError as TreeFileError
+from ._tree import load_tree as load_tree
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -193,6 +196,7 @@ __all__ = [
     "SupervisorEvent",
     "SupervisorEventKind",
     "SupervisorGaveUp",
+    "SupervisorRef",
     "TextPart",
     "TokenLogprob",
     "TokenUsage",
@@ -202,12 +206,14 @@ __all__ = [
     "ToolChoice",
     "TopLogprob",
     "TransportError",
+    "TreeFileError",
     "UnhandledMessage",
     "__version__",
     "child",
     "current_call",
     "handles",
     "json_schema",
+    "load_tree",
     "message",
     "streams",
 ]

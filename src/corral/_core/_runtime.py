@@ -32,8 +32,8 @@ from ._messages import UNSET, Envelope, GetStatus, Kind, Ping, Stop, _Unset
 from ._pile import ActorStatus
 from ._policy import CallPolicy
 from ._ref import ActorRef
-from ._specs import TEMPORARY, ChildSpec, Restart, child
-from ._supervisor import Supervisor
+from ._specs import TEMPORARY, ChildSpec, Restart, Supervisor, child
+from ._supervisor import SupervisorRef
 
 __all__ = ["Runtime"]
 
@@ -75,8 +75,10 @@ class Runtime:
     Either way no task outlives the block and every future is resolved.
 
     Args:
-        tree: The root :class:`Supervisor`; default: an empty one-for-one
-            supervisor named ``"root"``.
+        tree: The root :class:`Supervisor` spec; default: an empty
+            one-for-one supervisor named ``"root"``. The runtime builds its
+            running supervisors from it (:meth:`supervisor`); the spec itself
+            is not changed, and may run in other runtimes too.
         shutdown_timeout: Seconds the whole drain may take on a normal exit;
             also the default ``shutdown`` of actors made with :meth:`spawn`.
             ``None``: no limit.
@@ -103,10 +105,11 @@ class Runtime:
         self.clock: Clock = clock if clock is not None else LoopClock()
         self._given_instruments = Instruments(instruments)
         self._instruments: Instruments | None = None
-        self._root = tree if tree is not None else Supervisor()
+        self.tree = tree if tree is not None else Supervisor()
+        self._root = SupervisorRef._make(self.tree)
         self._state = _RuntimeState.NEW
         self._cells: dict[str, ActorCell] = {}
-        self._supervisors: dict[str, Supervisor] = {}
+        self._supervisors: dict[str, SupervisorRef] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._loop: LoopHooks | None = None
@@ -117,8 +120,8 @@ class Runtime:
         return f"<corral.Runtime {self._state.value} actors={len(self._cells)}>"
 
     @property
-    def root(self) -> Supervisor:
-        """The root supervisor."""
+    def root(self) -> SupervisorRef:
+        """The running root supervisor (``supervisor("root")`` when the root has no name)."""
         return self._root
 
     async def __aenter__(self) -> Runtime:
@@ -218,15 +221,17 @@ class Runtime:
         if name in self._cells or name in self._supervisors:
             raise NameTaken(f"the name {name!r} is already in use in this runtime")
 
-    def _register_supervisor(self, sup: Supervisor) -> None:
+    def _register_supervisor(self, sup: SupervisorRef) -> None:
         self._check_name_free(sup.name)
         self._supervisors[sup.name] = sup
 
-    def _forget_supervisor(self, sup: Supervisor) -> None:
+    def _forget_supervisor(self, sup: SupervisorRef) -> None:
         if self._supervisors.get(sup.name) is sup:
             del self._supervisors[sup.name]
 
-    def _new_cell(self, spec: ChildSpec, instance: Actor[Any, Any], sup: Supervisor) -> ActorCell:
+    def _new_cell(
+        self, spec: ChildSpec, instance: Actor[Any, Any], sup: SupervisorRef
+    ) -> ActorCell:
         """Make and register the cell of a supervisor's actor child."""
         assert self._loop is not None
         if not isinstance(instance, Actor):
@@ -316,8 +321,11 @@ class Runtime:
         assert isinstance(ref, ActorRef)
         return ref
 
-    def supervisor(self, name: str) -> Supervisor:
-        """Return the supervisor registered as *name* (``"root"`` for the default root).
+    def supervisor(self, name: str) -> SupervisorRef:
+        """Return the running supervisor named *name* (``"root"`` for a root without a name).
+
+        It is built from the spec of that name in the tree (or given to
+        :meth:`SupervisorRef.start_child`), and lives as long as the runtime.
 
         Raises:
             NotFound: No supervisor has that name.

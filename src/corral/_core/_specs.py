@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 
 from ._actor import Actor
+from ._backoff import Backoff
 from ._cell import DEFAULT_SHUTDOWN, check_handles_something, check_timeout
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._policy import CallPolicy
@@ -25,6 +27,7 @@ __all__ = [
     "ChildState",
     "Restart",
     "Strategy",
+    "Supervisor",
     "SupervisorEvent",
     "SupervisorEventKind",
     "check_positive_int",
@@ -154,8 +157,118 @@ def child(
     )
 
 
+def _check_supervisor_name(_: Any, __: Any, value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"a supervisor name must be a non-empty str, got {value!r}")
+
+
+def _check_strategy(_: Any, __: Any, value: Strategy) -> None:
+    if not isinstance(value, Strategy):
+        raise TypeError(f"strategy must be ONE_FOR_ONE, ONE_FOR_ALL or REST_FOR_ONE, got {value!r}")
+
+
+def _check_max_restarts(_: Any, __: Any, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_restarts must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"max_restarts must be >= 0, got {value}")
+
+
+def _within(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"within must be a number of seconds, got {value!r}")
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"within must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _check_backoff(_: Any, __: Any, value: Backoff | None) -> None:
+    if value is not None and not isinstance(value, Backoff):
+        raise TypeError(f"backoff must be a corral.Backoff or None, got {value!r}")
+
+
+def _children(value: Iterable[ChildSpec | Supervisor]) -> tuple[ChildSpec | Supervisor, ...]:
+    if isinstance(value, (ChildSpec, Supervisor, str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"children must be a list of child specs and Supervisors, got {value!r}")
+    specs = tuple(value)
+    seen: set[str] = set()
+    for spec in specs:
+        if not isinstance(spec, (ChildSpec, Supervisor)):
+            raise TypeError(
+                f"children must be corral.child(...) specs or Supervisors, got {spec!r}"
+            )
+        if spec.name is None:
+            raise ValueError("a nested Supervisor needs a name")
+        if spec.name in seen:
+            raise ValueError(f"two children are named {spec.name!r}")
+        seen.add(spec.name)
+    return specs
+
+
+@attrs.frozen(kw_only=True)
+class Supervisor:
+    """A node of the supervision tree, as plain data: what to start and how to restart it.
+
+    ::
+
+        tree = corral.Supervisor(
+            strategy=corral.ONE_FOR_ONE,
+            max_restarts=3, within=5.0,
+            backoff=corral.Backoff(min=0.1, max=10.0),
+            children=[
+                corral.child(Chat, name="chat"),
+                corral.child(Embedder, name="embed", restart=corral.TRANSIENT),
+                corral.Supervisor(name="tools", strategy=corral.REST_FOR_ONE, children=[...]),
+            ],
+        )
+        async with corral.Runtime(tree) as rt:
+            rt.supervisor("tools").children()
+
+    Children start in list order, each ready (its ``on_start`` done) before
+    the next, and stop in reverse order. When a child crashes the
+    *strategy* decides which children restart; more than *max_restarts*
+    restarts within *within* seconds make the supervisor give up: it stops
+    its children and fails with :class:`SupervisorGaveUp`, which its parent
+    handles as a crash of this child (escalation). The semantics follow
+    Erlang/OTP's ``supervisor``; backoff follows Akka.
+
+    The spec is frozen, comparable and printable, and it holds no running
+    state: one spec may be run by any number of runtimes, one after another
+    or at once. A runtime builds its running supervisors from it; reach one
+    with :meth:`Runtime.supervisor` (a :class:`SupervisorRef`). A supervisor
+    that its parent restarts keeps its children's mailboxes (queued calls
+    survive).
+
+    Args:
+        name: Unique name (the root defaults to ``"root"``; nested ones need one).
+        strategy: :data:`ONE_FOR_ONE` (default), :data:`ONE_FOR_ALL` or :data:`REST_FOR_ONE`.
+        max_restarts: Restart intensity: at most this many restarts ...
+        within: ... in this many seconds (default 1 in 5 s, as OTP).
+        backoff: Delay before restarts (default: none, restart at once, as OTP).
+        children: :func:`child` specs and nested supervisors, in start order
+            (kept as a tuple).
+        restart: This supervisor's restart type as a child of another.
+        shutdown: Time this supervisor gets to stop its children when it is
+            stopped; ``None`` (default, as OTP) waits for them without limit
+            (each child is still bounded by its own ``shutdown``).
+
+    Raises:
+        ValueError, TypeError: A setting is out of range, a nested supervisor
+            has no name, or two children share a name; the message says which.
+    """
+
+    name: str | None = attrs.field(default=None, validator=_check_supervisor_name)
+    strategy: Strategy = attrs.field(default=Strategy.ONE_FOR_ONE, validator=_check_strategy)
+    max_restarts: int = attrs.field(default=1, validator=_check_max_restarts)
+    within: float = attrs.field(default=5.0, converter=_within)
+    backoff: Backoff | None = attrs.field(default=None, validator=_check_backoff)
+    children: tuple[ChildSpec | Supervisor, ...] = attrs.field(default=(), converter=_children)
+    restart: Restart = attrs.field(default=Restart.PERMANENT, validator=_check_restart)
+    shutdown: float | None = attrs.field(default=None, validator=_check_shutdown)
+
+
 class ChildState(enum.Enum):
-    """State of a supervisor's child, as :meth:`Supervisor.children` reports it."""
+    """State of a supervisor's child, as :meth:`SupervisorRef.children` reports it."""
 
     RUNNING = "running"
     RESTARTING = "restarting"
@@ -164,7 +277,7 @@ class ChildState(enum.Enum):
 
 @attrs.frozen(kw_only=True)
 class ChildInfo:
-    """One row of :meth:`Supervisor.children`."""
+    """One row of :meth:`SupervisorRef.children`."""
 
     name: str
     #: ``"actor"`` or ``"supervisor"``.

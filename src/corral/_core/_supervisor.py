@@ -6,9 +6,8 @@ import enum
 import heapq
 import itertools
 import logging
-import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -16,18 +15,17 @@ import anyio.abc
 
 from ._actor import Actor
 from ._backoff import Backoff
-from ._cell import ActorCell, check_timeout
+from ._cell import ActorCell
 from ._exceptions import ActorCrashed, InvalidStateError, NotFound, SupervisorGaveUp
 from ._ref import ActorRef
 from ._restart import Action, Decision, decide
 from ._specs import (
-    ONE_FOR_ONE,
-    PERMANENT,
     ChildInfo,
     ChildSpec,
     ChildState,
     Restart,
     Strategy,
+    Supervisor,
     SupervisorEvent,
     SupervisorEventKind,
 )
@@ -35,7 +33,7 @@ from ._specs import (
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["Supervisor"]
+__all__ = ["SupervisorRef"]
 
 logger = logging.getLogger("corral")
 
@@ -70,7 +68,7 @@ class _Child:
 
     def __init__(self, spec: ChildSpec | Supervisor) -> None:
         self.spec = spec if isinstance(spec, ChildSpec) else None
-        self.sup = spec if isinstance(spec, Supervisor) else None
+        self.sup = SupervisorRef._make(spec) if isinstance(spec, Supervisor) else None
         self.cell: ActorCell | None = None
         self.state = _STOPPED
         self.restarts = 0
@@ -116,129 +114,88 @@ class _State(enum.Enum):
     STOPPED = "stopped"
 
 
-class Supervisor:
-    """A node of the supervision tree: starts children, watches them, restarts them.
+class SupervisorRef:
+    """A running supervisor: its children, and starting and stopping them while it runs.
 
-    ::
-
-        tree = corral.Supervisor(
-            strategy=corral.ONE_FOR_ONE,
-            max_restarts=3, within=5.0,
-            backoff=corral.Backoff(min=0.1, max=10.0),
-            children=[
-                corral.child(Chat, name="chat"),
-                corral.child(Embedder, name="embed", restart=corral.TRANSIENT),
-                corral.Supervisor(name="tools", strategy=corral.REST_FOR_ONE, children=[...]),
-            ],
-        )
-        async with corral.Runtime(tree) as rt:
-            ...
-
-    Children start in list order, each ready (its ``on_start`` done) before
-    the next, and stop in reverse order. When a child crashes the
-    *strategy* decides which children restart; more than *max_restarts*
-    restarts within *within* seconds make the supervisor give up: it stops
-    its children and fails with :class:`SupervisorGaveUp`, which its parent
-    handles as a crash of this child (escalation). The semantics follow
-    Erlang/OTP's ``supervisor``; backoff follows Akka.
-
-    A supervisor object runs in one runtime at a time; a supervisor that its
-    parent restarts keeps its children's mailboxes (queued calls survive).
-
-    Args:
-        name: Unique name (the root defaults to ``"root"``; nested ones need one).
-        strategy: :data:`ONE_FOR_ONE` (default), :data:`ONE_FOR_ALL` or :data:`REST_FOR_ONE`.
-        max_restarts: Restart intensity: at most this many restarts ...
-        within: ... in this many seconds (default 1 in 5 s, as OTP).
-        backoff: Delay before restarts (default: none, restart at once, as OTP).
-        children: :func:`child` specs and nested supervisors, in start order.
-        restart: This supervisor's restart type as a child of another.
-        shutdown: Time this supervisor gets to stop its children when it is
-            stopped; ``None`` (default, as OTP) waits for them without limit
-            (each child is still bounded by its own ``shutdown``).
+    The runtime builds one from each :class:`Supervisor` spec of its tree;
+    get it with :meth:`Runtime.supervisor` (``rt.supervisor("root")``, or
+    :attr:`Runtime.root`), or from :meth:`start_child` when the child is a
+    supervisor. It has no public constructor. It lives as long as its
+    runtime: a supervisor that its parent restarts is the same
+    ``SupervisorRef`` (and keeps its children's mailboxes).
     """
 
-    def __init__(
-        self,
-        *,
-        name: str | None = None,
-        strategy: Strategy = ONE_FOR_ONE,
-        max_restarts: int = 1,
-        within: float = 5.0,
-        backoff: Backoff | None = None,
-        children: Iterable[ChildSpec | Supervisor] = (),
-        restart: Restart = PERMANENT,
-        shutdown: float | None = None,
-    ) -> None:
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError(f"a supervisor name must be a non-empty str, got {name!r}")
-        if not isinstance(strategy, Strategy):
-            raise TypeError(
-                f"strategy must be ONE_FOR_ONE, ONE_FOR_ALL or REST_FOR_ONE, got {strategy!r}"
-            )
-        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int):
-            raise TypeError(f"max_restarts must be an int, got {max_restarts!r}")
-        if max_restarts < 0:
-            raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
-        if isinstance(within, bool) or not isinstance(within, (int, float)):
-            raise TypeError(f"within must be a number of seconds, got {within!r}")
-        if not within > 0 or math.isinf(within):
-            raise ValueError(f"within must be a finite number of seconds > 0, got {within!r}")
-        if backoff is not None and not isinstance(backoff, Backoff):
-            raise TypeError(f"backoff must be a corral.Backoff or None, got {backoff!r}")
-        if not isinstance(restart, Restart):
-            raise TypeError(f"restart must be PERMANENT, TRANSIENT or TEMPORARY, got {restart!r}")
-        check_timeout(shutdown, "shutdown")
-        specs = list(children)
-        seen: set[str] = set()
-        for spec in specs:
-            if not isinstance(spec, (ChildSpec, Supervisor)):
-                raise TypeError(
-                    f"children must be corral.child(...) specs or Supervisors, got {spec!r}"
-                )
-            if isinstance(spec, Supervisor) and spec._name is None:
-                raise ValueError("a nested Supervisor needs a name")
-            child_name = spec.name if isinstance(spec, ChildSpec) else spec._name
-            assert child_name is not None
-            if child_name in seen:
-                raise ValueError(f"two children are named {child_name!r}")
-            seen.add(child_name)
-        self._name: str | None = name
-        self.strategy = strategy
-        self.max_restarts = max_restarts
-        self.within = float(within)
-        self.backoff = backoff
-        self.restart = restart
-        self.shutdown = shutdown
-        self._children = [_Child(spec) for spec in specs]
+    spec: Supervisor
+    #: The supervisor's name (``"root"`` for a root spec without one).
+    name: str
+    strategy: Strategy
+    max_restarts: int
+    within: float
+    backoff: Backoff | None
+    restart: Restart
+    shutdown: float | None
+    _children: list[_Child]
+    _state: _State
+    _runtime: Runtime | None
+    _parent: SupervisorRef | None
+    _tg: anyio.abc.TaskGroup | None
+    _lock: anyio.Lock | None
+    _pending: list[tuple[_Child, BaseException | None]]
+    _scheduled: list[tuple[float, int, list[_Child]]]
+    _order: Iterator[int]
+    _history: tuple[float, ...]
+    _idle: anyio.CancelScope | None
+    _wakeup: anyio.Event | None
+    _stop_requested: bool
+    _final_stop: bool
+    _stop_timeout: float | None
+    _gave_up: SupervisorGaveUp | None
+    _start_error: BaseException | None
+    _random: random.Random
+
+    def __init__(self) -> None:
+        raise TypeError(
+            "SupervisorRef has no public constructor; describe a tree with corral.Supervisor "
+            "and get the running one with Runtime.supervisor(name)"
+        )
+
+    @classmethod
+    def _make(cls, spec: Supervisor) -> SupervisorRef:
+        """The running node of *spec*, its nested supervisors' nodes included."""
+        self = object.__new__(cls)
+        self.spec = spec
+        self.name = spec.name or "root"
+        self.strategy = spec.strategy
+        self.max_restarts = spec.max_restarts
+        self.within = spec.within
+        self.backoff = spec.backoff
+        self.restart = spec.restart
+        self.shutdown = spec.shutdown
+        self._children = [_Child(child) for child in spec.children]
         self._state = _State.NEW
-        self._runtime: Runtime | None = None
-        self._parent: Supervisor | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._lock: anyio.Lock | None = None
-        self._pending: list[tuple[_Child, BaseException | None]] = []
-        self._scheduled: list[tuple[float, int, list[_Child]]] = []
+        self._runtime = None
+        self._parent = None
+        self._tg = None
+        self._lock = None
+        self._pending = []
+        self._scheduled = []
         self._order = itertools.count()
-        self._history: tuple[float, ...] = ()
-        self._idle: anyio.CancelScope | None = None
-        self._wakeup: anyio.Event | None = None
+        self._history = ()
+        self._idle = None
+        self._wakeup = None
         self._stop_requested = False
         self._final_stop = True
-        self._stop_timeout: float | None = None
-        self._gave_up: SupervisorGaveUp | None = None
-        self._start_error: BaseException | None = None
+        self._stop_timeout = None
+        self._gave_up = None
+        self._start_error = None
         self._random = random.Random()
+        return self
 
     def __repr__(self) -> str:
         return (
-            f"<corral.Supervisor {self.name!r} {self.strategy.value} {self._state.value} "
+            f"<corral.SupervisorRef {self.name!r} {self.strategy.value} {self._state.value} "
             f"children={len(self._children)}>"
         )
-
-    @property
-    def name(self) -> str:
-        """The supervisor's name."""
-        return self._name or "root"
 
     # --- reading ---------------------------------------------------------------------
 
@@ -272,12 +229,8 @@ class Supervisor:
 
     # --- binding to a runtime ------------------------------------------------------------
 
-    def _bind(self, runtime: Runtime, parent: Supervisor | None) -> None:
-        if self._runtime is not None and self._runtime is not runtime:
-            raise InvalidStateError(
-                f"supervisor {self.name!r} already belongs to another runtime; "
-                "build a new Supervisor for each runtime"
-            )
+    def _bind(self, runtime: Runtime, parent: SupervisorRef | None) -> None:
+        assert self._runtime is None, "a running supervisor belongs to one runtime"
         self._runtime = runtime
         self._parent = parent
         runtime._register_supervisor(self)
@@ -753,7 +706,7 @@ class Supervisor:
                 "started only while it runs"
             )
 
-    async def start_child(self, spec: ChildSpec | Supervisor) -> ActorRef[Any, Any] | Supervisor:
+    async def start_child(self, spec: ChildSpec | Supervisor) -> ActorRef[Any, Any] | SupervisorRef:
         """Add a child at the end of the list and start it; return its ref (or the supervisor).
 
         Raises:
@@ -767,10 +720,10 @@ class Supervisor:
                 f"start_child takes a corral.child(...) spec or a Supervisor, got {spec!r}"
             )
         assert self._runtime is not None and self._lock is not None
+        if isinstance(spec, Supervisor) and spec.name is None:
+            raise ValueError("a nested Supervisor needs a name")
         c = _Child(spec)
         if c.sup is not None:
-            if c.sup._name is None:
-                raise ValueError("a nested Supervisor needs a name")
             c.sup._bind(self._runtime, self)
         else:
             self._runtime._check_name_free(c.name)
