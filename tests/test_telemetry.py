@@ -365,13 +365,22 @@ async def test_a_call_rerun_after_a_crash_ends_its_first_consumer_span(traced: T
 
 
 async def test_envelope_crossing_a_process_continues_the_trace(traced: Traced) -> None:
-    """Serialized inside a span, an envelope carries traceparent; deliver continues the trace."""
+    """Given the span's carrier (inject), an envelope carries traceparent; deliver continues it.
+
+    The protocol itself reads no ambient span: an envelope dumped without a
+    carrier carries none, whatever span is current.
+    """
     proto = corral.Protocol([Add])
     async with traced.runtime() as rt:
         await rt.spawn(Calculator, name="calc")
         with traced.tracer.start_as_current_span("remote sender"):
-            wire = proto.dumps(corral.Envelope(payload=Add(a=1, b=2), target="calc"))
+            envelope = corral.Envelope(payload=Add(a=1, b=2), target="calc")
+            assert b"traceparent" not in proto.dumps(envelope)
+            wire = proto.dumps(corral.telemetry.inject(envelope))
+            carrier = corral.telemetry.inject(envelope).trace_context
         assert b"traceparent" in wire
+        given = proto.loads(proto.dumps(envelope, trace_context=carrier))
+        assert given.trace_context == carrier
         fut = await rt.deliver(proto.loads(wire))
         assert fut is not None
         assert await fut == 3

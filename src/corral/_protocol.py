@@ -27,7 +27,6 @@ from cattrs.v import format_exception
 from ._core._exceptions import ProtocolError
 from ._core._messages import EMPTY_TRACE_CONTEXT, Envelope, GetStatus, Kind, Ping, Pong, Stop
 from ._core._pile import ActorStatus, CallInfo
-from .telemetry._propagation import current_carrier
 
 __all__ = ["Protocol"]
 
@@ -250,8 +249,15 @@ class Protocol:
 
     # --- plain data ----------------------------------------------------------------
 
-    def unstructure(self, envelope: Envelope) -> dict[str, Any]:
+    def unstructure(
+        self, envelope: Envelope, *, trace_context: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """Return *envelope* as a dict of JSON types.
+
+        The envelope's own ``trace_context`` is written; for one without,
+        *trace_context* is (the W3C headers of the span the envelope should
+        continue: :func:`corral.telemetry.inject` puts the current span's on
+        an envelope). The protocol never reads the ambient span itself.
 
         Raises:
             ProtocolError: The payload's type is not registered, or a value
@@ -279,7 +285,7 @@ class Protocol:
             "reply_to": None if envelope.reply_to is None else str(envelope.reply_to),
             "deadline": envelope.deadline,
             "attempt": envelope.attempt,
-            "trace_context": dict(envelope.trace_context or current_carrier()),
+            "trace_context": dict(envelope.trace_context or trace_context or {}),
             "created_at": envelope.created_at,
         }
 
@@ -341,13 +347,15 @@ class Protocol:
 
     # --- JSON bytes ------------------------------------------------------------------
 
-    def dumps(self, envelope: Envelope) -> bytes:
+    def dumps(self, envelope: Envelope, *, trace_context: Mapping[str, str] | None = None) -> bytes:
         """Return *envelope* as compact UTF-8 JSON; ``loads`` gives back an equal envelope.
+
+        *trace_context* as for :meth:`unstructure`.
 
         Raises:
             ProtocolError: As :meth:`unstructure`, or a value is not JSON (NaN, infinity).
         """
-        data = self.unstructure(envelope)
+        data = self.unstructure(envelope, trace_context=trace_context)
         try:
             text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:

@@ -27,9 +27,11 @@ def current_carrier() -> Mapping[str, str]:
 def inject(envelope: Envelope) -> Envelope:
     """Return *envelope* carrying the current span's W3C trace context.
 
-    :meth:`corral.Protocol.dumps` does this for envelopes without one, so an
-    envelope serialized inside a traced handler continues that trace on the
-    other side, where :meth:`corral.Runtime.deliver` reads it back.
+    Call it before :meth:`corral.Protocol.dumps` (which never reads the
+    ambient span itself) so that an envelope sent from inside a traced
+    handler continues that trace on the other side, where
+    :meth:`corral.Runtime.deliver` reads it back. An envelope that already
+    has a trace context, or a call outside any span, is returned as it is.
     """
     if envelope.trace_context:
         return envelope
