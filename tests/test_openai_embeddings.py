@@ -129,11 +129,13 @@ async def test_usage_is_optional_and_options_are_sent_only_when_set() -> None:
             "two vectors have index 0",
         ),
         ([{"index": 0, "embedding": ["1"]}, {"index": 1, "embedding": [2]}], "should hold numbers"),
+        ([{"index": 0, "embedding": [1.5, True]}, {"index": 1, "embedding": [2]}], "hold numbers"),
+        ([{"index": 0, "embedding": [1.5, None]}, {"index": 1, "embedding": [2]}], "hold numbers"),
         ([{"index": 0, "embedding": "AAA"}, {"index": 1, "embedding": [2]}], "not valid base64"),
     ],
-    ids=["too few", "duplicate index", "not numbers", "bad base64"],
+    ids=["too few", "duplicate index", "not numbers", "a bool", "a null", "bad base64"],
 )
-async def test_a_reply_that_does_not_fit_the_inputs_is_a_protocol_error(
+async def test_a_reply_that_does_not_fit_the_inputs_is_invalid(
     data: list[dict[str, Any]], match: str
 ) -> None:
     """Missing, duplicated or unreadable vectors are refused, naming what is wrong."""

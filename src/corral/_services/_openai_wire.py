@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 _NUMBER: Final = (int, float)
+#: The types of the numbers in JSON that json.loads makes (bool is neither).
+_JSON_NUMBERS: Final = frozenset({int, float})
 
 
 def _kind(value: Any) -> str:
@@ -468,10 +470,9 @@ def embeddings_reply(data: Any, where: str, *, model: str, inputs: int) -> Embed
         vector = item.get("embedding")
         if isinstance(vector, str):
             floats = _floats_from_base64(vector, read, f"{path}.embedding")
-        elif isinstance(vector, list) and all(
-            isinstance(x, _NUMBER) and not isinstance(x, bool) for x in vector
-        ):
-            floats = tuple(float(x) for x in vector)
+        elif isinstance(vector, list) and set(map(type, vector)) <= _JSON_NUMBERS:
+            # Checked and converted in C: a vector has hundreds to thousands of numbers.
+            floats = tuple(map(float, vector))
         else:
             raise InvalidResponse(
                 f"{where}: {path + '.embedding'!r} should hold numbers (or base64 of them)"
