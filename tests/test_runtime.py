@@ -392,7 +392,7 @@ async def test_no_future_pending_after_a_crashing_handler() -> None:
         gate.gates["r1"].set()
         with pytest.raises(KeyError, match="fatal boom"):
             await crash
-        await ref._cell.wait_finalized()
+        await ref.wait_stopped()
         assert ref.state is ActorState.CRASHED
     assert _pending([*running, crash, *queued]) == []
     assert running[0].result() == "r1"
@@ -401,6 +401,35 @@ async def test_no_future_pending_after_a_crashing_handler() -> None:
         assert isinstance(err, corral.ActorCrashed)
         assert isinstance(err.__cause__, KeyError)
     assert gate.started == ["r1", "r2", "boom:fatal"]
+
+
+async def test_queue_depth_in_flight_wait_stopped_and_the_calls_public_view() -> None:
+    """The seams upper layers use: ref.queue_depth/in_flight, wait_stopped, Call's accessors."""
+    gate = Gate()
+    seen: list[tuple[Any, ...]] = []
+
+    class Watch(corral.Instrument):
+        def call_resolved(self, call: corral.Call) -> None:
+            seen.append((call.outcome, call.status, call.actor_class, call.actor_ref.name))
+            seen.append(tuple(type(i).__name__ for i in call.instruments))
+
+    async with corral.Runtime(instruments=[Watch()]) as rt:
+        ref = await rt.spawn(lambda: gate, name="gate")
+        running = await ref.submit(Block(key="r"))
+        await gate.entered_event("r").wait()
+        queued = [await ref.submit(Echo(text="q")) for _ in range(2)]
+        assert (ref.queue_depth, ref.in_flight) == (2, 1)
+        assert await ref.wait_stopped(timeout=0) is False  # still there; nothing changed
+        assert (ref.queue_depth, ref.in_flight) == (2, 1)
+        gate.gates["r"].set()
+        assert await running == "r" and [await f for f in queued] == ["q", "q"]
+        assert (ref.queue_depth, ref.in_flight) == (0, 0)
+        await ref.stop()
+        assert await ref.wait_stopped(timeout=5) is True
+        assert await ref.wait_stopped() is True
+    # Resolved, not yet left the pile: the outcome is known, the status still running.
+    assert seen[0] == (CallStatus.SUCCEEDED, CallStatus.RUNNING, Gate, "gate")
+    assert "Watch" in seen[1]
 
 
 async def test_crash_raised_on_purpose_crashes_the_actor(
@@ -412,7 +441,7 @@ async def test_crash_raised_on_purpose_crashes_the_actor(
         ref = await rt.spawn(lambda: gate, name="gate")
         with pytest.raises(corral.Crash, match="asked to crash"):
             await ref.ask(Boom(kind="crash"))
-        await ref._cell.wait_finalized()
+        await ref.wait_stopped()
         assert ref.state is ActorState.CRASHED
         with pytest.raises(corral.ActorStopped):
             await ref.ask(Echo(text="x"))
@@ -608,7 +637,7 @@ async def test_system_envelopes_ping_status_and_stop() -> None:
         stop = await rt.deliver(corral.Envelope(payload=corral.Stop(), target="calc", kind=system))
         assert stop is not None
         await stop
-        await ref._cell.wait_finalized()
+        await ref.wait_stopped()
         assert ref.state is ActorState.STOPPED
         with pytest.raises(corral.ActorNotFound):
             await rt.deliver(corral.Envelope(payload=Add(a=1, b=1), target="calc"))

@@ -125,7 +125,7 @@ async def test_restart_types_after_normal_and_abnormal_exit(
             assert rt.root.children()[0].restarts == 1
             assert rt.root.children()[0].state is ChildState.RUNNING
         else:
-            await ref._cell.wait_finalized()
+            await ref.wait_stopped()
             with pytest.raises(corral.ActorNotFound):
                 rt.ref("a")
             with pytest.raises(corral.ActorStopped):
@@ -569,7 +569,7 @@ async def test_spawned_actors_are_temporary_unless_asked() -> None:
         await crash(rt, "p")
         await crash(rt, "t")
         await rt.ref("p").ping()
-        await t._cell.wait_finalized()
+        await t.wait_stopped()
         assert [c.name for c in rt.root.children()] == ["p"]
 
 

@@ -495,14 +495,14 @@ class _SpansAlone:
 
         from opentelemetry import context, trace
 
-        from corral.telemetry import OpenTelemetry
+        from corral.telemetry._instrument import span_statics
 
         self._context = context
         self._trace = trace
         self.provider, _ = _tracing(ratio, exporter)
         self._tracer = self.provider.get_tracer("corral-bound")
         # The span names and fixed attributes the instrument gives actor "inc".
-        statics = OpenTelemetry._statics_for("inc", Inc)
+        statics = span_statics("inc", Inc)
         self._send_name, self._send = statics[corral.Kind.REQUEST]
         self._process_name, self._process = statics[None]
         self._envelope_id = uuid.uuid4()  # corral's envelopes have theirs already

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from typing import Final
 
 import attrs
+
+from ._checks import check_non_negative
 
 __all__ = ["DEFAULT_BACKOFF_JITTER", "Backoff"]
 
 #: Default random factor of a :class:`Backoff`.
 DEFAULT_BACKOFF_JITTER: Final = 0.2
-
-
-def _non_negative(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not (value >= 0) or math.isinf(value):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -45,11 +39,11 @@ class Backoff:
     reset_after: float | None = None
 
     def __attrs_post_init__(self) -> None:
-        _non_negative("Backoff min", self.min)
-        _non_negative("Backoff max", self.max)
-        _non_negative("Backoff jitter", self.jitter)
+        check_non_negative("Backoff min", self.min)
+        check_non_negative("Backoff max", self.max)
+        check_non_negative("Backoff jitter", self.jitter)
         if self.reset_after is not None:
-            _non_negative("Backoff reset_after", self.reset_after)
+            check_non_negative("Backoff reset_after", self.reset_after)
         if self.min > self.max:
             raise ValueError(f"Backoff min must be <= max, got min={self.min} > max={self.max}")
 

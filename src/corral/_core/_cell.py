@@ -15,6 +15,7 @@ import anyio.lowlevel
 import attrs
 
 from ._actor import Actor
+from ._checks import check_timeout
 from ._exceptions import (
     ActorCrashed,
     ActorStopped,
@@ -56,19 +57,6 @@ _CancelScope = anyio.CancelScope
 
 async def _pong(instance: Actor[Any, Any], msg: Any) -> Pong:
     return Pong(name=instance.name)
-
-
-def check_timeout(timeout: float | None, what: str = "timeout") -> None:
-    """Refuse a timeout that is not a number, negative or NaN, with an error that names it."""
-    if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(
-            f"{what} must be a number of seconds or None, got {type(timeout).__name__} "
-            f"{timeout!r:.40}"
-        )
-    if not (timeout >= 0):
-        raise ValueError(f"{what} must be >= 0 seconds or None, got {timeout!r}")
 
 
 def check_handles_something(cls: type[Actor[Any, Any]]) -> None:
@@ -716,11 +704,6 @@ class ActorCell:
             if scope is not None and deadline < scope.deadline:
                 scope.deadline = deadline
 
-    @property
-    def running_task(self) -> bool:
-        """Whether an incarnation's task has been started and not yet ended."""
-        return self._active
-
     def prepare_restart(self, instance: Actor[Any, Any]) -> None:
         """Put a new instance in place for the next incarnation; the queue stays as it is.
 
@@ -801,11 +784,6 @@ class ActorCell:
         if self._done is None:
             self._done = anyio.Event()
         await self._done.wait()
-
-    @property
-    def final(self) -> bool:
-        """Whether the cell has ended for good."""
-        return self._final
 
     # --- status ----------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import contextvars
 import enum
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -18,6 +18,8 @@ from ._messages import Envelope
 
 if TYPE_CHECKING:
     from ._cell import ActorCell
+    from ._instrument import Instrument
+    from ._ref import ActorRef
 
 __all__ = [
     "DEFAULT_HISTORY",
@@ -219,6 +221,31 @@ class Call:
     def actor(self) -> Any:
         """The actor instance serving the call (the current incarnation)."""
         return self._cell.instance
+
+    @property
+    def actor_class(self) -> type:
+        """The class of the actor the call is addressed to."""
+        return self._cell.actor_class
+
+    @property
+    def actor_ref(self) -> ActorRef[Any, Any]:
+        """The ref of the actor the call is addressed to."""
+        return self._cell.ref
+
+    @property
+    def instruments(self) -> Iterable[Instrument]:
+        """The instruments of the runtime serving the call (none when it has none)."""
+        instruments = self._cell._instruments
+        return () if instruments is None else instruments
+
+    @property
+    def outcome(self) -> CallStatus | None:
+        """How the call ended, from the moment its future resolved; ``None`` before.
+
+        :attr:`status` follows once the call has left the pile (a handler
+        cancelled for a deadline is already ``EXPIRED`` here while it unwinds).
+        """
+        return self._outcome
 
     @property
     def future(self) -> Future[Any]:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from ._checks import check_timeout
 from ._exceptions import InvalidStateError, MailboxFull
 from ._future import _PENDING, Future
 from ._messages import UNSET, Kind, Ping, _Unset
@@ -59,6 +60,16 @@ class ActorRef(Generic[ReqT, ReplyT]):
     def name(self) -> str:
         """The actor's registered name."""
         return self._cell.name
+
+    @property
+    def queue_depth(self) -> int:
+        """Calls waiting in the actor's mailbox now (cheap; :meth:`status` has the rest)."""
+        return len(self._cell.mailbox.queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls whose handler is running now."""
+        return len(self._cell.pile.running)
 
     @property
     def state(self) -> ActorState:
@@ -205,6 +216,24 @@ class ActorRef(Generic[ReqT, ReplyT]):
             ActorStopped: The actor is not accepting calls (on entering).
         """
         return Stream._make(self._cell, msg, timeout)
+
+    async def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait until the actor has stopped for good; return whether it has.
+
+        For good means not to be restarted: stopped by its supervisor, a
+        temporary actor that ended, or its runtime closing. Every call sent
+        to it has resolved by then. With *timeout*, waits at most that many
+        seconds and returns ``False`` if the actor is still there; waiting
+        (and timing out) changes nothing for the actor.
+        """
+        cell = self._cell
+        if timeout is None:
+            await cell.wait_finalized()
+        else:
+            check_timeout(timeout)
+            with anyio.move_on_after(timeout):
+                await cell.wait_finalized()
+        return cell._final
 
     def status(self) -> ActorStatus:
         """Return a snapshot of the actor's pile: counts, queue depth, in-flight, recent calls."""

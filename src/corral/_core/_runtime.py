@@ -14,7 +14,8 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._actor import Actor
-from ._cell import DEFAULT_SHUTDOWN, ActorCell, _pong, check_timeout
+from ._cell import DEFAULT_SHUTDOWN, ActorCell, _pong
+from ._checks import check_timeout
 from ._clock import Clock, LoopClock
 from ._exceptions import (
     ActorNotFound,
@@ -349,7 +350,8 @@ class Runtime:
 
     def refs(self) -> tuple[ActorRef[Any, Any], ...]:
         """Return the refs of all live actors, in spawn order."""
-        return tuple(cell.ref for cell in self._cells.values())
+        # list() first: a metrics reader thread may walk it while actors come and go.
+        return tuple(cell.ref for cell in list(self._cells.values()))
 
     def status(self) -> dict[str, ActorStatus]:
         """Return a status snapshot of every live actor, by name, in spawn order."""

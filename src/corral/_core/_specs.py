@@ -11,7 +11,8 @@ import attrs
 
 from ._actor import Actor
 from ._backoff import Backoff
-from ._cell import DEFAULT_SHUTDOWN, check_handles_something, check_timeout
+from ._cell import DEFAULT_SHUTDOWN, check_handles_something
+from ._checks import check_positive_int, check_timeout
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._policy import CallPolicy
 
@@ -30,18 +31,8 @@ __all__ = [
     "Supervisor",
     "SupervisorEvent",
     "SupervisorEventKind",
-    "check_positive_int",
     "child",
 ]
-
-
-def check_positive_int(value: object, what: str) -> int:
-    """Return *value* if it is an int >= 1, else raise an error that names it."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value!r}")
-    return value
 
 
 class Strategy(enum.Enum):

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import anyio
 import attrs
 
+from .._core._checks import check_finite_positive
 from .._core._clock import Clock, LoopClock
 from ._buckets import refill, wait_for
 from ._exceptions import RateLimitRefused
@@ -18,15 +19,6 @@ from ._exceptions import RateLimitRefused
 __all__ = ["RateLimiter", "RateLimiterStatus"]
 
 _EPSILON = 1e-9
-
-
-def _rate(name: str, value: float | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if math.isnan(value) or math.isinf(value) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -91,11 +83,11 @@ class RateLimiter:
         max_concurrency: int | None = None,
         clock: Clock | None = None,
     ) -> None:
-        _rate("requests", requests)
-        _rate("tokens", tokens)
-        _rate("per", per)
-        _rate("burst", burst)
-        _rate("token_burst", token_burst)
+        check_finite_positive("requests", requests)
+        check_finite_positive("tokens", tokens)
+        check_finite_positive("per", per)
+        check_finite_positive("burst", burst)
+        check_finite_positive("token_burst", token_burst)
         if max_concurrency is not None and (
             isinstance(max_concurrency, bool)
             or not isinstance(max_concurrency, int)

@@ -106,7 +106,7 @@ def _mark_outcome(span: trace.Span, call: Call, outcome: CallStatus | None) -> N
     if outcome is CallStatus.SUCCEEDED:
         return
     span.set_attribute("corral.outcome", _OUTCOME[outcome] if outcome is not None else "failed")
-    exc = call.future._exc
+    exc = call.future.exception()
     if outcome is CallStatus.CANCELLED:
         span.add_event("cancelled")
     elif outcome is CallStatus.EXPIRED:
@@ -122,7 +122,7 @@ def _mark_stream(span: trace.Span, call: Call) -> None:
     span.set_attribute("corral.stream.chunks", call.chunks)
     first = call.first_chunk_at
     if first is not None:
-        span.set_attribute("corral.stream.time_to_first_chunk", first - call._enqueued_at)
+        span.set_attribute("corral.stream.time_to_first_chunk", first - call.enqueued_at)
 
 
 class OpenTelemetry(Instrument):
@@ -231,10 +231,8 @@ class OpenTelemetry(Instrument):
         self, options: metrics.CallbackOptions
     ) -> Iterable[metrics.Observation]:
         for runtime in list(self._runtimes):
-            for name, cell in list(runtime._cells.items()):
-                yield metrics.Observation(
-                    len(cell.mailbox.queue), {"messaging.destination.name": name}
-                )
+            for ref in runtime.refs():
+                yield metrics.Observation(ref.queue_depth, {"messaging.destination.name": ref.name})
 
     def _observe_calls(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
         # Called in the reader's thread: copy before walking.
@@ -245,10 +243,8 @@ class OpenTelemetry(Instrument):
 
     def _observe_in_flight(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
         for runtime in list(self._runtimes):
-            for name, cell in list(runtime._cells.items()):
-                yield metrics.Observation(
-                    len(cell.pile.running), {"messaging.destination.name": name}
-                )
+            for ref in runtime.refs():
+                yield metrics.Observation(ref.in_flight, {"messaging.destination.name": ref.name})
 
     # --- runtime --------------------------------------------------------------------
 
@@ -300,56 +296,22 @@ class OpenTelemetry(Instrument):
         *kind* is the envelope's kind for the sending side, ``None`` for the
         processing side.
         """
-        cell = call._cell
         # By class too: a name can be taken again by an actor of another class.
-        key = (cell.name, cell.actor_class)
+        key = (call.actor_name, call.actor_class)
         found = self._static_cache.get(key)
         if found is None:
             if len(self._static_cache) >= _STATIC_CACHE_SIZE:
                 # Actors with names of their own (one per user, say) come
                 # and go: start afresh rather than keep every name forever.
                 self._static_cache.clear()
-            found = self._static_cache[key] = self._statics_for(*key)
+            found = self._static_cache[key] = span_statics(*key)
         return found[kind]
-
-    @staticmethod
-    def _statics_for(
-        name: str, actor_class: type
-    ) -> dict[Kind | None, tuple[str, Mapping[str, Any]]]:
-        common = {
-            "messaging.system": "corral",
-            "messaging.destination.name": name,
-            "corral.actor.class": actor_class.__qualname__,
-        }
-        # The conventions name a span "{messaging.operation.name} {destination}";
-        # what kind of send it was (request, one-way, system) is corral.kind.
-        statics: dict[Kind | None, tuple[str, Mapping[str, Any]]] = {
-            kind: (
-                f"send {name}",
-                {
-                    **common,
-                    "messaging.operation.type": "send",
-                    "messaging.operation.name": "send",
-                    "corral.kind": kind.value,
-                },
-            )
-            for kind in Kind
-        }
-        statics[None] = (
-            f"process {name}",
-            {
-                **common,
-                "messaging.operation.type": "process",
-                "messaging.operation.name": "process",
-            },
-        )
-        return statics
 
     def call_submitted(self, call: Call) -> None:
         tracer = self._tracer
         if tracer is None:
             return
-        envelope = call._envelope
+        envelope = call.envelope
         if envelope.trace_context:
             # The call came from elsewhere with its producer's context: the
             # consumer span continues that trace, and there is no local send.
@@ -368,7 +330,7 @@ class OpenTelemetry(Instrument):
                     "corral.message.type": type(envelope.payload).__qualname__,
                 }
             )
-            span.add_event("enqueued", {"corral.queue.depth": len(call._cell.mailbox.queue)})
+            span.add_event("enqueued", {"corral.queue.depth": call.actor_ref.queue_depth})
         call.instrument_data = _CallSpans(span, None, message_id)
 
     def call_started(self, call: Call) -> None:
@@ -389,8 +351,8 @@ class OpenTelemetry(Instrument):
         else:
             parent = data.parent
         name, attributes = self._static(call, None)
-        envelope = call._envelope
-        waited = (call._started_at or call._enqueued_at) - call._enqueued_at
+        envelope = call.envelope
+        waited = (call.started_at or call.enqueued_at) - call.enqueued_at
         # All attributes at the start: the SDK checks them in one pass.
         span = tracer.start_span(
             name,
@@ -417,8 +379,8 @@ class OpenTelemetry(Instrument):
             return
         producer = data.producer
         if producer is not None and producer.is_recording():
-            _mark_outcome(producer, call, call._outcome)
-            if call._stream is not None:
+            _mark_outcome(producer, call, call.outcome)
+            if call.is_stream:
                 _mark_stream(producer, call)
             producer.end()
 
@@ -432,8 +394,8 @@ class OpenTelemetry(Instrument):
                 data.token = None
             consumer = data.consumer
             if consumer is not None and consumer.is_recording():
-                _mark_outcome(consumer, call, call._status)
-                if call._stream is not None:
+                _mark_outcome(consumer, call, call.status)
+                if call.is_stream:
                     _mark_stream(consumer, call)
                 consumer.end()
             call.instrument_data = None
@@ -458,7 +420,7 @@ class OpenTelemetry(Instrument):
             )
             consumer.set_status(Status(StatusCode.ERROR, f"the actor crashed: {error}"))
             consumer.record_exception(error)
-            consumer.add_event("requeued", {"corral.attempt": call._envelope.attempt + 1})
+            consumer.add_event("requeued", {"corral.attempt": call.envelope.attempt + 1})
             consumer.end()
 
     # --- attempts, retries and waits (reported by call policies) ------------------------
@@ -471,11 +433,11 @@ class OpenTelemetry(Instrument):
         consumer = data.consumer
         if consumer is None or not consumer.is_recording():
             return
-        number = call._envelope.attempt
+        number = call.envelope.attempt
         span = tracer.start_span(
             f"attempt {number}",
             context=trace.set_span_in_context(consumer),
-            attributes={"corral.attempt": number, "messaging.destination.name": call._cell.name},
+            attributes={"corral.attempt": number, "messaging.destination.name": call.actor_name},
         )
         data.attempt = span
         # The attempt is current while it runs: an HTTP request made by the
@@ -504,7 +466,7 @@ class OpenTelemetry(Instrument):
                 {
                     "corral.retry.delay": delay,
                     "corral.retry.reason": error_type(error),
-                    "corral.attempt": call._envelope.attempt,
+                    "corral.attempt": call.envelope.attempt,
                 },
             )
 
@@ -515,8 +477,8 @@ class OpenTelemetry(Instrument):
             consumer.add_event(f"{reason} wait", {"corral.wait": seconds})
 
     def _record(self, call: Call) -> None:
-        actor = call._cell.name
-        status = call._status
+        actor = call.actor_name
+        status = call.status
         outcome = _OUTCOME[status] if status is not None else "failed"
         counts = self._call_counts
         key = (actor, outcome)
@@ -524,17 +486,17 @@ class OpenTelemetry(Instrument):
             self._forget_gone_actors()
         counts[key] = counts.get(key, 0) + 1
         where = {"messaging.destination.name": actor}
-        finished = call._finished_at
+        finished = call.finished_at
         if finished is not None:
-            self._duration.record(max(0.0, finished - call._enqueued_at), where)
-        if call._started_at is not None:
-            self._queue_wait.record(max(0.0, call._started_at - call._enqueued_at), where)
+            self._duration.record(max(0.0, finished - call.enqueued_at), where)
+        if call.started_at is not None:
+            self._queue_wait.record(max(0.0, call.started_at - call.enqueued_at), where)
 
     def _forget_gone_actors(self) -> None:
         # Counts of actors no runtime has any more stop being reported (a
         # later actor of the same name starts again from zero, which readers
         # take as a counter reset).
-        alive = {name for runtime in self._runtimes for name in runtime._cells}
+        alive = {ref.name for runtime in self._runtimes for ref in runtime.refs()}
         for key in [key for key in self._call_counts if key[0] not in alive]:
             del self._call_counts[key]
 
@@ -613,6 +575,43 @@ class OpenTelemetry(Instrument):
                 open_span.end()
 
 
+def span_statics(name: str, actor_class: type) -> dict[Kind | None, tuple[str, Mapping[str, Any]]]:
+    """The span names and fixed attributes of an actor's calls, by envelope kind.
+
+    Each :class:`Kind` maps to its producer span (``send <name>``); ``None``
+    to the consumer span (``process <name>``). :class:`OpenTelemetry` caches
+    them per actor; the benchmark's tracing ceilings use the same ones.
+    """
+    common = {
+        "messaging.system": "corral",
+        "messaging.destination.name": name,
+        "corral.actor.class": actor_class.__qualname__,
+    }
+    # The conventions name a span "{messaging.operation.name} {destination}";
+    # what kind of send it was (request, one-way, system) is corral.kind.
+    statics: dict[Kind | None, tuple[str, Mapping[str, Any]]] = {
+        kind: (
+            f"send {name}",
+            {
+                **common,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "corral.kind": kind.value,
+            },
+        )
+        for kind in Kind
+    }
+    statics[None] = (
+        f"process {name}",
+        {
+            **common,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+        },
+    )
+    return statics
+
+
 def tracer_for(call: Call | None) -> trace.Tracer | None:
     """The tracer of the runtime serving *call*, or ``None`` when it is not traced.
 
@@ -621,10 +620,7 @@ def tracer_for(call: Call | None) -> trace.Tracer | None:
     """
     if call is None:
         return None
-    instruments = call._cell._instruments
-    if instruments is None:
-        return None
-    for item in instruments:
+    for item in call.instruments:
         if isinstance(item, OpenTelemetry) and item._tracer is not None:
             return item._tracer
     return None
