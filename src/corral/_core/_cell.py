@@ -477,13 +477,7 @@ class ActorCell:
         call._status = _QUEUED
         call._outcome = None
         call._envelope = attrs.evolve(call._envelope, attempt=call._envelope.attempt + 1)
-        queue = self.mailbox.queue
-        index = len(queue)
-        for i, other in enumerate(queue):
-            if other._seq > call._seq:
-                index = i
-                break
-        queue.insert(index, call)
+        self.mailbox.requeue(call, call._seq)
 
     def _crashed(self, exc: BaseException) -> None:
         if self.crash is None:
@@ -502,7 +496,7 @@ class ActorCell:
         # the scope also carries the actor's stop deadline; otherwise the
         # workers' task group does.
         mailbox = self.mailbox
-        getters = mailbox.getters
+        park, unpark = mailbox.park, mailbox.unpark
         clock = self._clock
         while self.crash is None and clock() < self._stop_deadline:
             with _CancelScope(deadline=self._stop_deadline if carry_stop else _INF) as scope:
@@ -520,12 +514,11 @@ class ActorCell:
                             return
                         streak = 0
                         event = self.new_event()
-                        getters.append(event)
+                        park(event)
                         try:
                             await event.wait()
                         finally:
-                            if not event.is_set():
-                                getters.remove(event)
+                            unpark(event)
                     await self._run_call(call, scope, carry_stop)
                     if scope.cancel_called or self.crash is not None:
                         break
@@ -686,10 +679,7 @@ class ActorCell:
         if self._final or not self._active:
             return
         self._halting = True
-        getters = self.mailbox.getters
-        for event in getters:
-            event.set()
-        getters.clear()
+        self.mailbox.wake_getters()
         self._wake_main()
         self._set_stop_deadline(timeout)
 
@@ -725,7 +715,7 @@ class ActorCell:
         self._stop_deadline = _INF
         self._halting = False
         self._scope = None
-        self.mailbox.closed = False
+        self.mailbox.reopen()
         self.settled()
 
     def mark_restarting(self) -> None:
@@ -734,7 +724,7 @@ class ActorCell:
         # The supervisor starts the next task itself (after any backoff): a
         # call arriving meanwhile must not start one.
         self._active = True
-        self.mailbox.closed = False
+        self.mailbox.reopen()
         self.settled()
 
     def settled(self) -> None:
@@ -818,5 +808,4 @@ class ActorCell:
 
     def ensure_accepting(self) -> None:
         """Raise :class:`ActorStopped` if the cell takes no more calls."""
-        if self.mailbox.closed:
-            raise self.mailbox._stopped_error()
+        self.mailbox.check_open()

@@ -157,12 +157,48 @@ class Mailbox:
         if self.queue and self.getters:
             self.getters.pop().set()
 
-    def close(self) -> None:
-        """Stop intake: refuse new calls and fail waiting senders; queued calls stay."""
-        self.closed = True
+    def park(self, event: anyio.Event) -> None:
+        """Register *event* of a worker waiting for a call; the next put sets it."""
+        self.getters.append(event)
+
+    def unpark(self, event: anyio.Event) -> None:
+        """Forget *event* of a worker that stopped waiting before a put set it."""
+        if not event.is_set():
+            self.getters.remove(event)
+
+    def wake_getters(self) -> None:
+        """Wake every parked worker (each finds out why: a halt, a close)."""
         for event in self.getters:
             event.set()
         self.getters.clear()
+
+    def requeue(self, call: Call, seq: int) -> None:
+        """Put *call* back in its place in line: before every call that arrived after it.
+
+        *seq* is its arrival number (calls carry increasing ones); no room is
+        checked, as the call held its place already.
+        """
+        queue = self.queue
+        index = len(queue)
+        for i, other in enumerate(queue):
+            if other._seq > seq:
+                index = i
+                break
+        queue.insert(index, call)
+
+    def check_open(self) -> None:
+        """Raise :class:`ActorStopped` if the mailbox takes no more calls."""
+        if self.closed:
+            raise self._stopped_error()
+
+    def reopen(self) -> None:
+        """Take calls again (the next incarnation); what is queued stays."""
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop intake: refuse new calls and fail waiting senders; queued calls stay."""
+        self.closed = True
+        self.wake_getters()
         if self._putters:
             for putter in self._putters:
                 putter.event.set()
