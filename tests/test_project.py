@@ -95,3 +95,75 @@ def test_quickstart_example_runs_and_accounts_for_every_call() -> None:
     )
     assert "isolated failure" in out.stdout
     assert "60 requests: 59 succeeded, 1 failed, none lost" in out.stdout
+
+
+def _without(modules: list[str], code: str) -> subprocess.CompletedProcess[str]:
+    # A plain install, as far as Python can tell: these modules cannot be imported.
+    hide = "".join(f"sys.modules[{m!r}] = None\n" for m in modules)
+    return subprocess.run(
+        [sys.executable, "-c", f"import sys\n{hide}{code}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+EXTRAS = ["opentelemetry.sdk", "opentelemetry.exporter", "rich"]
+
+
+def test_a_plain_install_needs_no_sdk_exporter_or_rich() -> None:
+    """Without the extras, corral imports and serves calls, loading none of them."""
+    code = """
+import anyio, corral
+
+@corral.message
+class Ping2:
+    pass
+
+class A(corral.Actor[Ping2, int]):
+    async def handle(self, msg):
+        return 1
+
+async def main():
+    async with corral.Runtime() as rt:
+        ref = await rt.spawn(A, name="a")
+        assert await ref.ask(Ping2()) == 1
+
+anyio.run(main)
+loaded = [m for m in sys.modules if m.startswith(("opentelemetry.sdk", "rich")) and sys.modules[m]]
+print("loaded:", loaded)
+"""
+    result = _without(EXTRAS, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "loaded: []"
+
+
+def test_a_missing_extra_is_one_line_naming_it() -> None:
+    """configure() without the SDK, and corral demo without rich, say which extra to install."""
+    result = _without(EXTRAS, "import corral.telemetry\ncorral.telemetry.configure()")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ModuleNotFoundError: corral.telemetry.configure() needs opentelemetry.sdk, which "
+        "corral's 'otel' extra installs: pip install 'corral[otel]'"
+    )
+    demo = "from corral._cli import main\nraise SystemExit(main(['demo', '--calls', '1']))"
+    result = _without(["rich"], demo)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "corral demo: error: corral demo needs rich, which corral's 'cli' extra installs: "
+        "pip install 'corral[cli]'\n"
+    )
+
+
+def test_the_extras_are_declared() -> None:
+    """The plain dependencies hold no SDK, exporter or rich; otel and cli bring them."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    plain = " ".join(project["dependencies"])
+    for name in ("opentelemetry-sdk", "opentelemetry-exporter", "rich"):
+        assert name not in plain
+    extras = project["optional-dependencies"]
+    assert any(d.startswith("opentelemetry-sdk") for d in extras["otel"])
+    assert "corral[otel]" in extras["cli"] and any(d.startswith("rich") for d in extras["cli"])

@@ -133,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (| head): not an error of ours.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the exit flush quiet
         return 0
-    except CommandError as exc:
+    except (CommandError, ModuleNotFoundError) as exc:
+        # ModuleNotFoundError: an extra is missing; the message names it.
         if args.debug:
             raise
         print(f"corral {args.command}: error: {exc}", file=sys.stderr)

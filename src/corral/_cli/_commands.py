@@ -10,6 +10,7 @@ import urllib.parse
 
 import anyio
 
+from .._extras import need
 from . import CommandError
 from ._invocation import command, quote
 from ._waterfall import TraceSummary, draw_trace, list_traces, summarise
@@ -36,6 +37,8 @@ def _check_url(value: str, where: str) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
+    need("rich", "cli", "corral demo")
+    need("opentelemetry.sdk", "cli", "corral demo")
     from ._demo import run_demo
 
     if args.calls < 1:

@@ -13,6 +13,8 @@ from typing import IO, Any
 
 import attrs
 
+from .._extras import need
+
 __all__ = [
     "OTLPJsonFileExporter",
     "SpanRecord",
@@ -71,6 +73,7 @@ class OTLPJsonFileExporter:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        need("opentelemetry.exporter.otlp.proto.common", "otel", "OTLPJsonFileExporter")
         self.path = Path(path)
         self._lock = threading.Lock()
         self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115

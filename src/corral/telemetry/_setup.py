@@ -10,6 +10,7 @@ from typing import Any, Final, cast
 import anyio
 import attrs
 
+from .._extras import need
 from ._delivery import DeliveryGuard, ExportStatistics, GuardedSpanExporter, guarded_metric_exporter
 from ._instrument import DEFAULT_FLUSH_TIMEOUT, OpenTelemetry
 from ._otlp_json import OTLPJsonFileExporter
@@ -143,7 +144,10 @@ def configure(
 
     Raises:
         ValueError: An unknown exporter name, or ``"file"`` without *trace_file*.
+        ModuleNotFoundError: The OpenTelemetry SDK is not installed (the
+            ``otel`` extra: ``pip install 'corral[otel]'``).
     """
+    need("opentelemetry.sdk", "otel", "corral.telemetry.configure()")
     from opentelemetry import metrics as otel_metrics
     from opentelemetry import trace
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
