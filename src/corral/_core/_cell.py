@@ -14,6 +14,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from . import _calls as calls
 from ._actor import Actor
 from ._checks import check_timeout
 from ._exceptions import (
@@ -45,11 +46,8 @@ DEFAULT_SHUTDOWN: Final = 5.0
 # in a row, so a busy actor cannot starve the other tasks of the event loop.
 _BURST: Final = 32
 
-_QUEUED = CallStatus.QUEUED
-_RUNNING = CallStatus.RUNNING
 _SUCCEEDED = CallStatus.SUCCEEDED
 _FAILED = CallStatus.FAILED
-_CANCELLED = CallStatus.CANCELLED
 _EXPIRED = CallStatus.EXPIRED
 _INF = math.inf
 _CancelScope = anyio.CancelScope
@@ -292,9 +290,7 @@ class ActorCell:
         self._active = True
 
     def _accepted(self, call: Call) -> None:
-        call._status = _QUEUED
-        if self._instruments is not None:
-            self._instruments.call("call_submitted", call)
+        calls.accept(call)
         if not self._active:
             self._active = True
             assert self.activate is not None, "a cell without a task needs an activate hook"
@@ -313,85 +309,12 @@ class ActorCell:
 
     # --- resolving calls -------------------------------------------------------
 
-    def _resolve(
-        self,
-        call: Call,
-        outcome: CallStatus,
-        value: Any = None,
-        exc: BaseException | None = None,
-    ) -> bool:
-        fut = call._future
-        if fut._state is not _PENDING:
-            return False
-        call._outcome = outcome
-        if outcome is _CANCELLED:
-            fut._set_cancelled()
-        elif exc is not None:
-            fut._set_exception(exc)
-            if call._envelope.kind is Kind.ONE_WAY and outcome is _FAILED:
-                # Nobody holds a one-way message's future: the error is kept
-                # in the pile's history and reported here.
-                logger.warning(
-                    "one-way %s to actor %r failed",
-                    type(call._envelope.payload).__qualname__,
-                    self.name,
-                    exc_info=exc,
-                )
-        else:
-            fut._set_result(value)
-        if call._stream is not None:
-            # The reader stops at once, whatever ended the call.
-            call._stream.send.close()
-        if self._instruments is not None:
-            self._instruments.call("call_resolved", call)
-        return True
-
-    def _leave(self, call: Call) -> None:
-        call._status = call._outcome
-        call._finished_at = self._clock()
-        self.pile.record(call)
-        if self._instruments is not None:
-            self._instruments.call("call_finished", call)
-
-    def _drop(self, call: Call, outcome: CallStatus, exc: BaseException | None) -> None:
-        """End a call that never ran (or is out of the queue already)."""
-        self._resolve(call, outcome, None, exc)
-        self._leave(call)
-
-    def _deadline_error(self, call: Call, where: str) -> DeadlineExceeded:
-        return DeadlineExceeded(
-            f"{type(call._envelope.payload).__qualname__} call to actor {self.name!r} "
-            f"passed its deadline while {where}"
-        )
-
     def _stopped_error(self, what: str) -> ActorStopped:
         if self.crash is not None:
             err: ActorStopped = ActorCrashed(f"actor {self.name!r} crashed {what}")
             err.__cause__ = self.crash
             return err
         return ActorStopped(f"actor {self.name!r} stopped {what}")
-
-    def _cancel_call(self, call: Call) -> None:
-        status = call._status
-        if status is _QUEUED:
-            if self.mailbox.remove(call):
-                self._drop(call, _CANCELLED, None)
-            return
-        if self._resolve(call, _CANCELLED):
-            scope = call._scope
-            if scope is not None:
-                scope.cancel()
-
-    def _expire_call(self, call: Call) -> None:
-        status = call._status
-        if status is _QUEUED:
-            if self.mailbox.remove(call):
-                self._drop(call, _EXPIRED, self._deadline_error(call, "queued"))
-            return
-        if self._resolve(call, _EXPIRED, None, self._deadline_error(call, "running")):
-            scope = call._scope
-            if scope is not None:
-                scope.cancel()
 
     # --- serving ---------------------------------------------------------------
 
@@ -400,15 +323,9 @@ class ActorCell:
         now = self._clock()
         deadline = call._deadline
         if deadline is not None and now >= deadline:
-            self._drop(call, _EXPIRED, self._deadline_error(call, "queued"))
+            calls.drop(call, _EXPIRED, calls.deadline_error(call, "queued"))
             return
-        call._status = _RUNNING
-        call._started_at = now
-        running = self.pile.running
-        running[call] = None
-        instruments = self._instruments
-        if instruments is not None:
-            instruments.call("call_started", call)
+        calls.start(call, now)
         if deadline is not None and deadline < scope.deadline:
             scope.deadline = deadline
         call._scope = scope
@@ -428,9 +345,9 @@ class ActorCell:
                 # A deadline error from a call that has a deadline (a policy
                 # that could not retry in time) is that call expiring.
                 expired = deadline is not None and isinstance(exc, DeadlineExceeded)
-                self._resolve(call, _EXPIRED if expired else _FAILED, None, exc)
+                calls.resolve(call, _EXPIRED if expired else _FAILED, None, exc)
             else:
-                self._resolve(call, _SUCCEEDED, result)
+                calls.resolve(call, _SUCCEEDED, result)
         finally:
             _current_call.reset(token)
             call._scope = None
@@ -447,21 +364,18 @@ class ActorCell:
                     and now < self._stop_deadline
                     and self.crash is None
                 ):
-                    self._resolve(call, _EXPIRED, None, self._deadline_error(call, "running"))
+                    calls.resolve(call, _EXPIRED, None, calls.deadline_error(call, "running"))
                 elif self.crash is not None and self._retry_interrupted(call):
                     requeue = True
                 else:
-                    self._resolve(
+                    calls.resolve(
                         call, _FAILED, None, self._stopped_error("while serving this call")
                     )
-            del running[call]
             if requeue:
-                if self._instruments is not None:
-                    assert self.crash is not None
-                    self._instruments.call("call_interrupted", call, self.crash)
-                self._requeue(call)
+                assert self.crash is not None
+                calls.requeue(call, self.crash)
             else:
-                self._leave(call)
+                calls.leave(call)
 
     def _retry_interrupted(self, call: Call) -> bool:
         assert self.crash is not None
@@ -470,14 +384,6 @@ class ActorCell:
         except Exception:
             logger.exception("retry_interrupted of actor %r raised; the call fails", self.name)
             return False
-
-    def _requeue(self, call: Call) -> None:
-        # Back to its place in line (before every call that arrived after
-        # it) for the next incarnation, as its next attempt.
-        call._status = _QUEUED
-        call._outcome = None
-        call._envelope = attrs.evolve(call._envelope, attempt=call._envelope.attempt + 1)
-        self.mailbox.requeue(call, call._seq)
 
     def _crashed(self, exc: BaseException) -> None:
         if self.crash is None:
@@ -759,7 +665,7 @@ class ActorCell:
         mailbox = self.mailbox
         mailbox.close()
         while (call := mailbox.get_nowait()) is not None:
-            self._drop(call, _FAILED, self._stopped_error("before serving this call"))
+            calls.drop(call, _FAILED, self._stopped_error("before serving this call"))
         self.state = ActorState.CRASHED if self.crash is not None else ActorState.STOPPED
         if self._done is not None:
             self._done.set()

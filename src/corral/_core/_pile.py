@@ -295,15 +295,11 @@ class Call:
         this makes the next one. The call is ``RUNNING`` again and its
         envelope carries the new attempt number.
         """
-        cell = self._cell
-        envelope = self._envelope
-        if self._status is CallStatus.RETRYING:
-            self._envelope = envelope = attrs.evolve(envelope, attempt=envelope.attempt + 1)
-            self._status = CallStatus.RUNNING
-        instruments = cell._instruments
+        attempt = _calls.next_attempt(self)
+        instruments = self._cell._instruments
         if instruments is not None:
             instruments.call("attempt_started", self)
-        return envelope.attempt
+        return attempt
 
     def attempt_finished(self, error: BaseException | None) -> None:
         """Record the end of the current attempt (``error`` is ``None`` for a success)."""
@@ -313,7 +309,7 @@ class Call:
 
     def retry_scheduled(self, delay: float, error: BaseException) -> None:
         """Record that the call will be tried again after *delay* seconds because of *error*."""
-        self._status = CallStatus.RETRYING
+        _calls.retry_scheduled(self)
         instruments = self._cell._instruments
         if instruments is not None:
             instruments.call("retry_scheduled", self, delay, error)
@@ -343,10 +339,10 @@ class Call:
 
     # Called by Future.cancel() and by waiters whose deadline passed.
     def _cancel(self) -> None:
-        self._cell._cancel_call(self)
+        _calls.cancel(self)
 
     def _expire(self) -> None:
-        self._cell._expire_call(self)
+        _calls.expire(self)
 
 
 class StreamState:
@@ -510,3 +506,7 @@ class Pile:
         """Return the most recent finished calls, oldest first."""
         history = self._history
         return (*history[self._next :], *history[: self._next])
+
+
+# The transitions' module needs CallStatus from this one: imported last.
+from . import _calls  # noqa: E402
