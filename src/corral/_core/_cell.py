@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -35,7 +35,7 @@ from ._policy import CallPolicy
 if TYPE_CHECKING:
     from ._ref import ActorRef
 
-__all__ = ["DEFAULT_SHUTDOWN", "ActorCell"]
+__all__ = ["DEFAULT_SHUTDOWN", "ActorCell", "CellOwner"]
 
 logger = logging.getLogger("corral")
 
@@ -73,6 +73,27 @@ def _not_a_message(actor: str, t: type) -> str:
     )
 
 
+class CellOwner(Protocol):
+    """Who runs a cell's task, and what it is told (a supervisor's record of its child).
+
+    The cell calls these in its own task or its senders' (never awaiting):
+    the owner decides what happens next.
+    """
+
+    def activate(self, cell: ActorCell) -> None:
+        """Start the task of a cell that waited for its first call (:attr:`ActorCell.lazy`)."""
+
+    def incarnation_ended(self, cell: ActorCell, can_continue: bool) -> bool:
+        """An incarnation ended (read :attr:`ActorCell.crash`); answer whether to run again.
+
+        *can_continue* says whether the ending task could run the next
+        incarnation itself (answering ``True`` then restarts in place).
+        """
+
+    def finalized(self, cell: ActorCell) -> None:
+        """The cell ended for good: its name is free, its calls resolved."""
+
+
 class ActorCell:
     """Everything of one actor that outlives its instances.
 
@@ -98,7 +119,6 @@ class ActorCell:
         "_stop_deadline",
         "_tg",
         "_workers",
-        "activate",
         "actor_class",
         "checkpoint_if_cancelled",
         "context",
@@ -109,8 +129,6 @@ class ActorCell:
         "max_concurrency",
         "name",
         "new_event",
-        "on_exit",
-        "on_final",
         "owner",
         "pile",
         "policy",
@@ -174,16 +192,8 @@ class ActorCell:
         #: Makes an anyio.Event without looking the backend up.
         self.new_event = loop.new_event
         self._active = False
-        #: Set by the owner to start the cell's task on its first call (see
-        #: :attr:`lazy`); ``None`` when the owner starts the task itself.
-        self.activate: Callable[[ActorCell], None] | None = None
-        #: Called at the end of every incarnation (:meth:`run`), in its task,
-        #: with whether the task could go on; answers whether to run again.
-        self.on_exit: Callable[[ActorCell, bool], bool] | None = None
-        #: Called by :meth:`finalize` once the cell has ended for good.
-        self.on_final: Callable[[ActorCell], None] | None = None
-        #: The owner's own record of this cell (a supervisor's child entry).
-        self.owner: Any = None
+        #: Who runs the cell's task (a supervisor's record of its child).
+        self.owner: CellOwner | None = None
         #: The context the cell's task runs in (the spawner's, as for any task).
         self.context = contextvars.copy_context()
 
@@ -293,8 +303,8 @@ class ActorCell:
         calls.accept(call)
         if not self._active:
             self._active = True
-            assert self.activate is not None, "a cell without a task needs an activate hook"
-            self.activate(self)
+            assert self.owner is not None, "a cell without a task needs an owner to start it"
+            self.owner.activate(self)
         if (
             self._main_event is not None
             and self._workers < self.max_concurrency
@@ -481,7 +491,7 @@ class ActorCell:
 
         This is the actor's task. It reports ready on *task_status* once the
         first ``on_start`` finished (or failed). Each incarnation ends by
-        calling the owner's :attr:`on_exit` hook (on a stop and on a crash
+        telling its owner (:meth:`CellOwner.incarnation_ended`) (on a stop and on a crash
         alike; read :attr:`crash`), which may put a new instance in place and
         answer ``True`` to run it in this same task; otherwise the task ends.
         Calls still queued stay in the mailbox for the next incarnation or
@@ -528,7 +538,8 @@ class ActorCell:
                 finished = True
             finally:
                 # Also when cancelled: the owner must learn that the task ends.
-                again = self.on_exit(self, finished) if self.on_exit is not None else False
+                owner = self.owner
+                again = owner.incarnation_ended(self, finished) if owner is not None else False
             if not again:
                 return
             status = anyio.TASK_STATUS_IGNORED
@@ -566,8 +577,8 @@ class ActorCell:
         if not self._active:
             # No task (a lazy actor between calls): nothing to drain, so this
             # incarnation ends right here, and the owner decides what next.
-            if self.on_exit is not None:
-                self.on_exit(self, False)
+            if self.owner is not None:
+                self.owner.incarnation_ended(self, False)
             else:
                 self.finalize()
             return
@@ -605,7 +616,7 @@ class ActorCell:
 
         Reopens intake (a normal stop closed it) and counts the restart.
         Afterwards the owner starts :meth:`run` again, or, for a lazy actor
-        with nothing queued, leaves it to the next call (:attr:`activate`).
+        with nothing queued, leaves it to the next call (:meth:`CellOwner.activate`).
         """
         if type(instance) is not self.actor_class:
             raise TypeError(
@@ -670,8 +681,8 @@ class ActorCell:
         if self._done is not None:
             self._done.set()
         self.settled()
-        if self.on_final is not None:
-            self.on_final(self)
+        if self.owner is not None:
+            self.owner.finalized(self)
 
     async def wait_finalized(self) -> None:
         """Wait until :meth:`finalize` has run."""

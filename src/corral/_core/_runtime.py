@@ -251,9 +251,6 @@ class Runtime:
             loop=self._loop,
             policy=spec.policy,
         )
-        cell.on_exit = sup._cell_exited
-        cell.activate = sup._activate
-        cell.on_final = self._forget
         self._cells[spec.name] = cell
         return cell
 

@@ -55,6 +55,7 @@ class _Child:
         "cell",
         "exited",
         "last_error",
+        "parent",
         "removed",
         "restarts",
         "running",
@@ -66,7 +67,9 @@ class _Child:
         "sup",
     )
 
-    def __init__(self, spec: ChildSpec | Supervisor) -> None:
+    def __init__(self, spec: ChildSpec | Supervisor, parent: SupervisorRef) -> None:
+        #: The supervisor this is a child of.
+        self.parent = parent
         self.spec = spec if isinstance(spec, ChildSpec) else None
         self.sup = SupervisorRef._make(spec) if isinstance(spec, Supervisor) else None
         self.cell: ActorCell | None = None
@@ -104,6 +107,19 @@ class _Child:
             return self.spec.shutdown
         assert self.sup is not None
         return self.sup.shutdown
+
+    # --- the cell's owner (CellOwner): what the cell tells its supervisor ---------------
+
+    def activate(self, cell: ActorCell) -> None:
+        self.parent._activate(self, cell)
+
+    def incarnation_ended(self, cell: ActorCell, can_continue: bool) -> bool:
+        return self.parent._cell_exited(self, cell, can_continue)
+
+    def finalized(self, cell: ActorCell) -> None:
+        runtime = self.parent._runtime
+        assert runtime is not None
+        runtime._forget(cell)
 
 
 class _State(enum.Enum):
@@ -171,7 +187,7 @@ class SupervisorRef:
         self.backoff = spec.backoff
         self.restart = spec.restart
         self.shutdown = spec.shutdown
-        self._children = [_Child(child) for child in spec.children]
+        self._children = [_Child(child, self) for child in spec.children]
         self._state = _State.NEW
         self._runtime = None
         self._parent = None
@@ -424,10 +440,9 @@ class SupervisorRef:
             return _start_failed(spec.name, cell.crash) if first else cell.crash
         return None
 
-    def _activate(self, cell: ActorCell) -> None:
+    def _activate(self, c: _Child, cell: ActorCell) -> None:
         # A lazy actor's first call: start its task, in the context it was
         # spawned in (not the sender's).
-        c: _Child = cell.owner
         tg = self._tg
         assert tg is not None
         c.running = True
@@ -450,9 +465,8 @@ class SupervisorRef:
 
     # --- exits -------------------------------------------------------------------------
 
-    def _cell_exited(self, cell: ActorCell, can_continue: bool) -> bool:
-        # The cell's on_exit hook: the end of an incarnation, in its task.
-        c: _Child = cell.owner
+    def _cell_exited(self, c: _Child, cell: ActorCell, can_continue: bool) -> bool:
+        # The end of an incarnation, in its task.
         if cell.start_failed and c.starting:
             return False  # reported to whoever is starting it
         error = cell.crash
@@ -722,7 +736,7 @@ class SupervisorRef:
         assert self._runtime is not None and self._lock is not None
         if isinstance(spec, Supervisor) and spec.name is None:
             raise ValueError("a nested Supervisor needs a name")
-        c = _Child(spec)
+        c = _Child(spec, self)
         if c.sup is not None:
             c.sup._bind(self._runtime, self)
         else:
