@@ -14,13 +14,13 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._actor import Actor
-from ._cell import DEFAULT_SHUTDOWN, ActorCell, _pong
+from ._cell import DEFAULT_SHUTDOWN, _pong
 from ._checks import check_timeout
 from ._clock import Clock, LoopClock
+from ._context import TreeContext
 from ._exceptions import (
     ActorNotFound,
     InvalidStateError,
-    NameTaken,
     NotFound,
     SupervisorGaveUp,
     UnhandledMessage,
@@ -33,7 +33,7 @@ from ._messages import UNSET, Envelope, GetStatus, Kind, Ping, Stop, _Unset
 from ._pile import ActorStatus
 from ._policy import CallPolicy
 from ._ref import ActorRef
-from ._specs import TEMPORARY, ChildSpec, Restart, Supervisor, child
+from ._specs import TEMPORARY, Restart, Supervisor, child
 from ._supervisor import SupervisorRef
 
 __all__ = ["Runtime"]
@@ -109,8 +109,7 @@ class Runtime:
         self.tree = tree if tree is not None else Supervisor()
         self._root = SupervisorRef._make(self.tree)
         self._state = _RuntimeState.NEW
-        self._cells: dict[str, ActorCell] = {}
-        self._supervisors: dict[str, SupervisorRef] = {}
+        self._context = TreeContext(self.clock)
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._loop: LoopHooks | None = None
@@ -118,7 +117,7 @@ class Runtime:
         self._failure: SupervisorGaveUp | None = None
 
     def __repr__(self) -> str:
-        return f"<corral.Runtime {self._state.value} actors={len(self._cells)}>"
+        return f"<corral.Runtime {self._state.value} actors={len(self._context.cells)}>"
 
     @property
     def root(self) -> SupervisorRef:
@@ -136,9 +135,11 @@ class Runtime:
             if extra is not None:
                 instruments.add(extra)
         self._instruments = instruments if instruments else None
-        self._root._bind(self, None)
+        context = self._context
+        context.instruments = self._instruments
+        self._root._bind(context, None)
         stack = AsyncExitStack()
-        self._loop = LoopHooks()
+        self._loop = context.loop = LoopHooks()
         self._root_done = anyio.Event()
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
@@ -216,48 +217,6 @@ class Runtime:
             raise self._failure
         return False
 
-    # --- the registry ----------------------------------------------------------------
-
-    def _check_name_free(self, name: str) -> None:
-        if name in self._cells or name in self._supervisors:
-            raise NameTaken(f"the name {name!r} is already in use in this runtime")
-
-    def _register_supervisor(self, sup: SupervisorRef) -> None:
-        self._check_name_free(sup.name)
-        self._supervisors[sup.name] = sup
-
-    def _forget_supervisor(self, sup: SupervisorRef) -> None:
-        if self._supervisors.get(sup.name) is sup:
-            del self._supervisors[sup.name]
-
-    def _new_cell(
-        self, spec: ChildSpec, instance: Actor[Any, Any], sup: SupervisorRef
-    ) -> ActorCell:
-        """Make and register the cell of a supervisor's actor child."""
-        assert self._loop is not None
-        if not isinstance(instance, Actor):
-            raise TypeError(
-                f"spawn needs an Actor class or factory; {spec.factory!r} made {instance!r}"
-            )
-        self._check_name_free(spec.name)
-        cell = ActorCell(
-            name=spec.name,
-            factory=spec.factory,
-            instance=instance,
-            capacity=spec.mailbox,
-            max_concurrency=spec.max_concurrency,
-            shutdown=spec.shutdown,
-            instruments=self._instruments,
-            loop=self._loop,
-            policy=spec.policy,
-        )
-        self._cells[spec.name] = cell
-        return cell
-
-    def _forget(self, cell: ActorCell) -> None:
-        if self._cells.get(cell.name) is cell:
-            del self._cells[cell.name]
-
     def _check_running(self) -> None:
         if self._state is not _RuntimeState.RUNNING:
             raise InvalidStateError(
@@ -314,7 +273,7 @@ class Runtime:
             max_concurrency=max_concurrency,
             policy=policy,
         )
-        self._check_name_free(name)
+        self._context.check_name_free(name)
         ref = await self._root.start_child(spec)
         assert isinstance(ref, ActorRef)
         return ref
@@ -329,7 +288,7 @@ class Runtime:
             NotFound: No supervisor has that name.
         """
         try:
-            return self._supervisors[name]
+            return self._context.supervisors[name]
         except KeyError:
             raise NotFound(f"no supervisor named {name!r} in this runtime") from None
 
@@ -339,20 +298,20 @@ class Runtime:
         Raises:
             ActorNotFound: No live actor has that name.
         """
-        cell = self._cells.get(name)
+        cell = self._context.cells.get(name)
         if cell is None:
-            known = ", ".join(repr(n) for n in list(self._cells)[:10]) or "none"
+            known = ", ".join(repr(n) for n in list(self._context.cells)[:10]) or "none"
             raise ActorNotFound(f"no live actor named {name!r} (running: {known})")
         return cell.ref
 
     def refs(self) -> tuple[ActorRef[Any, Any], ...]:
         """Return the refs of all live actors, in spawn order."""
         # list() first: a metrics reader thread may walk it while actors come and go.
-        return tuple(cell.ref for cell in list(self._cells.values()))
+        return tuple(cell.ref for cell in list(self._context.cells.values()))
 
     def status(self) -> dict[str, ActorStatus]:
         """Return a status snapshot of every live actor, by name, in spawn order."""
-        return {name: cell.status() for name, cell in self._cells.items()}
+        return {name: cell.status() for name, cell in self._context.cells.items()}
 
     async def deliver(self, envelope: Envelope) -> Future[Any] | None:
         """Deliver an envelope that arrived from elsewhere (another process, a queue).

@@ -31,7 +31,7 @@ from ._specs import (
 )
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from ._context import TreeContext
 
 __all__ = ["SupervisorRef"]
 
@@ -117,9 +117,9 @@ class _Child:
         return self.parent._cell_exited(self, cell, can_continue)
 
     def finalized(self, cell: ActorCell) -> None:
-        runtime = self.parent._runtime
-        assert runtime is not None
-        runtime._forget(cell)
+        context = self.parent._context
+        assert context is not None
+        context.forget_cell(cell)
 
 
 class _State(enum.Enum):
@@ -152,7 +152,7 @@ class SupervisorRef:
     shutdown: float | None
     _children: list[_Child]
     _state: _State
-    _runtime: Runtime | None
+    _context: TreeContext | None
     _parent: SupervisorRef | None
     _tg: anyio.abc.TaskGroup | None
     _lock: anyio.Lock | None
@@ -189,7 +189,7 @@ class SupervisorRef:
         self.shutdown = spec.shutdown
         self._children = [_Child(child, self) for child in spec.children]
         self._state = _State.NEW
-        self._runtime = None
+        self._context = None
         self._parent = None
         self._tg = None
         self._lock = None
@@ -245,14 +245,14 @@ class SupervisorRef:
 
     # --- binding to a runtime ------------------------------------------------------------
 
-    def _bind(self, runtime: Runtime, parent: SupervisorRef | None) -> None:
-        assert self._runtime is None, "a running supervisor belongs to one runtime"
-        self._runtime = runtime
+    def _bind(self, context: TreeContext, parent: SupervisorRef | None) -> None:
+        assert self._context is None, "a running supervisor belongs to one runtime"
+        self._context = context
         self._parent = parent
-        runtime._register_supervisor(self)
+        context.register_supervisor(self)
         for c in self._children:
             if c.sup is not None:
-                c.sup._bind(runtime, self)
+                c.sup._bind(context, self)
 
     def _emit(
         self,
@@ -261,9 +261,9 @@ class SupervisorRef:
         error: BaseException | None = None,
         delay: float | None = None,
     ) -> None:
-        runtime = self._runtime
-        assert runtime is not None
-        instruments = runtime._instruments
+        context = self._context
+        assert context is not None
+        instruments = context.instruments
         if instruments is None:
             return
         instruments.call(
@@ -276,7 +276,7 @@ class SupervisorRef:
                 restarts=0 if child is None else child.restarts,
                 error=error,
                 delay=delay,
-                time=runtime.clock.now(),
+                time=context.clock.now(),
             ),
         )
 
@@ -334,8 +334,8 @@ class SupervisorRef:
             raise self._gave_up
 
     async def _loop(self) -> None:
-        assert self._runtime is not None and self._lock is not None
-        clock = self._runtime.clock
+        assert self._context is not None and self._lock is not None
+        clock = self._context.clock
         while not self._stop_requested:
             if self._pending:
                 c, error = self._pending.pop(0)
@@ -380,10 +380,10 @@ class SupervisorRef:
 
     async def _start_one(self, c: _Child, *, first: bool = False) -> BaseException | None:
         """Start (or restart) one child; return the error that kept it from starting."""
-        runtime = self._runtime
+        context = self._context
         tg = self._tg
-        assert runtime is not None and tg is not None
-        clock = runtime.clock
+        assert context is not None and tg is not None
+        clock = context.clock
         # The child counts as running from here: once started it may serve
         # calls before this task runs again.
         previous_state = c.state
@@ -409,7 +409,7 @@ class SupervisorRef:
             return _start_failed(spec.name, exc) if first else exc
         if c.cell is None:
             try:
-                c.cell = runtime._new_cell(spec, instance, self)
+                c.cell = context.new_cell(spec, instance)
             except TypeError as exc:
                 # The factory made no usable actor: the user's mistake, so the
                 # TypeError itself (as spawn raises it), not a crash of the child.
@@ -499,8 +499,8 @@ class SupervisorRef:
             or (cell.lazy and not cell.mailbox.queue)
         ):
             return False
-        assert self._runtime is not None and c.spec is not None
-        now = self._runtime.clock.now()
+        assert self._context is not None and c.spec is not None
+        now = self._context.clock.now()
         decision = self._decide(c, error, now)
         if not decision.alone:
             return False
@@ -546,8 +546,8 @@ class SupervisorRef:
     async def _handle_exit(self, c: _Child, error: BaseException | None) -> None:
         if c.removed:
             return
-        assert self._runtime is not None
-        clock = self._runtime.clock
+        assert self._context is not None
+        clock = self._context.clock
         self._report_exit(c, error)
         now = clock.now()
         decision = self._decide(c, error, now)
@@ -691,12 +691,12 @@ class SupervisorRef:
         for c in reversed(self._children):
             self._end(c, remove=False)
         self._children.clear()
-        if self._runtime is not None:
-            self._runtime._forget_supervisor(self)
+        if self._context is not None:
+            self._context.forget_supervisor(self)
 
     async def _stop_children(self, final: bool, timeout: float | None) -> None:
-        assert self._runtime is not None
-        clock = self._runtime.clock
+        assert self._context is not None
+        clock = self._context.clock
         deadline = None if timeout is None else clock.now() + timeout
         for c in reversed(list(self._children)):
             if c.removed:
@@ -733,14 +733,14 @@ class SupervisorRef:
             raise TypeError(
                 f"start_child takes a corral.child(...) spec or a Supervisor, got {spec!r}"
             )
-        assert self._runtime is not None and self._lock is not None
+        assert self._context is not None and self._lock is not None
         if isinstance(spec, Supervisor) and spec.name is None:
             raise ValueError("a nested Supervisor needs a name")
         c = _Child(spec, self)
         if c.sup is not None:
-            c.sup._bind(self._runtime, self)
+            c.sup._bind(self._context, self)
         else:
-            self._runtime._check_name_free(c.name)
+            self._context.check_name_free(c.name)
         try:
             if c.spec is not None and _is_lazy(c.spec):
                 # No hooks to wait for: nothing here awaits, so no lock is needed.
@@ -767,16 +767,16 @@ class SupervisorRef:
 
     def _start_lazy(self, c: _Child) -> BaseException | None:
         spec = c.spec
-        assert spec is not None and self._runtime is not None
+        assert spec is not None and self._context is not None
         try:
             instance = spec.factory()
         except Exception as exc:
             return _start_failed(spec.name, exc)
-        c.cell = self._runtime._new_cell(spec, instance, self)
+        c.cell = self._context.new_cell(spec, instance)
         c.cell.owner = c
         c.cell.mark_dormant()
         c.state = _RUNNING
-        c.started_at = self._runtime.clock.now()
+        c.started_at = self._context.clock.now()
         return None
 
     async def stop_child(self, name: str) -> None:
