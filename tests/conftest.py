@@ -6,19 +6,23 @@ Each test module that has async tests sets ``pytestmark = pytest.mark.anyio``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 
 @pytest.fixture(
     params=[
-        pytest.param("asyncio", id="asyncio"),
-        pytest.param("trio", id="trio"),
+        # asyncio in debug mode (as anyio's own tests run): a coroutine never
+        # awaited, a callback from another thread, a slow step are reported.
+        pytest.param(("asyncio", {"debug": True}), id="asyncio"),
+        pytest.param(("trio", {}), id="trio"),
     ]
 )
-def anyio_backend(request: pytest.FixtureRequest) -> str:
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     """Run each async test once per anyio backend."""
-    return str(request.param)
+    name, options = request.param
+    return name, dict(options)
 
 
 @pytest.fixture

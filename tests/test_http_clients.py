@@ -64,7 +64,7 @@ def _expected_client(backend: str) -> str:
     return "aiohttp" if backend == "asyncio" else "httpx"
 
 
-async def test_auto_is_aiohttp_on_asyncio_and_httpx_on_trio(anyio_backend: str) -> None:
+async def test_auto_is_aiohttp_on_asyncio_and_httpx_on_trio(anyio_backend_name: str) -> None:
     """The default client follows the event loop; either can be asked for by name where it runs."""
 
     class Reporting(Things):
@@ -83,12 +83,14 @@ async def test_auto_is_aiohttp_on_asyncio_and_httpx_on_trio(anyio_backend: str) 
             answer = await ref.ask(Post())
             assert answer["text"] == '{"ok": true}'
             seen[choice] = answer["client"]
-    assert seen == {"auto": _expected_client(anyio_backend), "httpx": "httpx"}
+    assert seen == {"auto": _expected_client(anyio_backend_name), "httpx": "httpx"}
 
 
-async def test_aiohttp_off_asyncio_fails_the_start_naming_the_choice(anyio_backend: str) -> None:
+async def test_aiohttp_off_asyncio_fails_the_start_naming_the_choice(
+    anyio_backend_name: str,
+) -> None:
     """http_client='aiohttp' on trio: the actor does not start, and says why."""
-    if anyio_backend == "asyncio":
+    if anyio_backend_name == "asyncio":
         async with canned_server(Canned(body=b"{}")) as server, corral.Runtime() as rt:
             ref = await rt.spawn(
                 lambda: Things(base_url=server.base_url, http_client="aiohttp"), name="things"

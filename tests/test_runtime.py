@@ -668,3 +668,15 @@ async def test_one_way_envelope_returns_no_future() -> None:
         assert out is None
         await ref.ping()
         assert gate.started == ["x"]
+
+
+async def test_the_tests_run_asyncio_in_debug_mode(
+    anyio_backend_name: str, anyio_backend_options: dict[str, Any]
+) -> None:
+    """conftest runs asyncio with debug=True, so never-awaited coroutines and slow steps show."""
+    if anyio_backend_name == "asyncio":
+        import asyncio
+
+        assert asyncio.get_running_loop().get_debug()
+    else:
+        assert anyio_backend_options == {}
