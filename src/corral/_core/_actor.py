@@ -246,3 +246,84 @@ class Actor(Generic[ReqT, ReplyT]):
                 f"{type(self).__qualname__} instance is not running in a corral runtime "
                 "(ref and name exist once the runtime has spawned it)"
             ) from None
+
+
+# --- what an actor class handles --------------------------------------------------------
+
+
+async def pong(instance: Actor[Any, Any], msg: Any) -> Any:
+    """The handler every actor has for :class:`corral.Ping`."""
+    from ._messages import Pong
+
+    return Pong(name=instance.name)
+
+
+def check_handles_something(cls: type[Actor[Any, Any]]) -> None:
+    """Refuse an actor class that declares no message types."""
+    if not cls.__corral_dispatch__ and not cls.__corral_streamers__:
+        raise TypeError(
+            f"{cls.__qualname__} handles no message types: declare them as "
+            f"Actor[Request, Reply] or with @corral.handles(...)"
+        )
+
+
+def _not_a_message(actor: str, t: type) -> str:
+    return (
+        f"actor {actor!r} was sent a {t.__qualname__}, which is not a corral message "
+        f"(an attrs class; declare it with @corral.message)"
+    )
+
+
+def handler_for(
+    cls: type[Actor[Any, Any]],
+    cache: dict[type, Callable[[Any, Any], Coroutine[Any, Any, Any]]],
+    actor: str,
+    msg: object,
+) -> Callable[[Any, Any], Coroutine[Any, Any, Any]]:
+    """The handler of actor *actor* (of class *cls*) for *msg*: by its type or a base's.
+
+    A handler found through a base class is kept in *cache* under the type.
+
+    Raises:
+        UnhandledMessage: *msg* is not a corral message, or the actor does not handle it.
+    """
+    from ._exceptions import UnhandledMessage
+
+    t = type(msg)
+    func = cache.get(t)
+    if func is not None:
+        return func
+    if not attrs.has(t):
+        raise UnhandledMessage(_not_a_message(actor, t))
+    for base in t.__mro__[1:]:
+        func = cache.get(base)
+        if func is not None:
+            cache[t] = func
+            return func
+    handled = ", ".join(sorted({c.__qualname__ for c in cls.__corral_dispatch__}))
+    raise UnhandledMessage(
+        f"actor {actor!r} ({cls.__qualname__}) does not handle "
+        f"{t.__qualname__}; it handles: {handled}"
+    )
+
+
+def streamer_for(cls: type[Actor[Any, Any]], actor: str, msg: object) -> Any:
+    """The streaming handler of actor *actor* (of class *cls*) for *msg*.
+
+    Raises:
+        UnhandledMessage: *msg* is not a corral message, or the actor does not stream it.
+    """
+    from ._exceptions import UnhandledMessage
+
+    streamers = cls.__corral_streamers__
+    for t in type(msg).__mro__:
+        gen = streamers.get(t)
+        if gen is not None:
+            return gen
+    if not attrs.has(type(msg)):
+        raise UnhandledMessage(_not_a_message(actor, type(msg)))
+    names = ", ".join(sorted(c.__qualname__ for c in streamers)) or "nothing"
+    raise UnhandledMessage(
+        f"actor {actor!r} ({cls.__qualname__}) does not stream replies "
+        f"to {type(msg).__qualname__}; it streams: {names} (declare with @corral.streams)"
+    )

@@ -12,23 +12,21 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 import anyio.lowlevel
-import attrs
 
 from . import _calls as calls
-from ._actor import Actor
+from ._actor import Actor, check_handles_something, handler_for, streamer_for
 from ._checks import check_timeout
 from ._exceptions import (
     ActorCrashed,
     ActorStopped,
     Crash,
     DeadlineExceeded,
-    UnhandledMessage,
 )
 from ._future import _PENDING
 from ._instrument import Instruments
 from ._loop import LoopHooks
 from ._mailbox import Mailbox
-from ._messages import Envelope, Kind, Pong, new_id
+from ._messages import Envelope, Kind, new_id
 from ._pile import ActorState, ActorStatus, Call, CallStatus, Handler, Pile, _current_call
 from ._policy import CallPolicy
 
@@ -51,26 +49,6 @@ _FAILED = CallStatus.FAILED
 _EXPIRED = CallStatus.EXPIRED
 _INF = math.inf
 _CancelScope = anyio.CancelScope
-
-
-async def _pong(instance: Actor[Any, Any], msg: Any) -> Pong:
-    return Pong(name=instance.name)
-
-
-def check_handles_something(cls: type[Actor[Any, Any]]) -> None:
-    """Refuse an actor class that declares no message types."""
-    if not cls.__corral_dispatch__ and not cls.__corral_streamers__:
-        raise TypeError(
-            f"{cls.__qualname__} handles no message types: declare them as "
-            f"Actor[Request, Reply] or with @corral.handles(...)"
-        )
-
-
-def _not_a_message(actor: str, t: type) -> str:
-    return (
-        f"actor {actor!r} was sent a {t.__qualname__}, which is not a corral message "
-        f"(an attrs class; declare it with @corral.message)"
-    )
 
 
 class CellOwner(Protocol):
@@ -207,34 +185,11 @@ class ActorCell:
         func = self._dispatch.get(type(msg))
         if func is not None:
             return func
-        t = type(msg)
-        if not attrs.has(t):
-            raise UnhandledMessage(_not_a_message(self.name, t))
-        for base in t.__mro__[1:]:
-            func = self._dispatch.get(base)
-            if func is not None:
-                self._dispatch[t] = func
-                return func
-        handled = ", ".join(sorted({c.__qualname__ for c in self.actor_class.__corral_dispatch__}))
-        raise UnhandledMessage(
-            f"actor {self.name!r} ({self.actor_class.__qualname__}) does not handle "
-            f"{t.__qualname__}; it handles: {handled}"
-        )
+        return handler_for(self.actor_class, self._dispatch, self.name, msg)
 
     def lookup_stream(self, msg: object) -> Any:
         """Return the streaming handler for *msg*, or refuse it before anything is queued."""
-        streamers = self.actor_class.__corral_streamers__
-        for t in type(msg).__mro__:
-            gen = streamers.get(t)
-            if gen is not None:
-                return gen
-        if not attrs.has(type(msg)):
-            raise UnhandledMessage(_not_a_message(self.name, type(msg)))
-        names = ", ".join(sorted(c.__qualname__ for c in streamers)) or "nothing"
-        raise UnhandledMessage(
-            f"actor {self.name!r} ({self.actor_class.__qualname__}) does not stream replies "
-            f"to {type(msg).__qualname__}; it streams: {names} (declare with @corral.streams)"
-        )
+        return streamer_for(self.actor_class, self.name, msg)
 
     def new_call(
         self, msg: object, kind: Kind, timeout: float | None, func: Handler | None = None

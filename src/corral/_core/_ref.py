@@ -185,7 +185,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
         """
         cell = self._cell
         await cell.checkpoint_if_cancelled()
-        from ._cell import _pong
+        from ._actor import pong as _pong
 
         call = cell.new_call(Ping(), Kind.SYSTEM, timeout, _pong)
         cell.enqueue_nowait(call, force=True)

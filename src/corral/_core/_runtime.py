@@ -14,7 +14,8 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._actor import Actor
-from ._cell import DEFAULT_SHUTDOWN, _pong
+from ._actor import pong as _pong
+from ._cell import DEFAULT_SHUTDOWN
 from ._checks import check_timeout
 from ._clock import Clock, LoopClock
 from ._context import TreeContext

@@ -9,9 +9,9 @@ from typing import Any
 
 import attrs
 
-from ._actor import Actor
+from ._actor import Actor, check_handles_something
 from ._backoff import Backoff
-from ._cell import DEFAULT_SHUTDOWN, check_handles_something
+from ._cell import DEFAULT_SHUTDOWN
 from ._checks import check_positive_int, check_timeout
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._policy import CallPolicy
