@@ -435,15 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _one(args.one, args.scale, args.backend, args.uvloop)
         return 0
     try:
-        run_and_print(
-            args.only,
-            args.backend,
-            args.uvloop,
-            args.repeat,
-            args.scale,
-            args.json,
-            gc_freeze=args.gc_freeze,
-        )
+        run_from_arguments(args)
     except ValueError as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:
@@ -451,6 +443,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def run_from_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run_and_print` with the options :func:`add_arguments` parsed."""
+    return run_and_print(
+        args.only,
+        args.backend,
+        args.uvloop,
+        args.repeat,
+        args.scale,
+        args.json,
+        gc_freeze=args.gc_freeze,
+    )
 
 
 def run_and_print(

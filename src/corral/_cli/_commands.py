@@ -67,7 +67,7 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    from .._bench._runner import run_and_print
+    from .._bench._runner import run_from_arguments
 
     if args.repeat < 1:
         raise CommandError(f"--repeat must be >= 1, got {args.repeat}")
@@ -83,15 +83,7 @@ def bench(args: argparse.Namespace) -> int:
 
     logging.getLogger("corral").setLevel(logging.CRITICAL)
     try:
-        report = run_and_print(
-            args.only,
-            args.backend,
-            args.uvloop,
-            args.repeat,
-            args.scale,
-            args.json,
-            gc_freeze=args.gc_freeze,
-        )
+        report = run_from_arguments(args)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     if args.plot:
