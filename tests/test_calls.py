@@ -171,8 +171,10 @@ async def test_cancelling_an_ask_cancels_the_running_handler() -> None:
     gate = Gate()
     async with corral.Runtime() as rt:
         ref = await rt.spawn(lambda: gate, name="gate")
-        with anyio.move_on_after(0.05):
-            await ref.ask(Block(key="stuck"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ref.ask, Block(key="stuck"))
+            await gate.entered_event("stuck").wait()
+            tg.cancel_scope.cancel()  # the caller gives up while its handler runs
         assert gate.started == ["stuck"]
         assert await ref.ask(Echo(text="alive")) == "alive"
         status = ref.status()

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import corral
 from corral import ChatRequest, EmbeddingsRequest, OpenAIChat, OpenAIEmbeddings
-from corral.testing import FakeLLMServer, Faults
+from corral.testing import FakeLLMServer, Faults, ManualClock
 
 pytestmark = pytest.mark.anyio
 
@@ -112,7 +112,8 @@ async def test_rate_limit_holds_at_the_server() -> None:
 
 async def test_circuit_opens_fails_fast_and_recovers() -> None:
     """Consecutive failures open the circuit; it fails fast; after a cool-down a probe closes it."""
-    breaker = corral.CircuitBreaker(failure_threshold=3, cooldown=0.2, name="fake")
+    clock = ManualClock()
+    breaker = corral.CircuitBreaker(failure_threshold=3, cooldown=0.2, name="fake", clock=clock)
     async with FakeLLMServer(script=["503", "503", "503"]) as server:
         async with corral.Runtime() as rt:
             ref = await rt.spawn(
@@ -127,7 +128,7 @@ async def test_circuit_opens_fails_fast_and_recovers() -> None:
             with pytest.raises(corral.CircuitOpen):
                 await ref.ask(HELLO)
             assert server.stats().requests == 3  # failing fast: nothing sent
-            await anyio.sleep(0.25)  # the cool-down is real time here
+            await clock.advance(0.25)  # the cool-down passes
             assert (await ref.ask(HELLO)).content
             assert breaker.state is corral.BreakerState.CLOSED
             assert breaker.status().opened == 1

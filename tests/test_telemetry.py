@@ -223,8 +223,10 @@ async def test_cancelled_and_expired_calls_are_outcomes_not_errors(traced: Trace
     gate = Gate()
     async with traced.runtime() as rt:
         ref = await rt.spawn(lambda: gate, name="gate")
-        with anyio.move_on_after(0.02):
-            await ref.ask(Block(key="cancel-me"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ref.ask, Block(key="cancel-me"))
+            await gate.entered_event("cancel-me").wait()
+            tg.cancel_scope.cancel()
         with pytest.raises(corral.DeadlineExceeded):
             await ref.ask(Block(key="expire-me"), timeout=0.02)
     sends = traced.named("send gate")
