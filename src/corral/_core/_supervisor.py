@@ -15,7 +15,7 @@ import anyio.abc
 
 from ._backoff import Backoff
 from ._cell import ActorCell
-from ._children import _Child, _describe, _is_lazy, _start_failed
+from ._children import _Child, _describe, _is_lazy
 from ._exceptions import InvalidStateError, NotFound, SupervisorGaveUp
 from ._ref import ActorRef
 from ._restart import Action, Decision, decide
@@ -229,7 +229,7 @@ class SupervisorRef:
                 self._tg = tg
                 try:
                     for c in list(self._children):
-                        error = await self._start_one(c, first=True)
+                        error = await c.start(first=True)
                         if error is not None:
                             self._start_error = error
                             self._final_stop = False
@@ -298,77 +298,6 @@ class SupervisorRef:
         self._wake()
 
     # --- starting -----------------------------------------------------------------------
-
-    async def _start_one(self, c: _Child, *, first: bool = False) -> BaseException | None:
-        """Start (or restart) one child; return the error that kept it from starting."""
-        context = self._context
-        tg = self._tg
-        assert context is not None and tg is not None
-        clock = context.clock
-        # The child counts as running from here: once started it may serve
-        # calls before this task runs again.
-        previous_state = c.state
-        c.state = _RUNNING
-        c.started_at = clock.now()
-        if c.sup is not None:
-            sub = c.sup
-            c.running = True
-            await tg.start(self._run_sub, c, name=f"corral supervisor {sub.name}")
-            if sub._start_error is not None:
-                c.running = False
-                c.state = previous_state
-                return sub._start_error
-            return None
-        spec = c.spec
-        assert spec is not None
-        try:
-            instance = spec.factory()
-        except Exception as exc:
-            # A first start reports it as a failed start (as spawn does); a
-            # restart that cannot build its instance has simply crashed again.
-            c.state = previous_state
-            return _start_failed(spec.name, exc) if first else exc
-        if c.cell is None:
-            try:
-                c.cell = context.new_cell(spec, instance)
-            except TypeError as exc:
-                # The factory made no usable actor: the user's mistake, so the
-                # TypeError itself (as spawn raises it), not a crash of the child.
-                c.state = previous_state
-                return exc
-            c.cell.owner = c
-        else:
-            try:
-                c.cell.prepare_restart(instance)
-            except TypeError as exc:
-                c.state = previous_state
-                return exc
-        cell = c.cell
-        if cell.lazy and not cell.mailbox.queue:
-            cell.mark_dormant()
-            return None
-        cell.mark_active()
-        c.running = True
-        c.starting = True
-        try:
-            await tg.start(cell.run, name=f"corral actor {spec.name}")
-        finally:
-            c.starting = False
-        if cell.start_failed:
-            c.running = False
-            c.state = previous_state
-            assert cell.crash is not None
-            return _start_failed(spec.name, cell.crash) if first else cell.crash
-        return None
-
-    def _activate(self, c: _Child, cell: ActorCell) -> None:
-        # A lazy actor's first call: start its task, in the context it was
-        # spawned in (not the sender's).
-        tg = self._tg
-        assert tg is not None
-        c.running = True
-        name = f"corral actor {cell.name}"
-        cell.context.run(lambda: tg.start_soon(cell.run, name=name))
 
     async def _run_sub(
         self, c: _Child, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -533,7 +462,7 @@ class SupervisorRef:
             if x.removed or x.state is not _RESTARTING:
                 continue
             x.restarts += 1
-            error = await self._start_one(x)
+            error = await x.start()
             if error is None:
                 self._emit(_EV.CHILD_RESTARTED, x)
                 logger.warning("supervisor %r: restarted %r", self.name, x.name)
@@ -564,53 +493,18 @@ class SupervisorRef:
 
     async def _halt(self, c: _Child, timeout: float | None = None) -> None:
         """Stop the child's current incarnation, keeping its mailbox for a restart."""
-        await self._stop_task(c, final=False, timeout=timeout)
-
-    async def _stop_task(self, c: _Child, *, final: bool, timeout: float | None) -> None:
-        limit = c.shutdown
-        if timeout is not None:
-            limit = timeout if limit is None else min(limit, timeout)
-        if not c.running:
-            # Nothing to wait for (never called, or it ended meanwhile: its
-            # pending exit is superseded by this stop).
-            self._pending = [(x, e) for x, e in self._pending if x is not c]
-            return
-        c.stopping = True
-        c.exited = anyio.Event()
-        try:
-            if c.cell is not None:
-                if final:
-                    c.cell.request_stop(limit)
-                else:
-                    c.cell.request_halt(limit)
-            else:
-                assert c.sup is not None
-                c.sup.request_stop(final=final, timeout=limit)
-            await c.exited.wait()
-        finally:
-            c.stopping = False
-            c.exited = None
+        await c.stop_task(final=False, timeout=timeout)
 
     async def _finish(self, c: _Child, timeout: float | None = None) -> None:
         """End the child for good: stop it (draining), then fail whatever is left."""
-        await self._stop_task(c, final=True, timeout=timeout)
-        self._end(c)
+        await c.stop_task(final=True, timeout=timeout)
+        c.end()
         self._emit(_EV.CHILD_STOPPED, c)
-
-    def _end(self, c: _Child, *, remove: bool = True) -> None:
-        c.removed = True
-        c.state = _STOPPED
-        if c.cell is not None:
-            c.cell.finalize()
-        if c.sup is not None:
-            c.sup._end_all()
-        if remove and c in self._children:
-            self._children.remove(c)
 
     def _end_all(self) -> None:
         """End every child below this supervisor for good (after a give-up nobody repairs)."""
         for c in reversed(self._children):
-            self._end(c, remove=False)
+            c.end(remove=False)
         self._children.clear()
         if self._context is not None:
             self._context.forget_supervisor(self)
@@ -624,8 +518,8 @@ class SupervisorRef:
                 continue
             remaining = None if deadline is None else max(0.0, deadline - clock.now())
             if final:
-                await self._stop_task(c, final=True, timeout=remaining)
-                self._end(c, remove=False)
+                await c.stop_task(final=True, timeout=remaining)
+                c.end(remove=False)
             else:
                 await self._halt(c, remaining)
                 c.state = _STOPPED
@@ -666,39 +560,25 @@ class SupervisorRef:
             if c.spec is not None and _is_lazy(c.spec):
                 # No hooks to wait for: nothing here awaits, so no lock is needed.
                 self._children.append(c)
-                error = self._start_lazy(c)
+                error = c.start_lazy()
             else:
                 async with self._lock:
                     self._check_running()
                     self._children.append(c)
-                    error = await self._start_one(c, first=True)
+                    error = await c.start(first=True)
         except BaseException:
             # A configuration error (not an Actor, no message types, name
             # taken): nothing of the child remains.
-            self._end(c)
+            c.end()
             raise
         if error is not None:
-            self._end(c)
+            c.end()
             raise error
         self._emit(_EV.CHILD_STARTED, c)
         if c.sup is not None:
             return c.sup
         assert c.cell is not None
         return c.cell.ref
-
-    def _start_lazy(self, c: _Child) -> BaseException | None:
-        spec = c.spec
-        assert spec is not None and self._context is not None
-        try:
-            instance = spec.factory()
-        except Exception as exc:
-            return _start_failed(spec.name, exc)
-        c.cell = self._context.new_cell(spec, instance)
-        c.cell.owner = c
-        c.cell.mark_dormant()
-        c.state = _RUNNING
-        c.started_at = self._context.clock.now()
-        return None
 
     async def stop_child(self, name: str) -> None:
         """Stop the child *name* for good (draining it first) and remove it.
