@@ -167,3 +167,25 @@ def test_the_extras_are_declared() -> None:
     extras = project["optional-dependencies"]
     assert any(d.startswith("opentelemetry-sdk") for d in extras["otel"])
     assert "corral[otel]" in extras["cli"] and any(d.startswith("rich") for d in extras["cli"])
+
+
+def test_importing_corral_registers_no_instrument() -> None:
+    """The default instruments are import paths looked up when a runtime starts, not a
+    registry that importing a module appends to."""
+    import importlib
+
+    from corral._core import _instrument
+
+    assert isinstance(_instrument.DEFAULT_INSTRUMENTS, tuple)
+    for path in _instrument.DEFAULT_INSTRUMENTS:
+        module, _, name = path.partition(":")
+        assert callable(getattr(importlib.import_module(module), name))
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from corral.telemetry import OpenTelemetry
+
+    # Whatever is configured globally: at most the OpenTelemetry instrument,
+    # and none beside one the runtime was given.
+    assert all(isinstance(i, OpenTelemetry) for i in _instrument.default_instruments([]))
+    given = OpenTelemetry(tracer_provider=TracerProvider())
+    assert _instrument.default_instruments([given]) == []

@@ -3,7 +3,7 @@
 The public API is what this module exports; everything else is private.
 """
 
-from . import telemetry as telemetry  # registers the OpenTelemetry instrument (last)
+from . import telemetry as telemetry  # corral.telemetry as an attribute (it registers nothing)
 from ._core._actor import Actor as Actor
 from ._core._actor import handles as handles
 from ._core._actor import streams as streams

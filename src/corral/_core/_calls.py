@@ -2,7 +2,7 @@
 
 ::
 
-    (sent) --accept--> QUEUED --start--> RUNNING <--retry / next attempt--> RETRYING
+    new --accept--> QUEUED --start--> RUNNING <--retry / next attempt--> RETRYING
                          |                  |  \\                              |
                          |                  |   requeue (its actor crashed;    |
                          |                  |   retry_interrupted): QUEUED     |
@@ -25,18 +25,20 @@ mailbox, the pile, the clock and the instruments.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from ._checks import check_timeout
 from ._exceptions import DeadlineExceeded
 from ._future import _PENDING
-from ._messages import Kind
-from ._pile import CallStatus
+from ._messages import Envelope, Kind, new_id
+from ._pile import Call, CallStatus, Handler
 
 if TYPE_CHECKING:
-    from ._pile import Call
+    from ._cell import ActorCell
 
 __all__ = [
     "LEGAL",
@@ -45,7 +47,9 @@ __all__ = [
     "deadline_error",
     "drop",
     "expire",
+    "from_envelope",
     "leave",
+    "new",
     "next_attempt",
     "requeue",
     "resolve",
@@ -84,6 +88,49 @@ LEGAL: Final[Mapping[CallStatus | None, frozenset[CallStatus]]] = {
 def _move(call: Call, to: CallStatus) -> None:
     assert to in LEGAL[call._status], f"a call cannot go from {call._status} to {to}"
     call._status = to
+
+
+def new(
+    cell: ActorCell, msg: object, kind: Kind, timeout: float | None, func: Handler | None = None
+) -> Call:
+    """The call of *msg* to the actor of *cell* (validated, with its deadline), not yet queued.
+
+    Raises:
+        UnhandledMessage: The actor does not take *msg*.
+        TypeError, ValueError: A bad *timeout*.
+    """
+    if func is None:
+        func = cell.lookup(msg)
+    now = cell._clock()
+    created = time.time()
+    if timeout is None:
+        deadline = wall_deadline = None
+    else:
+        check_timeout(timeout)
+        deadline = now + timeout
+        wall_deadline = created + timeout
+    envelope = Envelope(
+        payload=msg,
+        target=cell.name,
+        kind=kind,
+        id=new_id(),
+        deadline=wall_deadline,
+        created_at=created,
+    )
+    call = Call._make(cell, envelope, func, deadline)
+    call._enqueued_at = now
+    return call
+
+
+def from_envelope(cell: ActorCell, envelope: Envelope, func: Handler) -> Call:
+    """The call of an envelope that arrived from elsewhere; its wall-clock deadline made local."""
+    now = cell._clock()
+    deadline = None
+    if envelope.deadline is not None:
+        deadline = now + (envelope.deadline - time.time())
+    call = Call._make(cell, envelope, func, deadline)
+    call._enqueued_at = now
+    return call
 
 
 def accept(call: Call) -> None:

@@ -6,7 +6,6 @@ import contextvars
 import functools
 import logging
 import math
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -26,7 +25,6 @@ from ._future import _PENDING
 from ._instrument import Instruments
 from ._loop import LoopHooks
 from ._mailbox import Mailbox
-from ._messages import Envelope, Kind, new_id
 from ._pile import ActorState, ActorStatus, Call, CallStatus, Handler, Pile, _current_call
 from ._policy import CallPolicy
 
@@ -190,42 +188,6 @@ class ActorCell:
     def lookup_stream(self, msg: object) -> Any:
         """Return the streaming handler for *msg*, or refuse it before anything is queued."""
         return streamer_for(self.actor_class, self.name, msg)
-
-    def new_call(
-        self, msg: object, kind: Kind, timeout: float | None, func: Handler | None = None
-    ) -> Call:
-        """Build the call for *msg* (validated), not yet queued."""
-        if func is None:
-            func = self.lookup(msg)
-        now = self._clock()
-        created = time.time()
-        if timeout is None:
-            deadline = wall_deadline = None
-        else:
-            check_timeout(timeout)
-            deadline = now + timeout
-            wall_deadline = created + timeout
-        envelope = Envelope(
-            payload=msg,
-            target=self.name,
-            kind=kind,
-            id=new_id(),
-            deadline=wall_deadline,
-            created_at=created,
-        )
-        call = Call._make(self, envelope, func, deadline)
-        call._enqueued_at = now
-        return call
-
-    def call_from_envelope(self, envelope: Envelope, func: Handler) -> Call:
-        """Build the call for an envelope that arrived from elsewhere."""
-        now = self._clock()
-        deadline = None
-        if envelope.deadline is not None:
-            deadline = now + (envelope.deadline - time.time())
-        call = Call._make(self, envelope, func, deadline)
-        call._enqueued_at = now
-        return call
 
     async def enqueue(self, call: Call) -> None:
         """Queue *call*, waiting for room while the mailbox is full."""
@@ -651,31 +613,18 @@ class ActorCell:
 
     def status(self) -> ActorStatus:
         """Return a snapshot of the pile."""
-        pile = self.pile
-        queue = pile.queue
-        counts: dict[str, int] = {str(s): n for s, n in pile.outcomes().items()}
-        counts["queued"] = len(queue)
-        counts["running"] = len(pile.running)
         try:
             now: float | None = self._clock()
         except Exception:  # no event loop: a status read from synchronous code
             now = None
-        oldest = None
-        if queue and now is not None:
-            oldest = max(0.0, now - queue[0]._enqueued_at)
-        return ActorStatus(
+        return self.pile.snapshot(
             name=self.name,
             actor_class=self.actor_class.__qualname__,
             state=self.state,
-            counts=counts,
-            queue_depth=len(queue),
-            in_flight=len(pile.running),
-            oldest_wait=oldest,
             mailbox_capacity=self.mailbox.capacity,
             max_concurrency=self.max_concurrency,
             restarts=self.restarts,
-            active=tuple(c.info() for c in pile.active()),
-            recent=tuple(c.info() for c in pile.recent()),
+            now=now,
         )
 
     def ensure_accepting(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
     from ._runtime import Runtime
     from ._specs import SupervisorEvent
 
-__all__ = ["DEFAULT_INSTRUMENTS", "Instrument", "Instruments"]
+__all__ = ["DEFAULT_INSTRUMENTS", "Instrument", "Instruments", "default_instruments"]
 
 logger = logging.getLogger("corral")
 
@@ -115,11 +116,29 @@ _HOOKS: Final = (
     "supervisor_event",
 )
 
-#: Factories of instruments that every runtime installs unless told not to:
-#: each is called with the runtime's instruments when it starts and returns
-#: an instrument to add, or ``None``. Layers above the core register here
-#: (the OpenTelemetry instrument does), so the core never imports them.
-DEFAULT_INSTRUMENTS: list[Callable[[list[Instrument]], Instrument | None]] = []
+#: The instruments every runtime adds when it starts, by import path: each
+#: names a function called with the runtime's instruments that returns one
+#: to add, or ``None`` (the tracing layer's adds the OpenTelemetry instrument
+#: when OpenTelemetry providers are configured). They are looked up when a
+#: runtime starts, not registered when a module is imported: importing corral
+#: changes nothing, and the core imports no layer above it.
+DEFAULT_INSTRUMENTS: Final = ("corral.telemetry._instrument:default_instrument",)
+
+_resolved: dict[str, Callable[[list[Instrument]], Instrument | None]] = {}
+
+
+def default_instruments(existing: Iterable[Instrument]) -> list[Instrument]:
+    """The instruments :data:`DEFAULT_INSTRUMENTS` add beside *existing*, in order."""
+    added: list[Instrument] = []
+    for path in DEFAULT_INSTRUMENTS:
+        factory = _resolved.get(path)
+        if factory is None:
+            module, _, name = path.partition(":")
+            factory = _resolved[path] = getattr(importlib.import_module(module), name)
+        extra = factory([*existing, *added])
+        if extra is not None:
+            added.append(extra)
+    return added
 
 
 class Instruments:

@@ -494,6 +494,40 @@ class Pile:
             history[self._next] = call
             self._next = (self._next + 1) % DEFAULT_HISTORY
 
+    def snapshot(
+        self,
+        *,
+        name: str,
+        actor_class: str,
+        state: ActorState,
+        mailbox_capacity: int,
+        max_concurrency: int,
+        restarts: int,
+        now: float | None,
+    ) -> ActorStatus:
+        """The :class:`ActorStatus` of the pile's actor, at *now* (``None``: no clock to read)."""
+        queue = self.queue
+        counts: dict[str, int] = {str(s): n for s, n in self.outcomes().items()}
+        counts["queued"] = len(queue)
+        counts["running"] = len(self.running)
+        oldest = None
+        if queue and now is not None:
+            oldest = max(0.0, now - queue[0]._enqueued_at)
+        return ActorStatus(
+            name=name,
+            actor_class=actor_class,
+            state=state,
+            counts=counts,
+            queue_depth=len(queue),
+            in_flight=len(self.running),
+            oldest_wait=oldest,
+            mailbox_capacity=mailbox_capacity,
+            max_concurrency=max_concurrency,
+            restarts=restarts,
+            active=tuple(c.info() for c in self.active()),
+            recent=tuple(c.info() for c in self.recent()),
+        )
+
     def outcomes(self) -> dict[CallStatus, int]:
         """Return how many calls finished with each outcome."""
         return dict(zip(FINISHED, self._outcomes, strict=True))

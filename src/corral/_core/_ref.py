@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from . import _calls as calls
 from ._checks import check_timeout
 from ._exceptions import InvalidStateError, MailboxFull
 from ._future import _PENDING, Future
@@ -90,7 +91,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
         """
         cell = self._cell
         await cell.checkpoint_if_cancelled()
-        call = cell.new_call(msg, _REQUEST, timeout)
+        call = calls.new(cell, msg, _REQUEST, timeout)
         if not cell.enqueue_nowait(call):
             await cell.mailbox.put(call)
         return call._future
@@ -104,7 +105,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
             ActorStopped: The actor is stopping or stopped.
         """
         cell = self._cell
-        call = cell.new_call(msg, _REQUEST, timeout)
+        call = calls.new(cell, msg, _REQUEST, timeout)
         if not cell.enqueue_nowait(call):
             raise MailboxFull(
                 f"mailbox of actor {cell.name!r} is full ({cell.mailbox.capacity} calls)"
@@ -133,7 +134,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
                 "max_concurrency=1 the reply could never come (use tell, or submit "
                 "without awaiting)"
             )
-        call = cell.new_call(msg, _REQUEST, timeout)
+        call = calls.new(cell, msg, _REQUEST, timeout)
         if not cell.enqueue_nowait(call):
             await cell.mailbox.put(call)
         fut: Future[ReplyT] = call._future
@@ -155,7 +156,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
         """
         cell = self._cell
         await cell.checkpoint_if_cancelled()
-        call = cell.new_call(msg, _ONE_WAY, None)
+        call = calls.new(cell, msg, _ONE_WAY, None)
         if not cell.enqueue_nowait(call):
             await cell.mailbox.put(call)
 
@@ -166,7 +167,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
             MailboxFull: The mailbox is full; nothing was queued.
         """
         cell = self._cell
-        call = cell.new_call(msg, _ONE_WAY, None)
+        call = calls.new(cell, msg, _ONE_WAY, None)
         if not cell.enqueue_nowait(call):
             raise MailboxFull(
                 f"mailbox of actor {cell.name!r} is full ({cell.mailbox.capacity} calls)"
@@ -187,7 +188,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
         await cell.checkpoint_if_cancelled()
         from ._actor import pong as _pong
 
-        call = cell.new_call(Ping(), Kind.SYSTEM, timeout, _pong)
+        call = calls.new(cell, Ping(), Kind.SYSTEM, timeout, _pong)
         cell.enqueue_nowait(call, force=True)
         fut = call._future
         try:
@@ -302,8 +303,8 @@ class Stream(Generic[ReplyT]):
         gen = cell.lookup_stream(self._msg)
         send, recv = anyio.create_memory_object_stream[Any](STREAM_BUFFER)
         state = StreamState(send)
-        call = cell.new_call(
-            self._msg, _REQUEST, self._timeout, stream_pump(gen, state, cell._clock)
+        call = calls.new(
+            cell, self._msg, _REQUEST, self._timeout, stream_pump(gen, state, cell._clock)
         )
         call._stream = state
         try:

@@ -13,6 +13,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from . import _calls as calls
 from ._actor import Actor
 from ._actor import pong as _pong
 from ._cell import DEFAULT_SHUTDOWN
@@ -27,7 +28,7 @@ from ._exceptions import (
     UnhandledMessage,
 )
 from ._future import Future
-from ._instrument import DEFAULT_INSTRUMENTS, Instrument, Instruments
+from ._instrument import Instrument, Instruments, default_instruments
 from ._loop import LoopHooks
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._messages import UNSET, Envelope, GetStatus, Kind, Ping, Stop, _Unset
@@ -131,10 +132,8 @@ class Runtime:
                 f"a Runtime can be entered only once; this one is {self._state.value}"
             )
         instruments = self._given_instruments
-        for factory in DEFAULT_INSTRUMENTS:
-            extra = factory(list(instruments))
-            if extra is not None:
-                instruments.add(extra)
+        for extra in default_instruments(instruments):
+            instruments.add(extra)
         self._instruments = instruments if instruments else None
         context = self._context
         context.instruments = self._instruments
@@ -340,7 +339,7 @@ class Runtime:
             )
         if kind is Kind.SYSTEM:
             if isinstance(payload, Ping):
-                call = cell.call_from_envelope(envelope, _pong)
+                call = calls.from_envelope(cell, envelope, _pong)
                 cell.ensure_accepting()
                 cell.enqueue_nowait(call, force=True)
                 return call._future
@@ -356,6 +355,6 @@ class Runtime:
                     "system messages are Stop, Ping and GetStatus"
                 )
             return done
-        call = cell.call_from_envelope(envelope, cell.lookup(payload))
+        call = calls.from_envelope(cell, envelope, cell.lookup(payload))
         await cell.enqueue(call)
         return call._future if kind is Kind.REQUEST else None

@@ -17,7 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from .._core._instrument import DEFAULT_INSTRUMENTS, Instrument
+from .._core._instrument import Instrument
 from .._core._messages import Kind
 from .._core._pile import Call, CallStatus, current_call
 from .._core._specs import SupervisorEvent, SupervisorEventKind
@@ -669,8 +669,10 @@ def _client_span(
         span.end()
 
 
-def _default(existing: list[Instrument]) -> Instrument | None:
+def default_instrument(existing: list[Instrument]) -> Instrument | None:
+    """The OpenTelemetry instrument every runtime adds (``corral._core``'s DEFAULT_INSTRUMENTS).
+
+    One reading the globally configured providers, unless *existing* has an
+    OpenTelemetry instrument already or nothing is configured.
+    """
     return OpenTelemetry.from_globals(existing)
-
-
-DEFAULT_INSTRUMENTS.append(_default)
