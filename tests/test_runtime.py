@@ -238,7 +238,7 @@ async def test_submit_waits_for_room_first_come_first_served() -> None:
                 tg.start_soon(sender, text)
                 await anyio.wait_all_tasks_blocked()
             assert ref.status().queue_depth == 1
-            assert ref._cell.mailbox.waiting_senders == 3
+            assert ref.status().waiting_senders == 3
             gate.gates["b"].set()
         await running
         assert gate.started == ["b", "q", "w1", "w2", "w3"]
@@ -256,9 +256,9 @@ async def test_cancelled_waiting_sender_leaves_no_call_behind() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(ref.submit, Echo(text="never"))
             await anyio.wait_all_tasks_blocked()
-            assert ref._cell.mailbox.waiting_senders == 1
+            assert ref.status().waiting_senders == 1
             tg.cancel_scope.cancel()  # the sender gives up while it waits for room
-        assert ref._cell.mailbox.waiting_senders == 0
+        assert ref.status().waiting_senders == 0
         gate.gates["b"].set()
         await running
         await ref.ping()

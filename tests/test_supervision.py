@@ -21,10 +21,15 @@ class Do:
     text: str = ""
 
 
+#: The latest Worker made for each tag: how a test reaches the instance it runs.
+LATEST: dict[str, Worker] = {}
+
+
 class Worker(corral.Actor[Do, str]):
     """Logs its lifecycle to a shared journal; crashes, fails or blocks on request."""
 
     def __init__(self, journal: list[str], tag: str, *, fail_start: bool = False) -> None:
+        LATEST[tag] = self
         self.journal = journal
         self.tag = tag
         self.fail_start = fail_start
@@ -142,7 +147,7 @@ async def test_one_for_one_restarts_only_the_failed_child() -> None:
     journal: list[str] = []
     tree = corral.Supervisor(children=workers(journal, "a", "b", "c"))
     async with corral.Runtime(tree) as rt:
-        b_instance = rt.ref("b")._cell.instance
+        b_instance = LATEST["b"]
         assert isinstance(b_instance, Worker)
         blocked = await rt.ref("b").submit(Do("block"))
         await b_instance.entered.wait()
@@ -394,7 +399,7 @@ async def test_running_calls_fail_with_the_crash_and_are_not_rerun() -> None:
     )
     async with corral.Runtime(tree) as rt:
         ref = rt.ref("a")
-        instance = ref._cell.instance
+        instance = LATEST["a"]
         assert isinstance(instance, Worker)
         in_flight = await ref.submit(Do("block"))
         await instance.entered.wait()
@@ -483,7 +488,7 @@ async def test_shutdown_zero_cancels_running_calls_at_once() -> None:
         children=[corral.child(lambda: Worker(journal, "a"), name="a", shutdown=0)]
     )
     async with corral.Runtime(tree, shutdown_timeout=60) as rt:
-        instance = rt.ref("a")._cell.instance
+        instance = LATEST["a"]
         assert isinstance(instance, Worker)
         fut = await rt.ref("a").submit(Do("block"))
         await instance.entered.wait()

@@ -622,6 +622,7 @@ class ActorCell:
             actor_class=self.actor_class.__qualname__,
             state=self.state,
             mailbox_capacity=self.mailbox.capacity,
+            waiting_senders=self.mailbox.waiting_senders,
             max_concurrency=self.max_concurrency,
             restarts=self.restarts,
             now=now,

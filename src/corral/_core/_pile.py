@@ -430,6 +430,8 @@ class ActorStatus:
     queue_depth: int
     #: Calls whose handler is running.
     in_flight: int
+    #: Senders waiting for room in the full mailbox (their calls not yet queued).
+    waiting_senders: int
     #: Seconds the oldest queued call has waited, or ``None`` when none waits.
     oldest_wait: float | None
     mailbox_capacity: int
@@ -450,7 +452,8 @@ class ActorStatus:
             f"restarts {self.restarts}",
             f"  calls:   {finished}",
             f"  now:     {self.queue_depth} queued of {self.mailbox_capacity} "
-            f"(oldest waited {wait}), {self.in_flight} running of {self.max_concurrency}",
+            f"(oldest waited {wait}), {self.in_flight} running of {self.max_concurrency}"
+            + (f", {self.waiting_senders} senders waiting" if self.waiting_senders else ""),
         ]
         for title, calls in (("active", self.active), ("recent", self.recent)):
             if calls:
@@ -501,6 +504,7 @@ class Pile:
         actor_class: str,
         state: ActorState,
         mailbox_capacity: int,
+        waiting_senders: int,
         max_concurrency: int,
         restarts: int,
         now: float | None,
@@ -520,6 +524,7 @@ class Pile:
             counts=counts,
             queue_depth=len(queue),
             in_flight=len(self.running),
+            waiting_senders=waiting_senders,
             oldest_wait=oldest,
             mailbox_capacity=mailbox_capacity,
             max_concurrency=max_concurrency,
