@@ -101,7 +101,7 @@ def new(
     """
     if func is None:
         func = cell.lookup(msg)
-    now = cell._clock()
+    now = cell.clock()
     created = time.time()
     if timeout is None:
         deadline = wall_deadline = None
@@ -124,7 +124,7 @@ def new(
 
 def from_envelope(cell: ActorCell, envelope: Envelope, func: Handler) -> Call:
     """The call of an envelope that arrived from elsewhere; its wall-clock deadline made local."""
-    now = cell._clock()
+    now = cell.clock()
     deadline = None
     if envelope.deadline is not None:
         deadline = now + (envelope.deadline - time.time())
@@ -136,7 +136,7 @@ def from_envelope(cell: ActorCell, envelope: Envelope, func: Handler) -> Call:
 def accept(call: Call) -> None:
     """The mailbox took *call*: it waits for a worker."""
     _move(call, _QUEUED)
-    instruments = call._cell._instruments
+    instruments = call._cell.instruments
     if instruments is not None:
         instruments.call("call_submitted", call)
 
@@ -147,7 +147,7 @@ def start(call: Call, now: float) -> None:
     call._started_at = now
     cell = call._cell
     cell.pile.running[call] = None
-    instruments = cell._instruments
+    instruments = cell.instruments
     if instruments is not None:
         instruments.call("call_started", call)
 
@@ -196,7 +196,7 @@ def resolve(
     if call._stream is not None:
         # The reader stops at once, whatever ended the call.
         call._stream.send.close()
-    instruments = call._cell._instruments
+    instruments = call._cell.instruments
     if instruments is not None:
         instruments.call("call_resolved", call)
     return True
@@ -208,10 +208,10 @@ def leave(call: Call) -> None:
     assert outcome is not None, "a call leaves the pile once resolved"
     _move(call, outcome)
     cell = call._cell
-    call._finished_at = cell._clock()
+    call._finished_at = cell.clock()
     cell.pile.running.pop(call, None)
     cell.pile.record(call)
-    instruments = cell._instruments
+    instruments = cell.instruments
     if instruments is not None:
         instruments.call("call_finished", call)
 
@@ -231,7 +231,7 @@ def requeue(call: Call, crash: BaseException) -> None:
     _move(call, _QUEUED)
     cell = call._cell
     cell.pile.running.pop(call, None)
-    instruments = cell._instruments
+    instruments = cell.instruments
     if instruments is not None:
         instruments.call("call_interrupted", call, crash)
     call._outcome = None

@@ -81,13 +81,11 @@ class ActorCell:
 
     __slots__ = (
         "_active",
-        "_clock",
         "_dispatch",
         "_done",
         "_fatal",
         "_final",
         "_halting",
-        "_instruments",
         "_main_event",
         "_scope",
         "_settle_waiters",
@@ -97,10 +95,12 @@ class ActorCell:
         "_workers",
         "actor_class",
         "checkpoint_if_cancelled",
+        "clock",
         "context",
         "crash",
         "factory",
         "instance",
+        "instruments",
         "mailbox",
         "max_concurrency",
         "name",
@@ -152,7 +152,8 @@ class ActorCell:
         self._fatal: tuple[type[BaseException], ...] = (Crash, *cls.fatal)
         #: How every call of this actor runs (retries, limits...); ``None``: directly.
         self.policy: CallPolicy | None = policy if policy is not None else cls.policy
-        self._instruments = instruments
+        #: The runtime's instruments (``None`` when it has none): the calls' hooks.
+        self.instruments = instruments
         self._scope: anyio.CancelScope | None = None
         self._stop_deadline = _INF
         self._halting = False
@@ -163,7 +164,8 @@ class ActorCell:
         self._workers = 0
         self._starting = 0
         self._main_event: anyio.Event | None = None
-        self._clock = loop.clock
+        #: The event loop's clock (calls' deadlines and times are on it).
+        self.clock = loop.clock
         self.checkpoint_if_cancelled = loop.checkpoint_if_cancelled
         #: Makes an anyio.Event without looking the backend up.
         self.new_event = loop.new_event
@@ -231,7 +233,7 @@ class ActorCell:
 
     def _accepted_late(self, call: Call) -> None:
         # A sender that waited for room: the call counts from its admission.
-        call._enqueued_at = self._clock()
+        call._enqueued_at = self.clock()
         self._accepted(call)
 
     # --- resolving calls -------------------------------------------------------
@@ -247,7 +249,7 @@ class ActorCell:
 
     async def _run_call(self, call: Call, scope: anyio.CancelScope, carry_stop: bool) -> None:
         fut = call._future
-        now = self._clock()
+        now = self.clock()
         deadline = call._deadline
         if deadline is not None and now >= deadline:
             calls.drop(call, _EXPIRED, calls.deadline_error(call, "queued"))
@@ -284,7 +286,7 @@ class ActorCell:
             if fut._state is _PENDING:
                 # The handler was cancelled without an outcome: by the call's
                 # deadline, or because the actor is stopping or crashed.
-                now = self._clock()
+                now = self.clock()
                 if (
                     deadline is not None
                     and now >= deadline
@@ -330,7 +332,7 @@ class ActorCell:
         # workers' task group does.
         mailbox = self.mailbox
         park, unpark = mailbox.park, mailbox.unpark
-        clock = self._clock
+        clock = self.clock
         while self.crash is None and clock() < self._stop_deadline:
             with _CancelScope(deadline=self._stop_deadline if carry_stop else _INF) as scope:
                 if carry_stop:
@@ -470,7 +472,7 @@ class ActorCell:
         # cancelled, and bounded so that it cannot hang the shutdown.
         with _CancelScope(shield=True) as scope:
             if timeout is not None:
-                scope.deadline = self._clock() + timeout
+                scope.deadline = self.clock() + timeout
             try:
                 await instance.on_stop()
             except Exception as exc:
@@ -520,7 +522,7 @@ class ActorCell:
     def _set_stop_deadline(self, timeout: float | None) -> None:
         if timeout is None:
             return
-        deadline = self._clock() + timeout
+        deadline = self.clock() + timeout
         if deadline < self._stop_deadline:
             self._stop_deadline = deadline
             scope = self._scope
@@ -614,7 +616,7 @@ class ActorCell:
     def status(self) -> ActorStatus:
         """Return a snapshot of the pile."""
         try:
-            now: float | None = self._clock()
+            now: float | None = self.clock()
         except Exception:  # no event loop: a status read from synchronous code
             now = None
         return self.pile.snapshot(

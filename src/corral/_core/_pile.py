@@ -235,7 +235,7 @@ class Call:
     @property
     def instruments(self) -> Iterable[Instrument]:
         """The instruments of the runtime serving the call (none when it has none)."""
-        instruments = self._cell._instruments
+        instruments = self._cell.instruments
         return () if instruments is None else instruments
 
     @property
@@ -286,7 +286,7 @@ class Call:
         """Seconds left until the call's deadline (never below 0), or ``None`` without one."""
         if self._deadline is None:
             return None
-        return max(0.0, self._deadline - self._cell._clock())
+        return max(0.0, self._deadline - self._cell.clock())
 
     def attempt_started(self) -> int:
         """Record that a policy starts another attempt of the handler; return its number.
@@ -296,27 +296,27 @@ class Call:
         envelope carries the new attempt number.
         """
         attempt = _calls.next_attempt(self)
-        instruments = self._cell._instruments
+        instruments = self._cell.instruments
         if instruments is not None:
             instruments.call("attempt_started", self)
         return attempt
 
     def attempt_finished(self, error: BaseException | None) -> None:
         """Record the end of the current attempt (``error`` is ``None`` for a success)."""
-        instruments = self._cell._instruments
+        instruments = self._cell.instruments
         if instruments is not None:
             instruments.call("attempt_finished", self, error)
 
     def retry_scheduled(self, delay: float, error: BaseException) -> None:
         """Record that the call will be tried again after *delay* seconds because of *error*."""
         _calls.retry_scheduled(self)
-        instruments = self._cell._instruments
+        instruments = self._cell.instruments
         if instruments is not None:
             instruments.call("retry_scheduled", self, delay, error)
 
     def waited(self, reason: str, seconds: float) -> None:
         """Record that the call waited *seconds* for *reason* (``"rate limit"``, ...)."""
-        instruments = self._cell._instruments
+        instruments = self._cell.instruments
         if instruments is not None:
             instruments.call("call_waited", self, reason, seconds)
 

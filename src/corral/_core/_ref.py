@@ -304,7 +304,7 @@ class Stream(Generic[ReplyT]):
         send, recv = anyio.create_memory_object_stream[Any](STREAM_BUFFER)
         state = StreamState(send)
         call = calls.new(
-            cell, self._msg, _REQUEST, self._timeout, stream_pump(gen, state, cell._clock)
+            cell, self._msg, _REQUEST, self._timeout, stream_pump(gen, state, cell.clock)
         )
         call._stream = state
         try:
