@@ -39,11 +39,11 @@ class Backoff:
     reset_after: float | None = None
 
     def __attrs_post_init__(self) -> None:
-        check_non_negative("Backoff min", self.min)
-        check_non_negative("Backoff max", self.max)
-        check_non_negative("Backoff jitter", self.jitter)
+        check_non_negative(self.min, "Backoff min")
+        check_non_negative(self.max, "Backoff max")
+        check_non_negative(self.jitter, "Backoff jitter")
         if self.reset_after is not None:
-            check_non_negative("Backoff reset_after", self.reset_after)
+            check_non_negative(self.reset_after, "Backoff reset_after")
         if self.min > self.max:
             raise ValueError(f"Backoff min must be <= max, got min={self.min} > max={self.max}")
 

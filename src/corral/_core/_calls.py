@@ -236,7 +236,7 @@ def requeue(call: Call, crash: BaseException) -> None:
         instruments.call("call_interrupted", call, crash)
     call._outcome = None
     call._envelope = attrs.evolve(call._envelope, attempt=call._envelope.attempt + 1)
-    cell.mailbox.requeue(call, call._seq)
+    cell.mailbox.requeue(call)
 
 
 def deadline_error(call: Call, where: str) -> DeadlineExceeded:

@@ -39,7 +39,7 @@ def check_positive_int(value: object, what: str) -> int:
     return value
 
 
-def check_non_negative(what: str, value: float) -> None:
+def check_non_negative(value: float, what: str) -> None:
     """Refuse seconds (or a factor) that are not a finite number >= 0."""
     if not _is_number(value):
         raise TypeError(f"{what} must be a number of seconds, got {value!r}")
@@ -47,7 +47,7 @@ def check_non_negative(what: str, value: float) -> None:
         raise ValueError(f"{what} must be finite and >= 0, got {value!r}")
 
 
-def check_finite_positive(what: str, value: float | None) -> None:
+def check_finite_positive(value: float | None, what: str) -> None:
     """Refuse a rate or interval that is not a finite number > 0 (``None`` passes)."""
     if value is None:
         return

@@ -172,16 +172,15 @@ class Mailbox:
             event.set()
         self.getters.clear()
 
-    def requeue(self, call: Call, seq: int) -> None:
+    def requeue(self, call: Call) -> None:
         """Put *call* back in its place in line: before every call that arrived after it.
 
-        *seq* is its arrival number (calls carry increasing ones); no room is
-        checked, as the call held its place already.
+        No room is checked: the call held its place already.
         """
         queue = self.queue
         index = len(queue)
         for i, other in enumerate(queue):
-            if other._seq > seq:
+            if other._seq > call._seq:
                 index = i
                 break
         queue.insert(index, call)

@@ -83,11 +83,11 @@ class RateLimiter:
         max_concurrency: int | None = None,
         clock: Clock | None = None,
     ) -> None:
-        check_finite_positive("requests", requests)
-        check_finite_positive("tokens", tokens)
-        check_finite_positive("per", per)
-        check_finite_positive("burst", burst)
-        check_finite_positive("token_burst", token_burst)
+        check_finite_positive(requests, "requests")
+        check_finite_positive(tokens, "tokens")
+        check_finite_positive(per, "per")
+        check_finite_positive(burst, "burst")
+        check_finite_positive(token_burst, "token_burst")
         if max_concurrency is not None and (
             isinstance(max_concurrency, bool)
             or not isinstance(max_concurrency, int)
