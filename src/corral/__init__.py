@@ -8,6 +8,8 @@ from ._core._actor import Actor as Actor
 from ._core._actor import handles as handles
 from ._core._actor import streams as streams
 from ._core._backoff import Backoff as Backoff
+from ._core._calls import Call as Call
+from ._core._calls import current_call as current_call
 from ._core._cell import DEFAULT_SHUTDOWN as DEFAULT_SHUTDOWN
 from ._core._clock import Clock as Clock
 from ._core._clock import LoopClock as LoopClock
@@ -39,10 +41,8 @@ from ._core._messages import message as message
 from ._core._pile import DEFAULT_HISTORY as DEFAULT_HISTORY
 from ._core._pile import ActorState as ActorState
 from ._core._pile import ActorStatus as ActorStatus
-from ._core._pile import Call as Call
 from ._core._pile import CallInfo as CallInfo
 from ._core._pile import CallStatus as CallStatus
-from ._core._pile import current_call as current_call
 from ._core._policy import CallPolicy as CallPolicy
 from ._core._ref import ActorRef as ActorRef
 from ._core._ref import Stream as Stream

@@ -14,6 +14,7 @@ import anyio.lowlevel
 
 from . import _calls as calls
 from ._actor import Actor, check_handles_something, handler_for, streamer_for
+from ._calls import Call, Handler, current_call_var
 from ._checks import check_timeout
 from ._exceptions import (
     ActorCrashed,
@@ -21,11 +22,10 @@ from ._exceptions import (
     Crash,
     DeadlineExceeded,
 )
-from ._future import _PENDING
 from ._instrument import Instruments
 from ._loop import LoopHooks
 from ._mailbox import Mailbox
-from ._pile import ActorState, ActorStatus, Call, CallStatus, Handler, Pile, _current_call
+from ._pile import ActorState, ActorStatus, CallStatus, Pile
 from ._policy import CallPolicy
 
 if TYPE_CHECKING:
@@ -84,7 +84,6 @@ class ActorCell:
         "_dispatch",
         "_done",
         "_fatal",
-        "_final",
         "_halting",
         "_main_event",
         "_scope",
@@ -99,6 +98,7 @@ class ActorCell:
         "context",
         "crash",
         "factory",
+        "finalized",
         "instance",
         "instruments",
         "mailbox",
@@ -158,7 +158,7 @@ class ActorCell:
         self._stop_deadline = _INF
         self._halting = False
         self._settle_waiters: list[anyio.Event] | None = None
-        self._final = False
+        self.finalized = False
         self._done: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._workers = 0
@@ -218,8 +218,8 @@ class ActorCell:
         """Record that the owner has started (or is starting) the cell's task."""
         self._active = True
 
-    def _accepted(self, call: Call) -> None:
-        calls.accept(call)
+    def _accepted(self, call: Call, now: float | None = None) -> None:
+        calls.accept(call, now)
         if not self._active:
             self._active = True
             assert self.owner is not None, "a cell without a task needs an owner to start it"
@@ -233,8 +233,7 @@ class ActorCell:
 
     def _accepted_late(self, call: Call) -> None:
         # A sender that waited for room: the call counts from its admission.
-        call._enqueued_at = self.clock()
-        self._accepted(call)
+        self._accepted(call, self.clock())
 
     # --- resolving calls -------------------------------------------------------
 
@@ -248,26 +247,24 @@ class ActorCell:
     # --- serving ---------------------------------------------------------------
 
     async def _run_call(self, call: Call, scope: anyio.CancelScope, carry_stop: bool) -> None:
-        fut = call._future
+        fut = call.future
         now = self.clock()
-        deadline = call._deadline
+        deadline = call.deadline
         if deadline is not None and now >= deadline:
             calls.drop(call, _EXPIRED, calls.deadline_error(call, "queued"))
             return
-        calls.start(call, now)
+        func = calls.start(call, now, scope)
         if deadline is not None and deadline < scope.deadline:
             scope.deadline = deadline
-        call._scope = scope
-        token = _current_call.set(call)
+        token = current_call_var.set(call)
         try:
             try:
                 policy = self.policy
+                payload = call.envelope.payload
                 if policy is None:
-                    result = await call._func(self.instance, call._envelope.payload)
+                    result = await func(self.instance, payload)
                 else:
-                    result = await policy.run(
-                        call, functools.partial(call._func, self.instance, call._envelope.payload)
-                    )
+                    result = await policy.run(call, functools.partial(func, self.instance, payload))
             except Exception as exc:
                 if isinstance(exc, self._fatal):
                     self._crashed(exc)
@@ -278,12 +275,11 @@ class ActorCell:
             else:
                 calls.resolve(call, _SUCCEEDED, result)
         finally:
-            _current_call.reset(token)
-            call._scope = None
+            current_call_var.reset(token)
             if deadline is not None:
                 scope.deadline = self._stop_deadline if carry_stop else _INF
             requeue = False
-            if fut._state is _PENDING:
+            if not fut.done():
                 # The handler was cancelled without an outcome: by the call's
                 # deadline, or because the actor is stopping or crashed.
                 now = self.clock()
@@ -309,7 +305,7 @@ class ActorCell:
     def _retry_interrupted(self, call: Call) -> bool:
         assert self.crash is not None
         try:
-            return bool(self.instance.retry_interrupted(call._envelope.payload, self.crash))
+            return bool(self.instance.retry_interrupted(call.envelope.payload, self.crash))
         except Exception:
             logger.exception("retry_interrupted of actor %r raised; the call fails", self.name)
             return False
@@ -488,7 +484,7 @@ class ActorCell:
     def request_stop(self, timeout: float | None) -> None:
         """Stop for good: close intake, drain, and cancel what still runs after *timeout*."""
         check_timeout(timeout, "stop timeout")
-        if self._final:
+        if self.finalized:
             return
         if self.state is not ActorState.STOPPING:
             self.state = ActorState.STOPPING
@@ -512,7 +508,7 @@ class ActorCell:
         and wait for the next incarnation. Used by supervisors to restart.
         """
         check_timeout(timeout, "stop timeout")
-        if self._final or not self._active:
+        if self.finalized or not self._active:
             return
         self._halting = True
         self.mailbox.wake_getters()
@@ -573,7 +569,7 @@ class ActorCell:
 
     async def wait_settled(self) -> None:
         """Wait until the owner has restarted the actor, scheduled its restart, or ended it."""
-        if self._final:
+        if self.finalized:
             await anyio.lowlevel.checkpoint()
             return
         event = anyio.Event()
@@ -589,9 +585,9 @@ class ActorCell:
 
     def finalize(self) -> None:
         """End the cell for good: refuse calls, fail the queued ones, release waiters."""
-        if self._final:
+        if self.finalized:
             return
-        self._final = True
+        self.finalized = True
         mailbox = self.mailbox
         mailbox.close()
         while (call := mailbox.get_nowait()) is not None:
@@ -605,7 +601,7 @@ class ActorCell:
 
     async def wait_finalized(self) -> None:
         """Wait until :meth:`finalize` has run."""
-        if self._final:
+        if self.finalized:
             return
         if self._done is None:
             self._done = anyio.Event()

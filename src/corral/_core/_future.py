@@ -13,9 +13,9 @@ import anyio
 from ._exceptions import CallCancelled, InvalidStateError
 
 if TYPE_CHECKING:
-    from ._pile import Call
+    from ._calls import Call
 
-__all__ = ["Future"]
+__all__ = ["Future", "set_cancelled", "set_exception", "set_result"]
 
 T = TypeVar("T")
 logger = logging.getLogger("corral")
@@ -161,8 +161,8 @@ class Future(Generic[T]):
         event = self._event
         call = self._call
         if event is None:
-            event = self._event = anyio.Event() if call is None else call._cell.new_event()
-        deadline = call._deadline if call is not None else None
+            event = self._event = anyio.Event() if call is None else _calls.new_event(call)
+        deadline = call.deadline if call is not None else None
         if deadline is None:
             await event.wait()
             return
@@ -171,7 +171,7 @@ class Future(Generic[T]):
         with anyio.CancelScope(deadline=deadline):
             await event.wait()
         if self._state is _PENDING and call is not None and anyio.current_time() >= deadline:
-            call._expire()
+            _calls.expire(call)
 
     # --- cancelling and callbacks -------------------------------------------
 
@@ -185,9 +185,8 @@ class Future(Generic[T]):
             return False
         call = self._call
         if call is not None:
-            call._cancel()
-        if self._state is _PENDING:
-            self._set_cancelled()
+            _calls.cancel(call)
+        set_cancelled(self)
         return True
 
     def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
@@ -213,27 +212,6 @@ class Future(Generic[T]):
         self._callbacks = [cb for cb in self._callbacks if cb != fn]
         return before - len(self._callbacks)
 
-    # --- resolving (runtime only) -------------------------------------------
-
-    def _set_result(self, value: Any) -> None:
-        if self._state is _PENDING:
-            self._result = value
-            self._state = _DONE
-            self._wake()
-
-    def _set_exception(self, exc: BaseException) -> None:
-        if self._state is _PENDING:
-            self._exc = exc
-            self._tb = exc.__traceback__
-            self._state = _DONE
-            self._wake()
-
-    def _set_cancelled(self) -> None:
-        if self._state is _PENDING:
-            self._exc = CallCancelled("the call was cancelled")
-            self._state = _CANCELLED
-            self._wake()
-
     def _wake(self) -> None:
         # A done future needs its call no more; dropping it breaks the
         # call <-> future cycle so that both are freed by reference counting.
@@ -255,3 +233,35 @@ class Future(Generic[T]):
             # The resolver cannot take a callback's error (it may be the
             # runtime itself), and the call's outcome is already settled.
             logger.exception("done-callback %r of %r raised", fn, self)
+
+
+# --- resolving (the call's transitions only) ---------------------------------
+
+
+def set_result(fut: Future[Any], value: Any) -> None:
+    """Resolve *fut* with the reply *value* (if still pending)."""
+    if fut._state is _PENDING:
+        fut._result = value
+        fut._state = _DONE
+        fut._wake()
+
+
+def set_exception(fut: Future[Any], exc: BaseException) -> None:
+    """Resolve *fut* with the error *exc* (if still pending)."""
+    if fut._state is _PENDING:
+        fut._exc = exc
+        fut._tb = exc.__traceback__
+        fut._state = _DONE
+        fut._wake()
+
+
+def set_cancelled(fut: Future[Any]) -> None:
+    """Resolve *fut* as cancelled (if still pending)."""
+    if fut._state is _PENDING:
+        fut._exc = CallCancelled("the call was cancelled")
+        fut._state = _CANCELLED
+        fut._wake()
+
+
+# The calls' module makes futures: imported last.
+from . import _calls  # noqa: E402

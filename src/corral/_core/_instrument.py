@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from ._pile import Call
+    from ._calls import Call
     from ._runtime import Runtime
     from ._specs import SupervisorEvent
 

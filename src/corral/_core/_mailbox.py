@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
+from . import _calls
 from ._exceptions import ActorStopped
 
 if TYPE_CHECKING:
-    from ._pile import Call
+    from ._calls import Call
 
 __all__ = ["DEFAULT_MAILBOX_CAPACITY", "Mailbox"]
 
@@ -179,8 +180,9 @@ class Mailbox:
         """
         queue = self.queue
         index = len(queue)
+        place = _calls.arrival(call)
         for i, other in enumerate(queue):
-            if other._seq > call._seq:
+            if _calls.arrival(other) > place:
                 index = i
                 break
         queue.insert(index, call)

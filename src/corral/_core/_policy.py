@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._pile import Call
+    from ._calls import Call
 
 __all__ = ["CallPolicy"]
 

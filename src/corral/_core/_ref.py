@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import _calls as calls
+from ._calls import Call, Handler, current_call_var
 from ._checks import check_timeout
 from ._exceptions import InvalidStateError, MailboxFull
-from ._future import _PENDING, Future
+from ._future import Future
 from ._messages import UNSET, Kind, Ping, _Unset
-from ._pile import ActorState, ActorStatus, Call, StreamState, _current_call, stream_pump
+from ._pile import ActorState, ActorStatus
 
 if TYPE_CHECKING:
     from ._cell import ActorCell
 
-__all__ = ["STREAM_BUFFER", "ActorRef", "Stream"]
+__all__ = ["STREAM_BUFFER", "ActorRef", "Stream", "StreamState", "stream_pump"]
 
 ReqT = TypeVar("ReqT")
 ReplyT = TypeVar("ReplyT")
@@ -94,7 +96,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
         call = calls.new(cell, msg, _REQUEST, timeout)
         if not cell.enqueue_nowait(call):
             await cell.mailbox.put(call)
-        return call._future
+        return call.future
 
     def try_submit(self, msg: ReqT, *, timeout: float | None = None) -> Future[ReplyT]:
         """Send a request if the mailbox has room, else refuse at once.
@@ -110,7 +112,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
             raise MailboxFull(
                 f"mailbox of actor {cell.name!r} is full ({cell.mailbox.capacity} calls)"
             )
-        return call._future
+        return call.future
 
     async def ask(self, msg: ReqT, *, timeout: float | None = None) -> ReplyT:
         """Send a request and wait for the reply.
@@ -127,8 +129,8 @@ class ActorRef(Generic[ReqT, ReplyT]):
             Exception: Whatever the handler raised.
         """
         cell = self._cell
-        current = _current_call.get()
-        if current is not None and current._cell is cell and cell.max_concurrency == 1:
+        current = current_call_var.get()
+        if current is not None and cell.max_concurrency == 1 and current.actor_ref == self:
             raise InvalidStateError(
                 f"actor {cell.name!r} asked itself from its own handler; with "
                 "max_concurrency=1 the reply could never come (use tell, or submit "
@@ -137,11 +139,11 @@ class ActorRef(Generic[ReqT, ReplyT]):
         call = calls.new(cell, msg, _REQUEST, timeout)
         if not cell.enqueue_nowait(call):
             await cell.mailbox.put(call)
-        fut: Future[ReplyT] = call._future
+        fut: Future[ReplyT] = call.future
         try:
             return await fut
         finally:
-            if fut._state is _PENDING:
+            if not fut.done():
                 fut.cancel()
 
     async def tell(self, msg: ReqT) -> None:
@@ -190,11 +192,11 @@ class ActorRef(Generic[ReqT, ReplyT]):
 
         call = calls.new(cell, Ping(), Kind.SYSTEM, timeout, _pong)
         cell.enqueue_nowait(call, force=True)
-        fut = call._future
+        fut = call.future
         try:
             await fut
         finally:
-            if fut._state is _PENDING:
+            if not fut.done():
                 fut.cancel()
 
     def stream(self, msg: ReqT, *, timeout: float | None = None) -> Stream[Any]:
@@ -234,7 +236,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
             check_timeout(timeout)
             with anyio.move_on_after(timeout):
                 await cell.wait_finalized()
-        return cell._final
+        return cell.finalized
 
     def status(self) -> ActorStatus:
         """Return a snapshot of the actor's pile: counts, queue depth, in-flight, recent calls."""
@@ -295,7 +297,7 @@ class Stream(Generic[ReplyT]):
         """The call's future: the number of chunks, once the stream ended."""
         if self._call is None:
             raise InvalidStateError("the stream has not been opened: use 'async with'")
-        return self._call._future
+        return self._call.future
 
     async def __aenter__(self) -> Stream[ReplyT]:
         cell = self._cell
@@ -304,9 +306,8 @@ class Stream(Generic[ReplyT]):
         send, recv = anyio.create_memory_object_stream[Any](STREAM_BUFFER)
         state = StreamState(send)
         call = calls.new(
-            cell, self._msg, _REQUEST, self._timeout, stream_pump(gen, state, cell.clock)
+            cell, self._msg, _REQUEST, self._timeout, stream_pump(gen, state, cell.clock), state
         )
-        call._stream = state
         try:
             if not cell.enqueue_nowait(call):
                 await cell.mailbox.put(call)
@@ -320,8 +321,8 @@ class Stream(Generic[ReplyT]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         call, recv = self._call, self._recv
-        if call is not None and call._future._state is _PENDING:
-            call._future.cancel()  # the caller stopped reading: release everything now
+        if call is not None and not call.future.done():
+            call.future.cancel()  # the caller stopped reading: release everything now
         if recv is not None:
             recv.close()
 
@@ -333,17 +334,52 @@ class Stream(Generic[ReplyT]):
         if call is None or recv is None:
             raise InvalidStateError("the stream has not been opened: use 'async with'")
         try:
-            if call._deadline is None:
+            deadline = call.deadline
+            if deadline is None:
                 return await recv.receive()  # type: ignore[no-any-return]
-            with anyio.CancelScope(deadline=call._deadline) as scope:
+            with anyio.CancelScope(deadline=deadline) as scope:
                 chunk = await recv.receive()
             if not scope.cancelled_caught:
                 return chunk  # type: ignore[no-any-return]
-            call._expire()  # the deadline passed while waiting for a chunk
+            calls.expire(call)  # the deadline passed while waiting for a chunk
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             pass
-        fut = call._future
-        await fut.wait()
-        if fut._exc is not None:
-            fut._raise()
+        await call.future  # the handler's error, if it failed
         raise StopAsyncIteration
+
+
+class StreamState:
+    """Where a streamed call's chunks go, how many went, and the last one."""
+
+    __slots__ = ("count", "first_at", "last", "send")
+
+    def __init__(self, send: MemoryObjectSendStream[Any]) -> None:
+        self.send = send
+        self.count = 0
+        self.first_at: float | None = None
+        self.last: Any = None
+
+
+def stream_pump(
+    gen: Callable[[Any, Any], AsyncIterator[Any]], state: StreamState, clock: Callable[[], float]
+) -> Handler:
+    """The handler a streamed call runs: drive the actor's generator into the caller's channel.
+
+    It returns how many chunks it delivered; the channel is closed when the
+    call's future resolves, however it ends.
+    """
+
+    async def pump(instance: Any, payload: Any) -> int:
+        agen = gen(instance, payload)
+        try:
+            async for chunk in agen:
+                if state.first_at is None:
+                    state.first_at = clock()
+                await state.send.send(chunk)
+                state.count += 1
+                state.last = chunk
+        finally:
+            await agen.aclose()  # type: ignore[attr-defined]
+        return state.count
+
+    return pump

@@ -16,7 +16,7 @@ import anyio.lowlevel
 from . import _calls as calls
 from ._actor import Actor
 from ._actor import pong as _pong
-from ._cell import DEFAULT_SHUTDOWN
+from ._cell import DEFAULT_SHUTDOWN, ActorCell
 from ._checks import check_timeout
 from ._clock import Clock, LoopClock
 from ._context import TreeContext
@@ -27,7 +27,7 @@ from ._exceptions import (
     SupervisorGaveUp,
     UnhandledMessage,
 )
-from ._future import Future
+from ._future import Future, set_result
 from ._instrument import Instrument, Instruments, default_instruments
 from ._loop import LoopHooks
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
@@ -298,11 +298,14 @@ class Runtime:
         Raises:
             ActorNotFound: No live actor has that name.
         """
+        return self._cell(name).ref
+
+    def _cell(self, name: str) -> ActorCell:
         cell = self._context.cells.get(name)
         if cell is None:
             known = ", ".join(repr(n) for n in list(self._context.cells)[:10]) or "none"
             raise ActorNotFound(f"no live actor named {name!r} (running: {known})")
-        return cell.ref
+        return cell
 
     def refs(self) -> tuple[ActorRef[Any, Any], ...]:
         """Return the refs of all live actors, in spawn order."""
@@ -330,7 +333,7 @@ class Runtime:
             ValueError: The envelope is a reply (replies go to the caller's future).
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
-        cell = self.ref(envelope.target)._cell
+        cell = self._cell(envelope.target)
         payload = envelope.payload
         kind = envelope.kind
         if kind is Kind.REPLY:
@@ -342,13 +345,13 @@ class Runtime:
                 call = calls.from_envelope(cell, envelope, _pong)
                 cell.ensure_accepting()
                 cell.enqueue_nowait(call, force=True)
-                return call._future
+                return call.future
             done: Future[Any] = Future._make()
             if isinstance(payload, GetStatus):
-                done._set_result(cell.status())
+                set_result(done, cell.status())
             elif isinstance(payload, Stop):
                 cell.request_stop(cell.shutdown)
-                done._set_result(None)
+                set_result(done, None)
             else:
                 raise UnhandledMessage(
                     f"unknown system message {type(payload).__qualname__}; "
@@ -357,4 +360,4 @@ class Runtime:
             return done
         call = calls.from_envelope(cell, envelope, cell.lookup(payload))
         await cell.enqueue(call)
-        return call._future if kind is Kind.REQUEST else None
+        return call.future if kind is Kind.REQUEST else None

@@ -20,8 +20,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from .._core._actor import Actor
+from .._core._calls import current_call
 from .._core._exceptions import InvalidStateError
-from .._core._pile import current_call
 from ..telemetry._instrument import client_span
 from ._errors import ErrorDetail, parse_error
 from ._exceptions import AuthenticationError, HttpStatusError, InvalidResponse

@@ -9,9 +9,9 @@ from typing import Any, Final
 import attrs
 from opentelemetry import trace
 
+from .._core._calls import Call
 from .._core._clock import Clock, LoopClock
 from .._core._exceptions import DeadlineExceeded
-from .._core._pile import Call
 from .._core._policy import CallPolicy
 from ._breaker import BreakerState, CircuitBreaker
 from ._exceptions import HttpStatusError, RateLimitRefused

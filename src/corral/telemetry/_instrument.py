@@ -17,9 +17,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .._core._calls import Call, current_call
 from .._core._instrument import Instrument
 from .._core._messages import Kind
-from .._core._pile import Call, CallStatus, current_call
+from .._core._pile import CallStatus
 from .._core._specs import SupervisorEvent, SupervisorEventKind
 from .._services._exceptions import HttpStatusError
 from .._version import __version__
