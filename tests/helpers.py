@@ -44,6 +44,29 @@ class Calculator(corral.Actor[Add, int]):
         return msg.a + msg.b
 
 
+class Witness(corral.Actor[Add, int]):
+    """A calculator that keeps each call it served (:func:`corral.current_call`)."""
+
+    def __init__(self) -> None:
+        self.served: list[corral.Call] = []
+
+    async def handle(self, msg: Add) -> int:
+        call = corral.current_call()
+        assert call is not None
+        self.served.append(call)
+        return msg.a + msg.b
+
+
+class CallLog(corral.Instrument):
+    """Keeps every call its runtime accepted, in order: a test's way to a call's envelope."""
+
+    def __init__(self) -> None:
+        self.accepted: list[corral.Call] = []
+
+    def call_submitted(self, call: corral.Call) -> None:
+        self.accepted.append(call)
+
+
 class Gate(corral.Actor[Block | Echo | Boom, str]):
     """Blocks each Block call until the test opens its gate; records the order of calls."""
 

@@ -9,7 +9,7 @@ import pytest
 import corral
 from corral import CallStatus
 
-from .helpers import Add, Block, Boom, Calculator, Echo, Gate
+from .helpers import Add, Block, Boom, Calculator, CallLog, Echo, Gate
 
 pytestmark = pytest.mark.anyio
 
@@ -295,16 +295,15 @@ async def test_status_snapshot_reports_the_pile() -> None:
 
 async def test_history_is_bounded_and_oldest_first() -> None:
     """The pile keeps only the last DEFAULT_HISTORY finished calls, oldest first."""
-    async with corral.Runtime() as rt:
+    log = CallLog()
+    async with corral.Runtime(instruments=[log]) as rt:
         ref = await rt.spawn(Calculator, name="calc")
         total = corral.DEFAULT_HISTORY + 7
-        futures = []
-        ids = []
-        for i in range(total):
-            futures.append(await ref.submit(Add(a=i, b=0)))
-            ids.append(str(futures[-1]._call.envelope.id))  # type: ignore[union-attr]
+        futures = [await ref.submit(Add(a=i, b=0)) for i in range(total)]
         for f in futures:
             await f
+        ids = [str(call.envelope.id) for call in log.accepted]
+        assert len(ids) == total
         recent = ref.status().recent
         assert len(recent) == corral.DEFAULT_HISTORY
         assert [c.id for c in recent] == ids[-corral.DEFAULT_HISTORY :]

@@ -123,6 +123,11 @@ def _wire(**changes: Any) -> dict[str, Any]:
         (lambda d: d["payload"].update(flag=1), "expected a boolean"),
         (lambda d: d["payload"].update(cover={"txt": "x"}), "$.payload.cover"),
         (lambda d: d["payload"].update(pair=[1, 2]), "$.payload.pair[1]"),
+        (lambda d: d["payload"].update(pair=[1]), "array of 2 items, got 1 @ $.payload.pair"),
+        (
+            lambda d: d["payload"].update(pair=[1, "a", 3]),
+            "array of 2 items, got 3 @ $.payload.pair",
+        ),
         (lambda d: d.update(type="test.Nope"), "unknown message type 'test.Nope'"),
         (lambda d: d.update(id="not-a-uuid"), "@ $.id"),
         (lambda d: d.update(kind="shout"), "@ $.kind"),

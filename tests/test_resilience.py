@@ -242,7 +242,7 @@ def test_bad_rate_limits_are_refused(settings: dict[str, Any], message: str) -> 
 # --- circuit breaker ----------------------------------------------------------------------------
 
 
-def test_breaker_opens_fails_fast_probes_and_closes() -> None:
+async def test_breaker_opens_fails_fast_probes_and_closes() -> None:
     """N consecutive failures open it; after the cool-down one probe decides."""
     clock = ManualClock()
     breaker = corral.CircuitBreaker(failure_threshold=3, cooldown=10, clock=clock, name="api")
@@ -260,14 +260,14 @@ def test_breaker_opens_fails_fast_probes_and_closes() -> None:
     with pytest.raises(corral.CircuitOpen, match="'api' is open") as info:
         breaker.before_call()
     assert info.value.retry_in == pytest.approx(10)
-    clock._now = 10.0
+    await clock.advance(10)
     breaker.before_call()  # the probe
     assert breaker.state is BreakerState.HALF_OPEN
     with pytest.raises(corral.CircuitOpen, match="probe is out"):
         breaker.before_call()
     breaker.on_failure(TransportError("down"))
     assert breaker.state is BreakerState.OPEN
-    clock._now = 20.0
+    await clock.advance(10)
     breaker.before_call()
     breaker.on_success()
     assert breaker.state is BreakerState.CLOSED

@@ -12,6 +12,8 @@ import corral
 from corral import ChildState, SupervisorEventKind
 from corral.testing import ManualClock
 
+from .helpers import CallLog
+
 pytestmark = pytest.mark.anyio
 
 
@@ -434,10 +436,11 @@ def idempotent_tree(made: list[Idempotent]) -> corral.Supervisor:
 async def test_retry_interrupted_puts_calls_back_in_order() -> None:
     """An actor may declare interrupted calls idempotent: they rerun, in order, as attempt 2."""
     made: list[Idempotent] = []
-    async with corral.Runtime(idempotent_tree(made)) as rt:
+    log = CallLog()
+    async with corral.Runtime(idempotent_tree(made), instruments=[log]) as rt:
         ref = rt.ref("a")
         first = await ref.submit(Do("block", text="1"))
-        first_id = str(first._call.envelope.id)  # type: ignore[union-attr]
+        first_id = str(log.accepted[-1].envelope.id)
         await made[0].entered.wait()
         crashing = await ref.submit(Do("crash"))
         queued = await ref.submit(Do(text="3"))

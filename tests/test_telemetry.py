@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import corral
 from corral.telemetry import OpenTelemetry, read_otlp_json, to_jaeger
 
-from .helpers import Add, Block, Boom, Calculator, Echo, Gate, closed_port
+from .helpers import Add, Block, Boom, Calculator, Echo, Gate, Witness, closed_port
 from .otlp_receiver import otlp_receiver
 
 pytestmark = pytest.mark.anyio
@@ -286,15 +286,14 @@ async def test_concurrent_calls_keep_their_own_traces(traced: Traced) -> None:
 async def test_no_provider_means_no_instrument_no_span_no_carrier() -> None:
     """Without OpenTelemetry configured the runtime installs nothing and allocates nothing."""
     assert not corral.telemetry._instrument.tracing_configured()
+    witness = Witness()
     async with corral.Runtime() as rt:
-        assert rt._instruments is None
-        ref = await rt.spawn(Calculator, name="calc")
-        fut = await ref.submit(Add(a=1, b=2))
-        call = fut._call
-        assert call is not None
+        ref = await rt.spawn(lambda: witness, name="calc")
+        assert await ref.ask(Add(a=1, b=2)) == 3
+        [call] = witness.served
+        assert tuple(call.instruments) == ()
         assert call.instrument_data is None
         assert call.envelope.trace_context is corral.Envelope.__attrs_attrs__.trace_context.default
-        assert await fut == 3
 
 
 async def test_restarts_and_give_ups_are_traced(traced: Traced) -> None:

@@ -46,6 +46,7 @@ from ._core._pile import CallStatus as CallStatus
 from ._core._policy import CallPolicy as CallPolicy
 from ._core._ref import ActorRef as ActorRef
 from ._core._ref import Stream as Stream
+from ._core._ref import SupervisorRef as SupervisorRef
 from ._core._runtime import Runtime as Runtime
 from ._core._specs import ONE_FOR_ALL as ONE_FOR_ALL
 from ._core._specs import ONE_FOR_ONE as ONE_FOR_ONE
@@ -62,7 +63,6 @@ from ._core._specs import Supervisor as Supervisor
 from ._core._specs import SupervisorEvent as SupervisorEvent
 from ._core._specs import SupervisorEventKind as SupervisorEventKind
 from ._core._specs import child as child
-from ._core._supervisor import SupervisorRef as SupervisorRef
 from ._protocol import Protocol as Protocol
 from ._services._breaker import BreakerState as BreakerState
 from ._services._breaker import BreakerStatus as BreakerStatus

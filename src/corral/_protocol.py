@@ -21,6 +21,7 @@ from cattrs.cols import (
     list_structure_factory,
     mapping_structure_factory,
 )
+from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.preconf.json import make_converter
 from cattrs.v import format_exception
 
@@ -50,6 +51,33 @@ def _wrong(expected: str, value: Any) -> _WrongType:
     return _WrongType(
         f"expected {expected}, got {kind} {value!r:.40}", f"expected {expected}, got {kind}"
     )
+
+
+def _fixed_tuple_structure(t: Any, c: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    """Structure a fixed-length tuple (``tuple[int, str]``) item by item.
+
+    Each item's error carries its index, as cattrs' own sequence errors do,
+    so the error names the item's path.
+    """
+    args = get_args(t)
+
+    def structure(value: Any, _: Any) -> Any:
+        if len(value) != len(args):
+            raise _WrongType(f"expected an array of {len(args)} items, got {len(value)}")
+        errors: list[Exception] = []
+        out = []
+        for index, (arg, item) in enumerate(zip(args, value, strict=True)):
+            try:
+                out.append(c.get_structure_hook(arg)(item, arg))
+            except Exception as exc:
+                note = IterableValidationNote(f"Structuring {t} @ index {index}", index, arg)
+                exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {t!r}", errors, t)
+        return tuple(out)
+
+    return structure
 
 
 def _strict(name: str, ok: Callable[[Any], bool]) -> Callable[[Any, Any], Any]:
@@ -89,7 +117,7 @@ def _make_converter() -> cattrs.Converter:
     def sequence_factory(t: Any, c: cattrs.Converter) -> Callable[[Any, Any], Any]:
         args = get_args(t)
         if _is_tuple(t) and not (len(args) == 2 and args[1] is Ellipsis):
-            inner: Callable[[Any, Any], Any] = c._structure_tuple
+            inner: Callable[[Any, Any], Any] = _fixed_tuple_structure(t, c)
         elif _is_tuple(t):
             inner = homogenous_tuple_structure_factory(t, c)
         else:

@@ -12,7 +12,7 @@ from ._exceptions import ActorCrashed
 from ._specs import ChildSpec, ChildState, Restart, Supervisor
 
 if TYPE_CHECKING:
-    from ._supervisor import SupervisorRef
+    from ._supervisor import SupervisorNode
 
 __all__ = ["_Child"]
 
@@ -44,15 +44,15 @@ class _Child:
         "sup",
     )
 
-    def __init__(self, spec: ChildSpec | Supervisor, parent: SupervisorRef) -> None:
+    def __init__(self, spec: ChildSpec | Supervisor, parent: SupervisorNode) -> None:
         #: The supervisor this is a child of.
         self.parent = parent
         self.spec = spec if isinstance(spec, ChildSpec) else None
-        self.sup: SupervisorRef | None = None
+        self.sup: SupervisorNode | None = None
         if isinstance(spec, Supervisor):
-            from ._supervisor import SupervisorRef  # it imports this module
+            from ._supervisor import SupervisorNode  # it imports this module
 
-            self.sup = SupervisorRef._make(spec)
+            self.sup = SupervisorNode(spec)
         self.cell: ActorCell | None = None
         self.state = _STOPPED
         self.restarts = 0
@@ -94,8 +94,8 @@ class _Child:
     async def start(self, *, first: bool = False) -> BaseException | None:
         """Start (or restart) the child; return the error that kept it from starting."""
         parent = self.parent
-        context = parent._context
-        tg = parent._tg
+        context = parent.context
+        tg = parent.tg
         assert context is not None and tg is not None
         clock = context.clock
         # The child counts as running from here: once started it may serve
@@ -106,11 +106,11 @@ class _Child:
         if self.sup is not None:
             sub = self.sup
             self.running = True
-            await tg.start(parent._run_sub, self, name=f"corral supervisor {sub.name}")
-            if sub._start_error is not None:
+            await tg.start(parent.run_sub, self, name=f"corral supervisor {sub.name}")
+            if sub.start_error is not None:
                 self.running = False
                 self.state = previous_state
-                return sub._start_error
+                return sub.start_error
             return None
         spec = self.spec
         assert spec is not None
@@ -163,7 +163,7 @@ class _Child:
         if not self.running:
             # Nothing to wait for (never called, or it ended meanwhile: its
             # pending exit is superseded by this stop).
-            parent._pending = [(x, e) for x, e in parent._pending if x is not self]
+            parent.pending = [(x, e) for x, e in parent.pending if x is not self]
             return
         self.stopping = True
         self.exited = anyio.Event()
@@ -189,24 +189,24 @@ class _Child:
         if self.cell is not None:
             self.cell.finalize()
         if self.sup is not None:
-            self.sup._end_all()
-        if remove and self in parent._children:
-            parent._children.remove(self)
+            self.sup.end_all()
+        if remove and self in parent.records:
+            parent.records.remove(self)
 
     def start_lazy(self) -> BaseException | None:
         """Make the cell of a lazy actor child, its task left for its first call."""
         parent = self.parent
         spec = self.spec
-        assert spec is not None and parent._context is not None
+        assert spec is not None and parent.context is not None
         try:
             instance = spec.factory()
         except Exception as exc:
             return _start_failed(spec.name, exc)
-        self.cell = parent._context.new_cell(spec, instance)
+        self.cell = parent.context.new_cell(spec, instance)
         self.cell.owner = self
         self.cell.mark_dormant()
         self.state = _RUNNING
-        self.started_at = parent._context.clock.now()
+        self.started_at = parent.context.clock.now()
         return None
 
     # --- the cell's owner (CellOwner): what the cell tells its supervisor ---------------
@@ -215,17 +215,17 @@ class _Child:
         """Start the task of a lazy actor child at its first call."""
         # A lazy actor's first call: start its task, in the context it was
         # spawned in (not the sender's).
-        tg = self.parent._tg
+        tg = self.parent.tg
         assert tg is not None
         self.running = True
         name = f"corral actor {cell.name}"
         cell.context.run(lambda: tg.start_soon(cell.run, name=name))
 
     def incarnation_ended(self, cell: ActorCell, can_continue: bool) -> bool:
-        return self.parent._cell_exited(self, cell, can_continue)
+        return self.parent.cell_exited(self, cell, can_continue)
 
     def finalized(self, cell: ActorCell) -> None:
-        context = self.parent._context
+        context = self.parent.context
         assert context is not None
         context.forget_cell(cell)
 

@@ -19,7 +19,7 @@ from ._loop import LoopHooks
 from ._specs import ChildSpec
 
 if TYPE_CHECKING:
-    from ._supervisor import SupervisorRef
+    from ._supervisor import SupervisorNode
 
 __all__ = ["TreeContext"]
 
@@ -42,18 +42,18 @@ class TreeContext:
         #: The event loop's fast paths, set once the runtime runs in it.
         self.loop: LoopHooks | None = None
         self.cells: dict[str, ActorCell] = {}
-        self.supervisors: dict[str, SupervisorRef] = {}
+        self.supervisors: dict[str, SupervisorNode] = {}
 
     def check_name_free(self, name: str) -> None:
         """Raise :class:`NameTaken` if an actor or a supervisor has *name*."""
         if name in self.cells or name in self.supervisors:
             raise NameTaken(f"the name {name!r} is already in use in this runtime")
 
-    def register_supervisor(self, sup: SupervisorRef) -> None:
+    def register_supervisor(self, sup: SupervisorNode) -> None:
         self.check_name_free(sup.name)
         self.supervisors[sup.name] = sup
 
-    def forget_supervisor(self, sup: SupervisorRef) -> None:
+    def forget_supervisor(self, sup: SupervisorNode) -> None:
         if self.supervisors.get(sup.name) is sup:
             del self.supervisors[sup.name]
 

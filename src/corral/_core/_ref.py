@@ -1,4 +1,4 @@
-"""Refs: how callers reach an actor."""
+"""Refs: the handles users hold on actors (and their streams) and on supervisors."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from ._pile import ActorState, ActorStatus
 
 if TYPE_CHECKING:
     from ._cell import ActorCell
+    from ._specs import ChildInfo, ChildSpec, Strategy, Supervisor
+    from ._supervisor import SupervisorNode
 
-__all__ = ["STREAM_BUFFER", "ActorRef", "Stream", "StreamState", "stream_pump"]
+__all__ = ["STREAM_BUFFER", "ActorRef", "Stream", "StreamState", "SupervisorRef", "stream_pump"]
 
 ReqT = TypeVar("ReqT")
 ReplyT = TypeVar("ReplyT")
@@ -383,3 +385,86 @@ def stream_pump(
         return state.count
 
     return pump
+
+
+class SupervisorRef:
+    """A running supervisor: its children, and starting and stopping them while it runs.
+
+    The runtime builds one from each :class:`Supervisor` spec of its tree;
+    get it with :meth:`Runtime.supervisor` (``rt.supervisor("root")``, or
+    :attr:`Runtime.root`), or from :meth:`start_child` when the child is a
+    supervisor. It has no public constructor. It lives as long as its
+    runtime: a supervisor that its parent restarts is the same
+    ``SupervisorRef`` (and keeps its children's mailboxes).
+    """
+
+    __slots__ = ("_node",)
+
+    _node: SupervisorNode
+
+    def __init__(self) -> None:
+        raise TypeError(
+            "SupervisorRef has no public constructor; describe a tree with corral.Supervisor "
+            "and get the running one with Runtime.supervisor(name)"
+        )
+
+    @classmethod
+    def _make(cls, node: SupervisorNode) -> SupervisorRef:
+        ref = object.__new__(cls)
+        ref._node = node
+        return ref
+
+    def __repr__(self) -> str:
+        return repr(self._node)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SupervisorRef) and other._node is self._node
+
+    def __hash__(self) -> int:
+        return hash(self._node)
+
+    @property
+    def spec(self) -> Supervisor:
+        """The spec the supervisor was built from."""
+        return self._node.spec
+
+    @property
+    def name(self) -> str:
+        """The supervisor's name (``"root"`` for a root spec without one)."""
+        return self._node.name
+
+    @property
+    def strategy(self) -> Strategy:
+        """Which children restart when one exits."""
+        return self._node.strategy
+
+    def children(self) -> list[ChildInfo]:
+        """Return the children in start order: name, kind, state, restart count, last error."""
+        return self._node.children()
+
+    def ref(self, name: str) -> ActorRef[Any, Any]:
+        """Return the ref of this supervisor's actor child *name*.
+
+        Raises:
+            ActorNotFound: No such actor child.
+        """
+        return self._node.ref(name)
+
+    async def start_child(self, spec: ChildSpec | Supervisor) -> ActorRef[Any, Any] | SupervisorRef:
+        """Add a child at the end of the list and start it; return its ref (or the supervisor).
+
+        Raises:
+            NameTaken: The name is in use in the runtime.
+            ActorCrashed: The child failed to start (``__cause__`` says why).
+            InvalidStateError: The supervisor is not running.
+            TypeError, ValueError: *spec* is not a child spec or a named Supervisor.
+        """
+        return await self._node.start_child(spec)
+
+    async def stop_child(self, name: str) -> None:
+        """Stop the child *name* for good (draining it first) and remove it.
+
+        Raises:
+            NotFound: No child has that name.
+        """
+        await self._node.stop_child(name)

@@ -34,9 +34,9 @@ from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._messages import UNSET, Envelope, GetStatus, Kind, Ping, Stop, _Unset
 from ._pile import ActorStatus
 from ._policy import CallPolicy
-from ._ref import ActorRef
+from ._ref import ActorRef, SupervisorRef
 from ._specs import TEMPORARY, Restart, Supervisor, child
-from ._supervisor import SupervisorRef
+from ._supervisor import SupervisorNode
 
 __all__ = ["Runtime"]
 
@@ -109,7 +109,7 @@ class Runtime:
         self._given_instruments = Instruments(instruments)
         self._instruments: Instruments | None = None
         self.tree = tree if tree is not None else Supervisor()
-        self._root = SupervisorRef._make(self.tree)
+        self._root = SupervisorNode(self.tree)
         self._state = _RuntimeState.NEW
         self._context = TreeContext(self.clock)
         self._stack: AsyncExitStack | None = None
@@ -124,7 +124,7 @@ class Runtime:
     @property
     def root(self) -> SupervisorRef:
         """The running root supervisor (``supervisor("root")`` when the root has no name)."""
-        return self._root
+        return self._root.handle
 
     async def __aenter__(self) -> Runtime:
         if self._state is not _RuntimeState.NEW:
@@ -137,7 +137,7 @@ class Runtime:
         self._instruments = instruments if instruments else None
         context = self._context
         context.instruments = self._instruments
-        self._root._bind(context, None)
+        self._root.bind(context, None)
         stack = AsyncExitStack()
         self._loop = context.loop = LoopHooks()
         self._root_done = anyio.Event()
@@ -151,7 +151,7 @@ class Runtime:
             await stack.aclose()
             self._state = _RuntimeState.CLOSED
             raise
-        error = self._root._start_error
+        error = self._root.start_error
         if error is not None:
             await self._root_done.wait()
             await stack.aclose()
@@ -166,12 +166,12 @@ class Runtime:
     ) -> None:
         assert self._root_done is not None and self._tg is not None
         try:
-            await self._root._serve(task_status=task_status)
+            await self._root.serve(task_status=task_status)
         except SupervisorGaveUp as exc:
             # The root gave up: nothing repairs it. End the tree, then cancel
             # the block so that __aexit__ raises the failure.
             self._failure = exc
-            self._root._end_all()
+            self._root.end_all()
             self._tg.cancel_scope.cancel()
         finally:
             self._root_done.set()
@@ -288,7 +288,7 @@ class Runtime:
             NotFound: No supervisor has that name.
         """
         try:
-            return self._context.supervisors[name]
+            return self._context.supervisors[name].handle
         except KeyError:
             raise NotFound(f"no supervisor named {name!r} in this runtime") from None
 

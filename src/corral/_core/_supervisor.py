@@ -17,7 +17,7 @@ from ._backoff import Backoff
 from ._cell import ActorCell
 from ._children import _Child, _describe, _is_lazy
 from ._exceptions import InvalidStateError, NotFound, SupervisorGaveUp
-from ._ref import ActorRef
+from ._ref import ActorRef, SupervisorRef
 from ._restart import Action, Decision, decide
 from ._specs import (
     ChildInfo,
@@ -33,7 +33,7 @@ from ._specs import (
 if TYPE_CHECKING:
     from ._context import TreeContext
 
-__all__ = ["SupervisorRef"]
+__all__ = ["SupervisorNode"]
 
 logger = logging.getLogger("corral")
 
@@ -51,18 +51,19 @@ class _State(enum.Enum):
     STOPPED = "stopped"
 
 
-class SupervisorRef:
-    """A running supervisor: its children, and starting and stopping them while it runs.
+class SupervisorNode:
+    """The running node of one :class:`Supervisor` spec in a runtime's tree.
 
-    The runtime builds one from each :class:`Supervisor` spec of its tree;
-    get it with :meth:`Runtime.supervisor` (``rt.supervisor("root")``, or
-    :attr:`Runtime.root`), or from :meth:`start_child` when the child is a
-    supervisor. It has no public constructor. It lives as long as its
-    runtime: a supervisor that its parent restarts is the same
-    ``SupervisorRef`` (and keeps its children's mailboxes).
+    The runtime builds one from each spec of its tree; it outlives its
+    incarnations (a supervisor its parent restarts is the same node, and
+    keeps its children's mailboxes). Users hold its :attr:`handle`, a
+    :class:`SupervisorRef`; the runtime and the child records
+    (:mod:`._children`) use the members without a leading underscore.
     """
 
     spec: Supervisor
+    #: The user's handle on this node.
+    handle: SupervisorRef
     #: The supervisor's name (``"root"`` for a root spec without one).
     name: str
     strategy: Strategy
@@ -71,13 +72,13 @@ class SupervisorRef:
     backoff: Backoff | None
     restart: Restart
     shutdown: float | None
-    _children: list[_Child]
+    records: list[_Child]
     _state: _State
-    _context: TreeContext | None
-    _parent: SupervisorRef | None
-    _tg: anyio.abc.TaskGroup | None
+    context: TreeContext | None
+    _parent: SupervisorNode | None
+    tg: anyio.abc.TaskGroup | None
     _lock: anyio.Lock | None
-    _pending: list[tuple[_Child, BaseException | None]]
+    pending: list[tuple[_Child, BaseException | None]]
     _scheduled: list[tuple[float, int, list[_Child]]]
     _order: Iterator[int]
     _history: tuple[float, ...]
@@ -87,20 +88,13 @@ class SupervisorRef:
     _final_stop: bool
     _stop_timeout: float | None
     _gave_up: SupervisorGaveUp | None
-    _start_error: BaseException | None
+    start_error: BaseException | None
     _random: random.Random
 
-    def __init__(self) -> None:
-        raise TypeError(
-            "SupervisorRef has no public constructor; describe a tree with corral.Supervisor "
-            "and get the running one with Runtime.supervisor(name)"
-        )
-
-    @classmethod
-    def _make(cls, spec: Supervisor) -> SupervisorRef:
+    def __init__(self, spec: Supervisor) -> None:
         """The running node of *spec*, its nested supervisors' nodes included."""
-        self = object.__new__(cls)
         self.spec = spec
+        self.handle = SupervisorRef._make(self)
         self.name = spec.name or "root"
         self.strategy = spec.strategy
         self.max_restarts = spec.max_restarts
@@ -108,13 +102,13 @@ class SupervisorRef:
         self.backoff = spec.backoff
         self.restart = spec.restart
         self.shutdown = spec.shutdown
-        self._children = [_Child(child, self) for child in spec.children]
+        self.records = [_Child(child, self) for child in spec.children]
         self._state = _State.NEW
-        self._context = None
+        self.context = None
         self._parent = None
-        self._tg = None
+        self.tg = None
         self._lock = None
-        self._pending = []
+        self.pending = []
         self._scheduled = []
         self._order = itertools.count()
         self._history = ()
@@ -124,20 +118,19 @@ class SupervisorRef:
         self._final_stop = True
         self._stop_timeout = None
         self._gave_up = None
-        self._start_error = None
+        self.start_error = None
         self._random = random.Random()
-        return self
 
     def __repr__(self) -> str:
         return (
             f"<corral.SupervisorRef {self.name!r} {self.strategy.value} {self._state.value} "
-            f"children={len(self._children)}>"
+            f"children={len(self.records)}>"
         )
 
     # --- reading ---------------------------------------------------------------------
 
     def children(self) -> list[ChildInfo]:
-        """Return the children in start order: name, kind, state, restart count, last error."""
+        """The children in start order (:meth:`SupervisorRef.children`)."""
         return [
             ChildInfo(
                 name=c.name,
@@ -147,17 +140,13 @@ class SupervisorRef:
                 restarts=c.restarts,
                 last_error=_describe(c.last_error),
             )
-            for c in self._children
+            for c in self.records
             if not c.removed
         ]
 
     def ref(self, name: str) -> ActorRef[Any, Any]:
-        """Return the ref of this supervisor's actor child *name*.
-
-        Raises:
-            ActorNotFound: No such actor child.
-        """
-        for c in self._children:
+        """The ref of the actor child *name* (:meth:`SupervisorRef.ref`)."""
+        for c in self.records:
             if c.spec is not None and c.name == name and c.cell is not None and not c.removed:
                 return c.cell.ref
         from ._exceptions import ActorNotFound
@@ -166,14 +155,14 @@ class SupervisorRef:
 
     # --- binding to a runtime ------------------------------------------------------------
 
-    def _bind(self, context: TreeContext, parent: SupervisorRef | None) -> None:
-        assert self._context is None, "a running supervisor belongs to one runtime"
-        self._context = context
+    def bind(self, context: TreeContext, parent: SupervisorNode | None) -> None:
+        assert self.context is None, "a running supervisor belongs to one runtime"
+        self.context = context
         self._parent = parent
         context.register_supervisor(self)
-        for c in self._children:
+        for c in self.records:
             if c.sup is not None:
-                c.sup._bind(context, self)
+                c.sup.bind(context, self)
 
     def _emit(
         self,
@@ -182,7 +171,7 @@ class SupervisorRef:
         error: BaseException | None = None,
         delay: float | None = None,
     ) -> None:
-        context = self._context
+        context = self.context
         assert context is not None
         instruments = context.instruments
         if instruments is None:
@@ -203,7 +192,7 @@ class SupervisorRef:
 
     # --- the supervisor's own task ------------------------------------------------------
 
-    async def _serve(
+    async def serve(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Run one incarnation: start the children, watch them, stop them.
@@ -214,27 +203,27 @@ class SupervisorRef:
         started so far are stopped and :attr:`_start_error` is set.
         """
         self._state = _State.STARTING
-        self._pending.clear()
+        self.pending.clear()
         self._scheduled.clear()
         self._history = ()
         self._stop_requested = False
         self._final_stop = True
         self._stop_timeout = None
         self._gave_up = None
-        self._start_error = None
+        self.start_error = None
         self._lock = anyio.Lock()
         reported = False
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
+                self.tg = tg
                 try:
-                    for c in list(self._children):
+                    for c in list(self.records):
                         error = await c.start(first=True)
                         if error is not None:
-                            self._start_error = error
+                            self.start_error = error
                             self._final_stop = False
                             break
-                    if self._start_error is None:
+                    if self.start_error is None:
                         self._state = _State.RUNNING
                         task_status.started()
                         reported = True
@@ -246,7 +235,7 @@ class SupervisorRef:
                     # by the child's own shutdown time.
                     with anyio.CancelScope(shield=True):
                         await self._stop_children(self._final_stop, self._stop_timeout)
-                    self._tg = None
+                    self.tg = None
         finally:
             self._state = _State.STOPPED
             if not reported:
@@ -255,11 +244,11 @@ class SupervisorRef:
             raise self._gave_up
 
     async def _loop(self) -> None:
-        assert self._context is not None and self._lock is not None
-        clock = self._context.clock
+        assert self.context is not None and self._lock is not None
+        clock = self.context.clock
         while not self._stop_requested:
-            if self._pending:
-                c, error = self._pending.pop(0)
+            if self.pending:
+                c, error = self.pending.pop(0)
                 async with self._lock:
                     await self._handle_exit(c, error)
                 if self._gave_up is not None:
@@ -299,23 +288,23 @@ class SupervisorRef:
 
     # --- starting -----------------------------------------------------------------------
 
-    async def _run_sub(
+    async def run_sub(
         self, c: _Child, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         sub = c.sup
         assert sub is not None
         error: BaseException | None = None
         try:
-            await sub._serve(task_status=task_status)
+            await sub.serve(task_status=task_status)
         except Exception as exc:
             error = exc
         finally:
-            if sub._start_error is None:
+            if sub.start_error is None:
                 self._exited(c, error)
 
     # --- exits -------------------------------------------------------------------------
 
-    def _cell_exited(self, c: _Child, cell: ActorCell, can_continue: bool) -> bool:
+    def cell_exited(self, c: _Child, cell: ActorCell, can_continue: bool) -> bool:
         # The end of an incarnation, in its task.
         if cell.start_failed and c.starting:
             return False  # reported to whoever is starting it
@@ -349,8 +338,8 @@ class SupervisorRef:
             or (cell.lazy and not cell.mailbox.queue)
         ):
             return False
-        assert self._context is not None and c.spec is not None
-        now = self._context.clock.now()
+        assert self.context is not None and c.spec is not None
+        now = self.context.clock.now()
         decision = self._decide(c, error, now)
         if not decision.alone:
             return False
@@ -390,14 +379,14 @@ class SupervisorRef:
             if c.exited is not None:
                 c.exited.set()
             return
-        self._pending.append((c, error))
+        self.pending.append((c, error))
         self._wake()
 
     async def _handle_exit(self, c: _Child, error: BaseException | None) -> None:
         if c.removed:
             return
-        assert self._context is not None
-        clock = self._context.clock
+        assert self.context is not None
+        clock = self.context.clock
         self._report_exit(c, error)
         now = clock.now()
         decision = self._decide(c, error, now)
@@ -435,7 +424,7 @@ class SupervisorRef:
             await self._restart_group(group)
 
     def _live(self) -> list[_Child]:
-        return [x for x in self._children if not x.removed]
+        return [x for x in self.records if not x.removed]
 
     def _decide(self, c: _Child, error: BaseException | None, now: float) -> Decision:
         # The facts of this exit, for the one function that holds the rules.
@@ -458,7 +447,7 @@ class SupervisorRef:
     async def _restart_group(self, group: list[_Child]) -> None:
         # Restart in start order; a child that fails to start is a crash
         # like any other and goes through the same rules again.
-        for x in sorted(group, key=self._children.index):
+        for x in sorted(group, key=self.records.index):
             if x.removed or x.state is not _RESTARTING:
                 continue
             x.restarts += 1
@@ -467,7 +456,7 @@ class SupervisorRef:
                 self._emit(_EV.CHILD_RESTARTED, x)
                 logger.warning("supervisor %r: restarted %r", self.name, x.name)
             else:
-                self._pending.append((x, error))
+                self.pending.append((x, error))
 
     async def _give_up(self, c: _Child, error: BaseException | None) -> None:
         cause = "" if error is None else f": {_describe(error)}"
@@ -481,7 +470,7 @@ class SupervisorRef:
         logger.error("%s", failure)
         # Halted, not ended: if the parent restarts this supervisor, the
         # children's queues are still there; if not, the parent ends them.
-        for x in reversed(self._children):
+        for x in reversed(self.records):
             if not x.removed:
                 await self._halt(x)
                 x.state = _STOPPED
@@ -501,19 +490,19 @@ class SupervisorRef:
         c.end()
         self._emit(_EV.CHILD_STOPPED, c)
 
-    def _end_all(self) -> None:
+    def end_all(self) -> None:
         """End every child below this supervisor for good (after a give-up nobody repairs)."""
-        for c in reversed(self._children):
+        for c in reversed(self.records):
             c.end(remove=False)
-        self._children.clear()
-        if self._context is not None:
-            self._context.forget_supervisor(self)
+        self.records.clear()
+        if self.context is not None:
+            self.context.forget_supervisor(self)
 
     async def _stop_children(self, final: bool, timeout: float | None) -> None:
-        assert self._context is not None
-        clock = self._context.clock
+        assert self.context is not None
+        clock = self.context.clock
         deadline = None if timeout is None else clock.now() + timeout
-        for c in reversed(list(self._children)):
+        for c in reversed(list(self.records)):
             if c.removed:
                 continue
             remaining = None if deadline is None else max(0.0, deadline - clock.now())
@@ -524,7 +513,7 @@ class SupervisorRef:
                 await self._halt(c, remaining)
                 c.state = _STOPPED
         if final:
-            self._children = [c for c in self._children if not c.removed]
+            self.records = [c for c in self.records if not c.removed]
 
     # --- dynamic children -----------------------------------------------------------------
 
@@ -536,35 +525,29 @@ class SupervisorRef:
             )
 
     async def start_child(self, spec: ChildSpec | Supervisor) -> ActorRef[Any, Any] | SupervisorRef:
-        """Add a child at the end of the list and start it; return its ref (or the supervisor).
-
-        Raises:
-            NameTaken: The name is in use in the runtime.
-            ActorCrashed: The child failed to start (``__cause__`` says why).
-            InvalidStateError: The supervisor is not running.
-        """
+        """Add a child and start it (:meth:`SupervisorRef.start_child`)."""
         self._check_running()
         if not isinstance(spec, (ChildSpec, Supervisor)):
             raise TypeError(
                 f"start_child takes a corral.child(...) spec or a Supervisor, got {spec!r}"
             )
-        assert self._context is not None and self._lock is not None
+        assert self.context is not None and self._lock is not None
         if isinstance(spec, Supervisor) and spec.name is None:
             raise ValueError("a nested Supervisor needs a name")
         c = _Child(spec, self)
         if c.sup is not None:
-            c.sup._bind(self._context, self)
+            c.sup.bind(self.context, self)
         else:
-            self._context.check_name_free(c.name)
+            self.context.check_name_free(c.name)
         try:
             if c.spec is not None and _is_lazy(c.spec):
                 # No hooks to wait for: nothing here awaits, so no lock is needed.
-                self._children.append(c)
+                self.records.append(c)
                 error = c.start_lazy()
             else:
                 async with self._lock:
                     self._check_running()
-                    self._children.append(c)
+                    self.records.append(c)
                     error = await c.start(first=True)
         except BaseException:
             # A configuration error (not an Actor, no message types, name
@@ -576,19 +559,15 @@ class SupervisorRef:
             raise error
         self._emit(_EV.CHILD_STARTED, c)
         if c.sup is not None:
-            return c.sup
+            return c.sup.handle
         assert c.cell is not None
         return c.cell.ref
 
     async def stop_child(self, name: str) -> None:
-        """Stop the child *name* for good (draining it first) and remove it.
-
-        Raises:
-            NotFound: No child has that name.
-        """
+        """Stop the child *name* for good and remove it (:meth:`SupervisorRef.stop_child`)."""
         assert self._lock is not None
         async with self._lock:
-            for c in self._children:
+            for c in self.records:
                 if c.name == name and not c.removed:
                     await self._finish(c)
                     return
