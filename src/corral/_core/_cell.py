@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import functools
 import logging
 import math
 from collections.abc import Callable
@@ -14,19 +13,19 @@ import anyio.lowlevel
 
 from . import _calls as calls
 from ._actor import Actor, check_handles_something, handler_for, streamer_for
-from ._calls import Call, Handler, current_call_var
+from ._calls import Call, Handler
 from ._checks import check_timeout
 from ._exceptions import (
     ActorCrashed,
     ActorStopped,
     Crash,
-    DeadlineExceeded,
 )
 from ._instrument import Instruments
 from ._loop import LoopHooks
 from ._mailbox import Mailbox
 from ._pile import ActorState, ActorStatus, CallStatus, Pile
 from ._policy import CallPolicy
+from ._workers import serve_concurrently, work
 
 if TYPE_CHECKING:
     from ._ref import ActorRef
@@ -38,13 +37,7 @@ logger = logging.getLogger("corral")
 #: Seconds an actor gets to drain its calls and run ``on_stop`` when stopped.
 DEFAULT_SHUTDOWN: Final = 5.0
 
-# A worker that never has to wait for work still yields after this many calls
-# in a row, so a busy actor cannot starve the other tasks of the event loop.
-_BURST: Final = 32
-
-_SUCCEEDED = CallStatus.SUCCEEDED
 _FAILED = CallStatus.FAILED
-_EXPIRED = CallStatus.EXPIRED
 _INF = math.inf
 _CancelScope = anyio.CancelScope
 
@@ -83,25 +76,20 @@ class ActorCell:
         "_active",
         "_dispatch",
         "_done",
-        "_fatal",
-        "_halting",
-        "_main_event",
-        "_scope",
         "_settle_waiters",
-        "_starting",
-        "_stop_deadline",
-        "_tg",
-        "_workers",
         "actor_class",
         "checkpoint_if_cancelled",
         "clock",
         "context",
         "crash",
         "factory",
+        "fatal",
         "finalized",
+        "halting",
         "instance",
         "instruments",
         "mailbox",
+        "main_event",
         "max_concurrency",
         "name",
         "new_event",
@@ -110,9 +98,14 @@ class ActorCell:
         "policy",
         "ref",
         "restarts",
+        "scope",
         "shutdown",
         "start_failed",
+        "starting",
         "state",
+        "stop_deadline",
+        "tg",
+        "workers",
     )
 
     def __init__(
@@ -149,21 +142,21 @@ class ActorCell:
         self.ref: ActorRef[Any, Any] = ActorRef._make(self)
         # Shared by every cell of the class, and so is what lookup() caches in it.
         self._dispatch: dict[type, Handler] = cls.__corral_handlers__
-        self._fatal: tuple[type[BaseException], ...] = (Crash, *cls.fatal)
+        self.fatal: tuple[type[BaseException], ...] = (Crash, *cls.fatal)
         #: How every call of this actor runs (retries, limits...); ``None``: directly.
         self.policy: CallPolicy | None = policy if policy is not None else cls.policy
         #: The runtime's instruments (``None`` when it has none): the calls' hooks.
         self.instruments = instruments
-        self._scope: anyio.CancelScope | None = None
-        self._stop_deadline = _INF
-        self._halting = False
+        self.scope: anyio.CancelScope | None = None
+        self.stop_deadline = _INF
+        self.halting = False
         self._settle_waiters: list[anyio.Event] | None = None
         self.finalized = False
         self._done: anyio.Event | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._workers = 0
-        self._starting = 0
-        self._main_event: anyio.Event | None = None
+        self.tg: anyio.abc.TaskGroup | None = None
+        self.workers = 0
+        self.starting = 0
+        self.main_event: anyio.Event | None = None
         #: The event loop's clock (calls' deadlines and times are on it).
         self.clock = loop.clock
         self.checkpoint_if_cancelled = loop.checkpoint_if_cancelled
@@ -225,11 +218,11 @@ class ActorCell:
             assert self.owner is not None, "a cell without a task needs an owner to start it"
             self.owner.activate(self)
         if (
-            self._main_event is not None
-            and self._workers < self.max_concurrency
+            self.main_event is not None
+            and self.workers < self.max_concurrency
             and not self.mailbox.idle_getters
         ):
-            self._wake_main()
+            self.wake_main()
 
     def _accepted_late(self, call: Call) -> None:
         # A sender that waited for room: the call counts from its admission.
@@ -237,167 +230,24 @@ class ActorCell:
 
     # --- resolving calls -------------------------------------------------------
 
-    def _stopped_error(self, what: str) -> ActorStopped:
+    def stopped_error(self, what: str) -> ActorStopped:
         if self.crash is not None:
             err: ActorStopped = ActorCrashed(f"actor {self.name!r} crashed {what}")
             err.__cause__ = self.crash
             return err
         return ActorStopped(f"actor {self.name!r} stopped {what}")
 
-    # --- serving ---------------------------------------------------------------
-
-    async def _run_call(self, call: Call, scope: anyio.CancelScope, carry_stop: bool) -> None:
-        fut = call.future
-        now = self.clock()
-        deadline = call.deadline
-        if deadline is not None and now >= deadline:
-            calls.drop(call, _EXPIRED, calls.deadline_error(call, "queued"))
-            return
-        func = calls.start(call, now, scope)
-        if deadline is not None and deadline < scope.deadline:
-            scope.deadline = deadline
-        token = current_call_var.set(call)
-        try:
-            try:
-                policy = self.policy
-                payload = call.envelope.payload
-                if policy is None:
-                    result = await func(self.instance, payload)
-                else:
-                    result = await policy.run(call, functools.partial(func, self.instance, payload))
-            except Exception as exc:
-                if isinstance(exc, self._fatal):
-                    self._crashed(exc)
-                # A deadline error from a call that has a deadline (a policy
-                # that could not retry in time) is that call expiring.
-                expired = deadline is not None and isinstance(exc, DeadlineExceeded)
-                calls.resolve(call, _EXPIRED if expired else _FAILED, None, exc)
-            else:
-                calls.resolve(call, _SUCCEEDED, result)
-        finally:
-            current_call_var.reset(token)
-            if deadline is not None:
-                scope.deadline = self._stop_deadline if carry_stop else _INF
-            requeue = False
-            if not fut.done():
-                # The handler was cancelled without an outcome: by the call's
-                # deadline, or because the actor is stopping or crashed.
-                now = self.clock()
-                if (
-                    deadline is not None
-                    and now >= deadline
-                    and now < self._stop_deadline
-                    and self.crash is None
-                ):
-                    calls.resolve(call, _EXPIRED, None, calls.deadline_error(call, "running"))
-                elif self.crash is not None and self._retry_interrupted(call):
-                    requeue = True
-                else:
-                    calls.resolve(
-                        call, _FAILED, None, self._stopped_error("while serving this call")
-                    )
-            if requeue:
-                assert self.crash is not None
-                calls.requeue(call, self.crash)
-            else:
-                calls.leave(call)
-
-    def _retry_interrupted(self, call: Call) -> bool:
-        assert self.crash is not None
-        try:
-            return bool(self.instance.retry_interrupted(call.envelope.payload, self.crash))
-        except Exception:
-            logger.exception("retry_interrupted of actor %r raised; the call fails", self.name)
-            return False
-
-    def _crashed(self, exc: BaseException) -> None:
+    def crashed(self, exc: BaseException) -> None:
         if self.crash is None:
             self.crash = exc
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        if self.tg is not None:
+            self.tg.cancel_scope.cancel()
 
-    async def _work(self, carry_stop: bool) -> None:
-        # A worker runs its calls inside one cancel scope of its own instead of
-        # one per call (which would cost more than the rest of the call):
-        # cancelling a running call (its caller gave up) or its deadline (set
-        # on the scope while the call runs) cancels this scope, and the worker
-        # opens a fresh one before it takes the next call, so a cancellation
-        # that arrives late never hits the wrong call. With
-        # carry_stop (the single worker of an actor with max_concurrency 1)
-        # the scope also carries the actor's stop deadline; otherwise the
-        # workers' task group does.
-        mailbox = self.mailbox
-        park, unpark = mailbox.park, mailbox.unpark
-        clock = self.clock
-        while self.crash is None and clock() < self._stop_deadline:
-            with _CancelScope(deadline=self._stop_deadline if carry_stop else _INF) as scope:
-                if carry_stop:
-                    self._scope = scope
-                streak = 0
-                while True:
-                    while True:
-                        if self._halting:
-                            return
-                        call = mailbox.get_nowait()
-                        if call is not None:
-                            break
-                        if mailbox.closed:
-                            return
-                        streak = 0
-                        event = self.new_event()
-                        park(event)
-                        try:
-                            await event.wait()
-                        finally:
-                            unpark(event)
-                    await self._run_call(call, scope, carry_stop)
-                    if scope.cancel_called or self.crash is not None:
-                        break
-                    streak += 1
-                    if streak >= _BURST:
-                        streak = 0
-                        await anyio.lowlevel.checkpoint()
-
-    async def _worker(self) -> None:
-        self._starting -= 1
-        try:
-            await self._work(False)
-        finally:
-            self._workers -= 1
-
-    def _wake_main(self) -> None:
-        event = self._main_event
+    def wake_main(self) -> None:
+        event = self.main_event
         if event is not None:
-            self._main_event = None
+            self.main_event = None
             event.set()
-
-    async def _serve_concurrently(self) -> None:
-        # Workers are started lazily, from this task (so they inherit the
-        # actor's context, not a caller's), up to max_concurrency; an idle
-        # worker parks on the mailbox and is reused. The task group's scope
-        # carries the stop deadline and is cancelled by a crash.
-        mailbox = self.mailbox
-        async with anyio.create_task_group() as tg:
-            tg.cancel_scope.deadline = self._stop_deadline
-            self._scope = tg.cancel_scope
-            self._tg = tg
-            try:
-                while self.crash is None:
-                    want = min(
-                        self.max_concurrency - self._workers,
-                        len(mailbox.queue) - mailbox.idle_getters - self._starting,
-                    )
-                    for _ in range(want):
-                        self._workers += 1
-                        self._starting += 1
-                        tg.start_soon(self._worker)
-                    if mailbox.closed or self._halting:
-                        break
-                    event = self._main_event = anyio.Event()
-                    await event.wait()
-            finally:
-                self._main_event = None
-        self._tg = None
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -421,14 +271,14 @@ class ActorCell:
                 try:
                     stopped_while_starting = False
                     if self.actor_class.on_start is not Actor.on_start:
-                        with _CancelScope(deadline=self._stop_deadline) as scope:
-                            self._scope = scope
+                        with _CancelScope(deadline=self.stop_deadline) as scope:
+                            self.scope = scope
                             try:
                                 await instance.on_start()
                             except Exception as exc:
                                 self.crash = exc
                                 self.start_failed = True
-                        self._scope = None
+                        self.scope = None
                         stopped_while_starting = scope.cancelled_caught and self.crash is None
                     if not stopped_while_starting:
                         status.started()
@@ -437,15 +287,15 @@ class ActorCell:
                             if self.state in (ActorState.STARTING, ActorState.RESTARTING):
                                 self.state = ActorState.RUNNING
                             if self.max_concurrency == 1:
-                                await self._work(True)
+                                await work(self, True)
                             else:
-                                await self._serve_concurrently()
+                                await serve_concurrently(self)
                 except Exception as exc:
                     # The actor's own loop failed, not a call: that is a crash.
                     if self.crash is None:
                         self.crash = exc
                 finally:
-                    self._scope = None
+                    self.scope = None
                     if not reported:
                         status.started()
                     if not self.start_failed:
@@ -497,7 +347,7 @@ class ActorCell:
             else:
                 self.finalize()
             return
-        self._wake_main()
+        self.wake_main()
         self._set_stop_deadline(timeout)
 
     def request_halt(self, timeout: float | None) -> None:
@@ -510,18 +360,18 @@ class ActorCell:
         check_timeout(timeout, "stop timeout")
         if self.finalized or not self._active:
             return
-        self._halting = True
+        self.halting = True
         self.mailbox.wake_getters()
-        self._wake_main()
+        self.wake_main()
         self._set_stop_deadline(timeout)
 
     def _set_stop_deadline(self, timeout: float | None) -> None:
         if timeout is None:
             return
         deadline = self.clock() + timeout
-        if deadline < self._stop_deadline:
-            self._stop_deadline = deadline
-            scope = self._scope
+        if deadline < self.stop_deadline:
+            self.stop_deadline = deadline
+            scope = self.scope
             # The scope may carry an earlier deadline of the running call.
             if scope is not None and deadline < scope.deadline:
                 scope.deadline = deadline
@@ -544,9 +394,9 @@ class ActorCell:
         self.start_failed = False
         self.restarts += 1
         self.state = ActorState.STARTING
-        self._stop_deadline = _INF
-        self._halting = False
-        self._scope = None
+        self.stop_deadline = _INF
+        self.halting = False
+        self.scope = None
         self.mailbox.reopen()
         self.settled()
 
@@ -591,7 +441,7 @@ class ActorCell:
         mailbox = self.mailbox
         mailbox.close()
         while (call := mailbox.get_nowait()) is not None:
-            calls.drop(call, _FAILED, self._stopped_error("before serving this call"))
+            calls.drop(call, _FAILED, self.stopped_error("before serving this call"))
         self.state = ActorState.CRASHED if self.crash is not None else ActorState.STOPPED
         if self._done is not None:
             self._done.set()
