@@ -4,6 +4,11 @@ The public API is what this module exports; everything else is private.
 """
 
 from . import telemetry as telemetry  # corral.telemetry as an attribute (it registers nothing)
+from ._cluster._exceptions import ClusterUnavailable as ClusterUnavailable
+from ._cluster._exceptions import NodeLost as NodeLost
+from ._cluster._exceptions import RemoteError as RemoteError
+from ._cluster._remote import RemoteRef as RemoteRef
+from ._cluster._spec import Cluster as Cluster
 from ._core._actor import Actor as Actor
 from ._core._actor import handles as handles
 from ._core._actor import streams as streams
@@ -150,6 +155,8 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpen",
     "Clock",
+    "Cluster",
+    "ClusterUnavailable",
     "CorralError",
     "Crash",
     "DeadlineExceeded",
@@ -170,6 +177,7 @@ __all__ = [
     "LoopClock",
     "MailboxFull",
     "NameTaken",
+    "NodeLost",
     "NotFound",
     "OpenAIChat",
     "OpenAIEmbeddings",
@@ -183,6 +191,8 @@ __all__ = [
     "RateLimiterStatus",
     "RawPart",
     "RefusalPart",
+    "RemoteError",
+    "RemoteRef",
     "ResponseFormat",
     "Restart",
     "RetryPolicy",

@@ -373,6 +373,57 @@ class Protocol:
             created_at=wire.created_at,
         )
 
+    # --- reply values ----------------------------------------------------------------
+
+    def unstructure_value(self, value: Any) -> dict[str, Any]:
+        """Return a reply *value* as ``{"type": name, "value": data}`` of JSON types.
+
+        A registered attrs class travels with its name and is rebuilt by
+        :meth:`structure_value`; JSON types (``None``, bools, numbers,
+        strings, lists and dicts of them) travel as they are (``type``
+        ``None``); anything else the converter can flatten (tuples, enums)
+        arrives as its JSON form.
+
+        Raises:
+            ProtocolError: An attrs class that is not registered, or a value
+                that has no JSON form.
+        """
+        name = self._by_type.get(type(value))
+        if name is None and attrs.has(type(value)):
+            raise ProtocolError(
+                f"reply type {type(value).__qualname__} is not registered with this Protocol"
+            )
+        try:
+            data = self._converter.unstructure(value)
+            json.dumps(data, allow_nan=False)
+        except Exception as exc:
+            raise ProtocolError(
+                f"a {type(value).__qualname__} reply has no JSON form: {exc}"
+            ) from exc
+        return {"type": name, "value": data}
+
+    def structure_value(self, data: object) -> Any:
+        """Rebuild a reply value made by :meth:`unstructure_value`.
+
+        Raises:
+            ProtocolError: Malformed, or of a type that is not registered here.
+        """
+        if not isinstance(data, dict) or set(data) != {"type", "value"}:
+            raise ProtocolError("expected an object with 'type' and 'value' @ $.ok")
+        name, value = data["type"], data["value"]
+        if name is None:
+            return value
+        cls = self._by_name.get(name) if isinstance(name, str) else None
+        if cls is None:
+            raise ProtocolError(
+                f"unknown reply type {name!r:.80}; register it with this Protocol "
+                "(corral.Cluster(types=[...])) @ $.ok.type"
+            )
+        try:
+            return self._converter.structure(value, cls)
+        except Exception as exc:
+            raise _translate(exc, "$.ok.value") from exc
+
     # --- JSON bytes ------------------------------------------------------------------
 
     def dumps(self, envelope: Envelope, *, trace_context: Mapping[str, str] | None = None) -> bytes:

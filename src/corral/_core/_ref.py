@@ -67,6 +67,11 @@ class ActorRef(Generic[ReqT, ReplyT]):
         return self._cell.name
 
     @property
+    def actor_class(self) -> type:
+        """The class of the actor (the declared message types are on it)."""
+        return self._cell.actor_class
+
+    @property
     def queue_depth(self) -> int:
         """Calls waiting in the actor's mailbox now (cheap; :meth:`status` has the rest)."""
         return len(self._cell.mailbox.queue)

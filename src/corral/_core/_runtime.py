@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -35,8 +35,13 @@ from ._messages import UNSET, Envelope, GetStatus, Kind, Ping, Stop, _Unset
 from ._pile import ActorStatus
 from ._policy import CallPolicy
 from ._ref import ActorRef, SupervisorRef
-from ._specs import TEMPORARY, Restart, Supervisor, child
+from ._specs import TEMPORARY, ChildSpec, Restart, Supervisor, child
 from ._supervisor import SupervisorNode
+
+if TYPE_CHECKING:
+    from .._cluster._node import ClusterNode
+    from .._cluster._remote import RemoteRef
+    from .._cluster._spec import Cluster
 
 __all__ = ["Runtime"]
 
@@ -89,6 +94,10 @@ class Runtime:
             supervision events.
         clock: The :class:`Clock` for restart intensity and backoff; default
             the event loop's clock. Tests pass a :class:`corral.testing.ManualClock`.
+        cluster: A :class:`corral.Cluster` to join (the ``cluster`` extra):
+            entering connects to its NATS servers and serves the tree's
+            exported children (``child(..., export=True)``) to it;
+            :meth:`remote` reaches actors served anywhere in it. asyncio only.
     """
 
     def __init__(
@@ -98,6 +107,7 @@ class Runtime:
         shutdown_timeout: float | None = DEFAULT_SHUTDOWN,
         instruments: Iterable[Instrument] = (),
         clock: Clock | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         check_timeout(shutdown_timeout, "shutdown_timeout")
         if tree is not None and not isinstance(tree, Supervisor):
@@ -117,6 +127,12 @@ class Runtime:
         self._loop: LoopHooks | None = None
         self._root_done: anyio.Event | None = None
         self._failure: SupervisorGaveUp | None = None
+        from .._cluster._spec import Cluster
+
+        if cluster is not None and not isinstance(cluster, Cluster):
+            raise TypeError(f"cluster must be a corral.Cluster, got {cluster!r}")
+        self.cluster = cluster
+        self._node: ClusterNode | None = None
 
     def __repr__(self) -> str:
         return f"<corral.Runtime {self._state.value} actors={len(self._context.cells)}>"
@@ -131,6 +147,8 @@ class Runtime:
             raise InvalidStateError(
                 f"a Runtime can be entered only once; this one is {self._state.value}"
             )
+        if self.cluster is not None:
+            self._node = _join(self.cluster, self)
         instruments = self._given_instruments
         for extra in default_instruments(instruments):
             instruments.add(extra)
@@ -145,6 +163,8 @@ class Runtime:
         self._stack = stack
         self._state = _RuntimeState.RUNNING
         try:
+            if self._node is not None:
+                await self._node.open(self._tg)
             await self._tg.start(self._run_root, name="corral supervisor root")
         except BaseException:
             self._tg.cancel_scope.cancel()
@@ -157,6 +177,13 @@ class Runtime:
             await stack.aclose()
             self._state = _RuntimeState.CLOSED
             raise error
+        if self._node is not None:
+            try:
+                for spec in _exported(self.tree):
+                    await self._node.serve(spec)
+            except BaseException as exc:
+                await self.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
         if self._instruments is not None:
             self._instruments.call("runtime_started", self)
         return self
@@ -192,10 +219,14 @@ class Runtime:
             # so it is shielded; every step in it is bounded (zero drain time,
             # on_stop limited by each actor's shutdown time).
             with anyio.CancelScope(shield=not graceful):
+                if self._node is not None:
+                    self._node.stop_fetching()
                 self._root.request_stop(
                     final=True, timeout=self.shutdown_timeout if graceful else 0
                 )
                 await self._root_done.wait()
+                if self._node is not None:
+                    await self._node.close()
                 if self._instruments is not None:
                     for item in self._instruments:
                         try:
@@ -307,6 +338,28 @@ class Runtime:
             raise ActorNotFound(f"no live actor named {name!r} (running: {known})")
         return cell
 
+    def remote(self, name: str) -> RemoteRef[Any, Any]:
+        """Return a ref to the actor served to the cluster as *name*, by whichever node.
+
+        The actor need not be running yet, nor anywhere in particular: its
+        calls wait in the cluster's stream for a node that serves it (until
+        their deadline, or the mailbox bound).
+
+        Raises:
+            InvalidStateError: The runtime has no cluster, or is not running.
+            ValueError: *name* is empty.
+        """
+        self._check_running()
+        if self._node is None:
+            raise InvalidStateError(
+                "this runtime has no cluster: Runtime(tree, cluster=corral.Cluster(...))"
+            )
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"an actor name must be a non-empty str, got {name!r}")
+        from .._cluster._remote import RemoteRef
+
+        return RemoteRef._make(self._node, name)
+
     def refs(self) -> tuple[ActorRef[Any, Any], ...]:
         """Return the refs of all live actors, in spawn order."""
         # list() first: a metrics reader thread may walk it while actors come and go.
@@ -316,11 +369,12 @@ class Runtime:
         """Return a status snapshot of every live actor, by name, in spawn order."""
         return {name: cell.status() for name, cell in self._context.cells.items()}
 
-    async def deliver(self, envelope: Envelope) -> Future[Any] | None:
+    async def deliver(self, envelope: Envelope, *, track: bool = False) -> Future[Any] | None:
         """Deliver an envelope that arrived from elsewhere (another process, a queue).
 
         Routes it by ``target``. A request returns the call's future; a one-way
-        message returns ``None`` once queued. System messages: :class:`Stop`
+        message returns ``None`` once queued (its future too with *track*:
+        a cluster node acknowledges a message when it is done). System messages: :class:`Stop`
         starts a graceful stop, :class:`Ping` is answered with
         :class:`Pong` after everything queued before it, :class:`GetStatus` is
         answered at once with the :class:`ActorStatus`. The envelope's
@@ -360,4 +414,24 @@ class Runtime:
             return done
         call = calls.from_envelope(cell, envelope, cell.lookup(payload))
         await cell.enqueue(call)
-        return call.future if kind is Kind.REQUEST else None
+        return call.future if kind is Kind.REQUEST or track else None
+
+
+def _join(cluster: Cluster, runtime: Runtime) -> ClusterNode:
+    from .._extras import need
+
+    need("nats", "cluster", "corral.Cluster")
+    from .._cluster._node import ClusterNode, on_asyncio
+
+    if not on_asyncio():
+        raise InvalidStateError(
+            "corral.Cluster runs on anyio's asyncio backend only (nats-py, its NATS client, "
+            "is asyncio-only); run this runtime with backend='asyncio'"
+        )
+    return ClusterNode(cluster, runtime)
+
+
+def _exported(tree: Supervisor) -> list[ChildSpec]:
+    from .._cluster._node import exported_children
+
+    return list(exported_children(tree))

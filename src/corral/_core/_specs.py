@@ -92,8 +92,11 @@ class ChildSpec:
     mailbox: int = attrs.field(default=DEFAULT_MAILBOX_CAPACITY)
     max_concurrency: int = attrs.field(default=1)
     policy: CallPolicy | None = None
+    export: bool = attrs.field(default=False)
 
     def __attrs_post_init__(self) -> None:
+        if not isinstance(self.export, bool):
+            raise TypeError(f"export of child {self.name!r} must be a bool, got {self.export!r}")
         if not callable(self.factory):
             raise TypeError(
                 f"child {self.name!r} needs an Actor class or factory, got {self.factory!r}"
@@ -118,6 +121,7 @@ def child(
     mailbox: int = DEFAULT_MAILBOX_CAPACITY,
     max_concurrency: int = 1,
     policy: CallPolicy | None = None,
+    export: bool = False,
 ) -> ChildSpec:
     """Describe an actor child of a :class:`Supervisor`.
 
@@ -133,6 +137,10 @@ def child(
         max_concurrency: Calls that may run at once.
         policy: How its calls run (retries, rate limit, circuit breaker): a
             :class:`corral.ServicePolicy`; default the actor class's ``policy``.
+        export: Serve the actor to the runtime's :class:`corral.Cluster` too:
+            this node then also takes the actor's calls sent from any process
+            (:meth:`Runtime.remote`), under the same mailbox, policy and
+            supervision.
 
     Raises:
         ValueError, TypeError: A setting is out of range; the message names it.
@@ -145,6 +153,7 @@ def child(
         mailbox=mailbox,
         max_concurrency=max_concurrency,
         policy=policy,
+        export=export,
     )
 
 

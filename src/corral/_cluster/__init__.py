@@ -1,0 +1,1 @@
+"""Actors across processes and machines, on NATS JetStream (the ``cluster`` extra)."""

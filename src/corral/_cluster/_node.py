@@ -1,0 +1,642 @@
+"""One runtime's part in a cluster: its NATS connection, the actors it serves, its remote calls.
+
+Calls travel through one JetStream stream per cluster (work-queue
+retention: a call leaves the stream when a node acknowledges it), one
+subject per actor, and one durable pull consumer per exported actor, shared
+by every node that serves it. A node fetches only as many calls as the
+actor has free worker slots, keeps each running call's delivery alive with
+in-progress acks, answers the caller's inbox over core NATS (named in the
+call's ``Corral-Reply-To`` header) and then acknowledges the call. A node
+that dies stops sending in-progress acks: after ``ack_wait`` the servers
+deliver its calls to another node, as their next attempt.
+
+nats-py is an asyncio library: this module runs only on anyio's asyncio
+backend (the runtime refuses a cluster on trio at entry).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.abc
+import attrs
+
+from .._core._exceptions import (
+    ActorStopped,
+    DeadlineExceeded,
+    InvalidStateError,
+    MailboxFull,
+    NotFound,
+    ProtocolError,
+    UnhandledMessage,
+)
+from .._core._future import Future, set_cancelled, set_exception, set_result
+from .._core._messages import Envelope, Kind, new_id
+from .._core._specs import ChildSpec, Supervisor
+from .._protocol import Protocol
+from .._services._redact import redact_unparsed_url
+from ..telemetry import inject
+from ._exceptions import ClusterUnavailable, NodeLost
+from ._spec import Cluster
+from ._wire import CANCEL, MSG_ID, REPLY_TO, decode_reply, encode_error, encode_reply, token
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext
+
+    from .._core._runtime import Runtime
+
+__all__ = ["ClusterNode", "exported_children", "on_asyncio"]
+
+logger = logging.getLogger("corral.cluster")
+
+#: JetStream's error code for a stream refusing a message past its per-subject limit.
+_PER_SUBJECT_LIMIT: Final = 10077
+#: Ids of calls their callers gave up on, kept to drop them if they arrive later.
+_CANCELLED_KEPT: Final = 10_000
+#: Longest wait for one fetch; a stop cancels it sooner.
+_FETCH_WAIT: Final = 1.0
+#: Publishing a call without a deadline gives up after this long (NATS down).
+_PUBLISH_LIMIT: Final = 30.0
+#: The first and the longest pause between publish attempts.
+_RETRY_FIRST: Final = 0.05
+_RETRY_MOST: Final = 1.0
+
+
+def on_asyncio() -> bool:
+    """Whether the running event loop is anyio's asyncio backend."""
+    backend = anyio.lowlevel.current_token().backend_class
+    return backend.__module__.rsplit(".", 1)[-1] == "_asyncio"
+
+
+def exported_children(tree: Supervisor) -> Iterator[ChildSpec]:
+    """Every actor child of *tree* (nested supervisors included) declared ``export=True``."""
+    for spec in tree.children:
+        if isinstance(spec, Supervisor):
+            yield from exported_children(spec)
+        elif spec.export:
+            yield spec
+
+
+def _servers_text(servers: tuple[str, ...]) -> str:
+    return ", ".join(redact_unparsed_url(url) for url in servers)
+
+
+@attrs.define(eq=False)
+class _Running:
+    """A call this node took from the stream and has not acknowledged yet."""
+
+    msg: Msg
+    reply_to: str | None
+    future: Future[Any] | None = None
+
+
+@attrs.define(eq=False)
+class _Waiting:
+    """A call this node sent and waits for an answer to."""
+
+    future: Future[Any]
+    seq: int | None = None
+
+
+@attrs.define(eq=False)
+class _Served:
+    """One exported actor this node serves: its consumer and free worker slots."""
+
+    name: str
+    max_concurrency: int
+    slot: anyio.Event = attrs.Factory(anyio.Event)
+    taken: int = 0
+
+
+class ClusterNode:
+    """A runtime's membership of a cluster (made by the runtime when it has one)."""
+
+    def __init__(self, spec: Cluster, runtime: Runtime) -> None:
+        self.spec = spec
+        self._runtime = runtime
+        self.protocol = Protocol(spec.types)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._inbox = ""
+        self._max_payload = 0
+        self._ttl = False
+        # Calls this node sent and waits for, by id and by stream sequence; their deadlines.
+        self._pending: dict[uuid.UUID, _Waiting] = {}
+        self._seqs: dict[int, uuid.UUID] = {}
+        self._deadlines: list[tuple[float, int, uuid.UUID]] = []
+        self._order = itertools.count()
+        self._deadline_changed = anyio.Event()
+        # Calls this node serves: id -> record; and those their callers gave up.
+        self._running: dict[uuid.UUID, _Running] = {}
+        self._cancelled: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self._served: dict[str, _Served] = {}
+        self._fetching: list[anyio.CancelScope] = []
+        self._closing = False
+
+    # --- joining and leaving -------------------------------------------------------
+
+    async def open(self, tg: anyio.abc.TaskGroup) -> None:
+        """Connect, make sure the stream exists, and listen for replies and cancellations.
+
+        Raises:
+            ClusterUnavailable: No server answered within ``connect_timeout``.
+        """
+        import nats
+        from nats.js import api
+
+        spec = self.spec
+        self._tg = tg
+        with anyio.move_on_after(spec.connect_timeout):
+            try:
+                self._nc = await nats.connect(
+                    servers=list(spec.servers),
+                    connect_timeout=spec.connect_timeout,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    name=f"corral {spec.name}",
+                    error_cb=self._on_error,
+                )
+            except Exception as exc:
+                raise ClusterUnavailable(
+                    f"cannot connect to NATS at {_servers_text(spec.servers)}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+        if self._nc is None:
+            raise ClusterUnavailable(
+                f"NATS at {_servers_text(spec.servers)} did not answer within "
+                f"{spec.connect_timeout} s"
+            )
+        nc = self._nc
+        self._js = js = nc.jetstream(timeout=spec.connect_timeout)
+        self._max_payload = min(nc.max_payload, spec.max_payload or nc.max_payload)
+        version = nc.connected_server_version
+        self._ttl = (version.major, version.minor) >= (2, 11)
+        replicas = spec.replicas
+        if replicas is None:
+            replicas = 3 if len(nc.servers) >= 3 else 1
+        config = api.StreamConfig(
+            name=spec.stream,
+            subjects=[f"corral.{spec.name}.call.>"],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=max(120.0, 4 * _PUBLISH_LIMIT),
+            max_msgs_per_subject=spec.mailbox,
+            discard=api.DiscardPolicy.NEW,
+            discard_new_per_subject=True,
+            allow_msg_ttl=True if self._ttl else None,
+        )
+        try:
+            with anyio.fail_after(spec.connect_timeout):
+                await self._ensure_stream(js, config)
+        except TimeoutError:
+            raise ClusterUnavailable(
+                f"JetStream at {_servers_text(spec.servers)} did not answer within "
+                f"{spec.connect_timeout} s (is JetStream enabled, and has the cluster a leader?)"
+            ) from None
+        self._inbox = nc.new_inbox()
+        await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
+        await nc.subscribe(f"corral.{spec.name}.{CANCEL}", cb=self._on_cancel)
+        await nc.subscribe(
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{spec.stream}.*", cb=self._on_lost
+        )
+        tg.start_soon(self._expire_loop, name="corral cluster deadlines")
+        tg.start_soon(self._keepalive_loop, name="corral cluster in-progress acks")
+
+    async def _ensure_stream(self, js: JetStreamContext, config: Any) -> None:
+        from nats.js.errors import BadRequestError, NotFoundError
+
+        try:
+            info = await js.stream_info(config.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                info = await js.stream_info(config.name)  # another node made it meanwhile
+            else:
+                return
+        if info.config.max_msgs_per_subject != config.max_msgs_per_subject:
+            await js.update_stream(attrs_evolve_config(info.config, config))
+
+    async def serve(self, spec: ChildSpec) -> None:
+        """Serve the exported actor of *spec* to the cluster from this node."""
+        from nats.js import api
+
+        assert self._js is not None and self._tg is not None
+        ref = self._runtime.ref(spec.name)
+        handlers: dict[type, Any] = getattr(ref.actor_class, "__corral_handlers__", {})
+        for cls in handlers:
+            if attrs.has(cls) and cls not in self.protocol.names().values():
+                self.protocol.register(cls)
+        durable = token(spec.name)
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            filter_subject=self.spec.subject(spec.name),
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.spec.ack_wait,
+            max_deliver=self.spec.attempts,
+            max_ack_pending=-1,
+        )
+        await self._js.add_consumer(self.spec.stream, config)
+        served = self._served[spec.name] = _Served(spec.name, spec.max_concurrency)
+        self._tg.start_soon(self._fetch_loop, served, name=f"corral cluster fetch {spec.name}")
+
+    def stop_fetching(self) -> None:
+        """Take no more calls from the cluster (a graceful stop begins)."""
+        self._closing = True
+        for scope in self._fetching:
+            scope.cancel()
+
+    async def close(self) -> None:
+        """Answer what still runs, then leave: flush and close the connection."""
+        self.stop_fetching()
+        for record in list(self._running.values()):
+            if record.future is None or not record.future.done():
+                # Not answered by the time the actors stopped: another node takes it.
+                await self._settle(record.msg, "nak")
+        for call_id in list(self._pending):
+            waiting = self._forget(call_id)
+            if waiting is not None:
+                set_exception(
+                    waiting.future, ActorStopped("the runtime that sent this call closed")
+                )
+        nc = self._nc
+        if nc is not None and not nc.is_closed:
+            with anyio.move_on_after(self.spec.connect_timeout, shield=True):
+                await nc.drain()
+
+    async def _on_error(self, exc: Exception) -> None:
+        logger.warning("NATS connection: %s: %s", type(exc).__name__, exc)
+
+    # --- serving ---------------------------------------------------------------------
+
+    async def _fetch_loop(self, served: _Served) -> None:
+        from nats.errors import TimeoutError as FetchTimeout
+
+        assert self._js is not None
+        scope = anyio.CancelScope()
+        self._fetching.append(scope)
+        if self._closing:
+            return
+        with scope:
+            sub = await self._js.pull_subscribe_bind(
+                durable=token(served.name), stream=self.spec.stream
+            )
+            while not self._closing:
+                free = served.max_concurrency - served.taken
+                if free <= 0:
+                    served.slot = anyio.Event()
+                    await served.slot.wait()
+                    continue
+                try:
+                    msgs = await sub.fetch(batch=free, timeout=_FETCH_WAIT)
+                except FetchTimeout:
+                    continue
+                except Exception as exc:  # a connection lost mid-fetch: try again soon
+                    logger.warning("fetching calls for %r failed: %s", served.name, exc)
+                    await anyio.sleep(_RETRY_MOST)
+                    continue
+                for msg in msgs:
+                    await self._take(served, msg)
+
+    async def _take(self, served: _Served, msg: Msg) -> None:
+        headers = msg.headers or {}
+        reply_to = headers.get(REPLY_TO)
+        try:
+            envelope = self.protocol.loads(msg.data)
+        except ProtocolError as exc:
+            await self._refuse(served, msg, reply_to, exc)
+            return
+        if envelope.id in self._cancelled:
+            await self._settle(msg, "term")
+            return
+        if envelope.deadline is not None and envelope.deadline <= time.time():
+            # Its caller has given up already: never started.
+            await self._settle(msg, "term")
+            return
+        attempt = msg.metadata.num_delivered
+        if attempt > envelope.attempt:
+            envelope = attrs.evolve(envelope, attempt=attempt)
+        if envelope.target != served.name:
+            envelope = attrs.evolve(envelope, target=served.name)
+        record = self._running[envelope.id] = _Running(msg, reply_to)
+        served.taken += 1
+        try:
+            fut = await self._runtime.deliver(envelope, track=True)
+        except (UnhandledMessage, ProtocolError) as exc:
+            self._release(served, envelope.id)
+            await self._answer(reply_to, envelope.id, exc, ok=False)
+            await self._settle(msg, "term")
+            return
+        except (ActorStopped, NotFound):
+            # Not served here any more: another node takes it now.
+            self._release(served, envelope.id)
+            await self._settle(msg, "nak")
+            return
+        assert fut is not None
+        record.future = fut
+        call_id = envelope.id
+        fut.add_done_callback(lambda f: self._finished(served, call_id, f))
+
+    async def _refuse(
+        self, served: _Served, msg: Msg, reply_to: str | None, exc: ProtocolError
+    ) -> None:
+        """Answer a call this node cannot read, if it names a caller; drop it either way."""
+        import json
+
+        try:
+            data = json.loads(msg.data)
+            call_id = uuid.UUID(data["id"])
+            type_name = data["type"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            logger.warning("dropped a message on %s that is not a call: %s", msg.subject, exc)
+            await self._settle(msg, "term")
+            return
+        error: Exception = exc
+        if isinstance(type_name, str) and type_name not in self.protocol.names():
+            error = UnhandledMessage(
+                f"actor {served.name!r} does not handle {type_name} (no node serving it "
+                "registers that message type)"
+            )
+        logger.warning("refused a call on %s: %s", msg.subject, error)
+        await self._answer(reply_to, call_id, error, ok=False)
+        await self._settle(msg, "term")
+
+    def _finished(self, served: _Served, call_id: uuid.UUID, fut: Future[Any]) -> None:
+        record = self._running.get(call_id)
+        if record is None:
+            return
+        tg = self._tg
+        assert tg is not None
+        tg.start_soon(self._reply, served, call_id, record, fut)
+
+    async def _reply(
+        self, served: _Served, call_id: uuid.UUID, record: _Running, fut: Future[Any]
+    ) -> None:
+        try:
+            if fut.cancelled() and call_id not in self._cancelled:
+                # Cancelled here, not by its caller (this node stops): hand it back.
+                await self._settle(record.msg, "nak")
+                return
+            if record.reply_to is not None and not fut.cancelled():
+                exc = fut.exception()
+                if exc is None:
+                    await self._answer(record.reply_to, call_id, fut.result(), ok=True)
+                else:
+                    await self._answer(record.reply_to, call_id, exc, ok=False)
+            await self._settle(record.msg, "ack")
+        finally:
+            self._release(served, call_id)
+
+    def _release(self, served: _Served, call_id: uuid.UUID) -> None:
+        if self._running.pop(call_id, None) is not None:
+            served.taken -= 1
+            served.slot.set()
+
+    async def _answer(
+        self, reply_to: str | None, call_id: uuid.UUID, value: Any, *, ok: bool
+    ) -> None:
+        if reply_to is None or self._nc is None:
+            return
+        data = encode_reply(self.protocol, call_id, value) if ok else encode_error(call_id, value)
+        try:
+            await self._nc.publish(reply_to, data)
+        except Exception as exc:
+            logger.warning("could not answer call %s: %s", call_id, exc)
+
+    async def _settle(self, msg: Msg, how: str) -> None:
+        try:
+            if how == "ack":
+                await msg.ack()
+            elif how == "nak":
+                await msg.nak()
+            else:
+                await msg.term()
+        except Exception as exc:  # the servers redeliver it after ack_wait
+            logger.warning("could not %s a call: %s", how, exc)
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.spec.heartbeat)
+            for record in list(self._running.values()):
+                try:
+                    await record.msg.in_progress()
+                except Exception as exc:
+                    logger.warning("in-progress ack failed: %s", exc)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            call_id = uuid.UUID(msg.data.decode())
+        except (ValueError, UnicodeDecodeError):
+            return
+        self._cancelled[call_id] = None
+        while len(self._cancelled) > _CANCELLED_KEPT:
+            self._cancelled.popitem(last=False)
+        record = self._running.get(call_id)
+        if record is not None and record.future is not None:
+            record.future.cancel()  # queued here: dropped; running: its handler is cancelled
+
+    # --- calling ----------------------------------------------------------------------
+
+    async def send(
+        self, name: str, msg: object, kind: Kind, timeout: float | None, *, wait: bool
+    ) -> Future[Any] | None:
+        """Publish a call to actor *name*; return its future (``None`` for a one-way message).
+
+        With *wait*, a full mailbox is waited out (until the deadline);
+        without, it raises :class:`MailboxFull`.
+        """
+        if self._nc is None or self._closing:
+            raise InvalidStateError("the runtime's cluster connection is closed")
+        cls = type(msg)
+        if cls not in self.protocol.names().values():
+            if not attrs.has(cls):
+                raise ProtocolError(
+                    f"a message sent to another process must be an attrs class "
+                    f"(corral.message), got {cls.__qualname__}"
+                )
+            self.protocol.register(cls)
+        created = time.time()
+        envelope = Envelope(
+            payload=msg,
+            target=name,
+            kind=kind,
+            id=new_id(),
+            deadline=None if timeout is None else created + timeout,
+            created_at=created,
+        )
+        data = self.protocol.dumps(inject(envelope))
+        if len(data) > self._max_payload:
+            raise ProtocolError(
+                f"a {cls.__qualname__} call to {name!r} takes {len(data)} bytes; the cluster "
+                f"takes at most {self._max_payload} (the NATS server's max_payload)"
+            )
+        headers = {MSG_ID: str(envelope.id)}
+        fut: Future[Any] | None = None
+        now = anyio.current_time()
+        deadline = None if timeout is None else now + timeout
+        if kind is not Kind.ONE_WAY:
+            headers[REPLY_TO] = f"{self._inbox}.{envelope.id.hex}"
+            fut = Future._make()
+            waiting = self._pending[envelope.id] = _Waiting(fut)
+            call_id = envelope.id
+            fut.add_done_callback(lambda f: self._gave_up(call_id, f))
+        try:
+            seq = await self._publish(name, data, headers, deadline, timeout, wait)
+        except BaseException:
+            if fut is not None:
+                self._forget(envelope.id)
+                set_cancelled(fut)
+            raise
+        if fut is not None and not fut.done():
+            waiting.seq = seq
+            self._seqs[seq] = envelope.id
+            if deadline is not None:
+                heapq.heappush(self._deadlines, (deadline, next(self._order), envelope.id))
+                self._deadline_changed.set()
+        return fut
+
+    async def _publish(
+        self,
+        name: str,
+        data: bytes,
+        headers: dict[str, str],
+        deadline: float | None,
+        timeout: float | None,
+        wait: bool,
+    ) -> int:
+        from nats.js.errors import APIError
+
+        assert self._js is not None
+        subject = self.spec.subject(name)
+        limit = anyio.current_time() + _PUBLISH_LIMIT if deadline is None else deadline
+        pause = _RETRY_FIRST
+        while True:
+            left = limit - anyio.current_time()
+            if left <= 0:
+                if deadline is not None:
+                    raise DeadlineExceeded(
+                        f"call to {name!r} passed its deadline before the cluster took it"
+                    )
+                raise ClusterUnavailable(
+                    f"the cluster at {_servers_text(self.spec.servers)} did not take a call "
+                    f"to {name!r} within {_PUBLISH_LIMIT} s"
+                )
+            try:
+                ack = await self._js.publish(
+                    subject,
+                    data,
+                    timeout=min(left, 2.0),
+                    headers=headers,
+                    msg_ttl=max(1.0, timeout) if self._ttl and timeout is not None else None,
+                )
+                return int(ack.seq)
+            except APIError as exc:
+                if exc.err_code == _PER_SUBJECT_LIMIT:
+                    if not wait:
+                        raise MailboxFull(
+                            f"mailbox of remote actor {name!r} is full "
+                            f"({self.spec.mailbox} calls in the cluster)"
+                        ) from None
+                else:
+                    logger.debug("publish to %s refused: %s", subject, exc)
+            except Exception as exc:  # no leader yet, timeouts, reconnecting: the same id again
+                logger.debug("publish to %s failed: %s", subject, exc)
+            await anyio.sleep(min(pause, max(0.0, limit - anyio.current_time())))
+            pause = min(pause * 2, _RETRY_MOST)
+
+    def _forget(self, call_id: uuid.UUID) -> _Waiting | None:
+        waiting = self._pending.pop(call_id, None)
+        if waiting is not None and waiting.seq is not None:
+            self._seqs.pop(waiting.seq, None)
+        return waiting
+
+    def _gave_up(self, call_id: uuid.UUID, fut: Future[Any]) -> None:
+        if not fut.cancelled() or self._forget(call_id) is None:
+            return
+        tg, nc = self._tg, self._nc
+        if tg is not None and nc is not None and not nc.is_closed:
+            subject = f"corral.{self.spec.name}.{CANCEL}"
+            tg.start_soon(nc.publish, subject, str(call_id).encode())
+
+    async def _on_reply(self, msg: Msg) -> None:
+        try:
+            call_id, ok, value = decode_reply(self.protocol, msg.data)
+        except ProtocolError as exc:
+            logger.warning("dropped a reply that is not one: %s", exc)
+            return
+        waiting = self._forget(call_id)
+        if waiting is None:
+            return  # answered already, or given up
+        if ok:
+            set_result(waiting.future, value)
+        else:
+            set_exception(waiting.future, value)
+
+    async def _on_lost(self, msg: Msg) -> None:
+        import json
+
+        try:
+            seq = int(json.loads(msg.data)["stream_seq"])
+        except (ValueError, KeyError, TypeError):
+            return
+        call_id = self._seqs.get(seq)
+        waiting = None if call_id is None else self._forget(call_id)
+        if waiting is not None:
+            set_exception(
+                waiting.future,
+                NodeLost(
+                    f"the call was delivered {self.spec.attempts} times and no node answered "
+                    "(the nodes serving it stopped or died)"
+                ),
+            )
+        assert self._js is not None
+        try:
+            await self._js.delete_msg(self.spec.stream, seq)
+        except Exception:
+            pass  # the last delivery's node may still acknowledge it
+
+    async def _expire_loop(self) -> None:
+        heap = self._deadlines
+        while True:
+            while heap and heap[0][2] not in self._pending:
+                heapq.heappop(heap)
+            if not heap:
+                self._deadline_changed = anyio.Event()
+                await self._deadline_changed.wait()
+                continue
+            when = heap[0][0]
+            if anyio.current_time() < when:
+                self._deadline_changed = anyio.Event()
+                with anyio.move_on_after(when - anyio.current_time()):
+                    await self._deadline_changed.wait()
+                continue
+            _, _, call_id = heapq.heappop(heap)
+            waiting = self._forget(call_id)
+            if waiting is not None:
+                set_exception(
+                    waiting.future, DeadlineExceeded("the remote call passed its deadline")
+                )
+                tg, nc = self._tg, self._nc
+                if tg is not None and nc is not None and not nc.is_closed:
+                    subject = f"corral.{self.spec.name}.{CANCEL}"
+                    tg.start_soon(nc.publish, subject, str(call_id).encode())
+
+
+def attrs_evolve_config(current: Any, wanted: Any) -> Any:
+    """The stream's config with the mailbox bound of *wanted* (the rest as the cluster made it)."""
+    import dataclasses
+
+    return dataclasses.replace(current, max_msgs_per_subject=wanted.max_msgs_per_subject)

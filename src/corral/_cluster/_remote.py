@@ -1,0 +1,142 @@
+"""Remote refs: the same calls as an ActorRef, to an actor served by other processes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+
+from .._core._checks import check_timeout
+from .._core._exceptions import CorralError
+from .._core._future import Future
+from .._core._messages import Kind, Ping
+
+if TYPE_CHECKING:
+    from ._node import ClusterNode
+
+__all__ = ["RemoteRef"]
+
+ReqT = TypeVar("ReqT")
+ReplyT = TypeVar("ReplyT")
+
+
+class RemoteRef(Generic[ReqT, ReplyT]):
+    """A handle for sending calls to an actor served to the cluster, wherever it runs.
+
+    Made by :meth:`Runtime.remote`; it has no public constructor. Its
+    methods take the same arguments and raise the same errors as
+    :class:`ActorRef`'s; the calls travel through the cluster's stream, so
+    one of the nodes serving the actor runs each, and a call outlives the
+    node that was running it (another node runs it again, as its next
+    attempt). ``try_submit`` and ``try_tell`` are coroutines here: asking
+    the servers for room takes a round trip.
+    """
+
+    __slots__ = ("_name", "_node")
+
+    _node: ClusterNode
+    _name: str
+
+    def __init__(self) -> None:
+        raise TypeError("RemoteRef has no public constructor; use Runtime.remote(name)")
+
+    @classmethod
+    def _make(cls, node: ClusterNode, name: str) -> RemoteRef[Any, Any]:
+        ref: RemoteRef[Any, Any] = object.__new__(cls)
+        ref._node = node
+        ref._name = name
+        return ref
+
+    def __repr__(self) -> str:
+        return f"<corral.RemoteRef {self._name!r} in cluster {self._node.spec.name!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, RemoteRef) and other._node is self._node and other._name == self._name
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self._node), self._name))
+
+    @property
+    def name(self) -> str:
+        """The name the actor is served under."""
+        return self._name
+
+    async def submit(self, msg: ReqT, *, timeout: float | None = None) -> Future[ReplyT]:
+        """Send a request, waiting while the actor's mailbox in the cluster is full.
+
+        Returns the call's future. With *timeout*, the future fails with
+        :class:`DeadlineExceeded` when it passes, whatever the remote side does.
+
+        Raises:
+            DeadlineExceeded: *timeout* passed before the cluster took the call.
+            ProtocolError: *msg* cannot cross processes, or is too big.
+            ClusterUnavailable: The cluster did not take the call in time.
+        """
+        check_timeout(timeout)
+        fut = await self._node.send(self._name, msg, Kind.REQUEST, timeout, wait=True)
+        assert fut is not None
+        return fut
+
+    async def try_submit(self, msg: ReqT, *, timeout: float | None = None) -> Future[ReplyT]:
+        """Send a request if the actor's mailbox in the cluster has room, else refuse.
+
+        Raises:
+            MailboxFull: The mailbox is full; nothing was queued.
+        """
+        check_timeout(timeout)
+        fut = await self._node.send(self._name, msg, Kind.REQUEST, timeout, wait=False)
+        assert fut is not None
+        return fut
+
+    async def ask(self, msg: ReqT, *, timeout: float | None = None) -> ReplyT:
+        """Send a request and wait for the reply.
+
+        If the caller is cancelled while waiting, the call is cancelled too:
+        the node serving it drops it, or cancels its running handler.
+
+        Raises:
+            DeadlineExceeded: *timeout* passed before the reply came.
+            NodeLost: Every delivery of the call ended with its node dying.
+            RemoteError: The handler raised an exception that is not corral's.
+            Exception: corral's own errors come back as themselves.
+        """
+        fut = await self.submit(msg, timeout=timeout)
+        try:
+            return await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    async def tell(self, msg: ReqT) -> None:
+        """Send a one-way message, waiting while the actor's mailbox in the cluster is full."""
+        await self._node.send(self._name, msg, Kind.ONE_WAY, None, wait=True)
+
+    async def try_tell(self, msg: ReqT) -> None:
+        """Send a one-way message if the actor's mailbox in the cluster has room, else refuse.
+
+        Raises:
+            MailboxFull: The mailbox is full; nothing was queued.
+        """
+        await self._node.send(self._name, msg, Kind.ONE_WAY, None, wait=False)
+
+    async def ping(self, *, timeout: float | None = None) -> None:
+        """Round-trip a :class:`corral.Ping` through the actor's mailbox on a node serving it.
+
+        Raises:
+            DeadlineExceeded: *timeout* passed first.
+        """
+        check_timeout(timeout)
+        fut = await self._node.send(self._name, Ping(), Kind.SYSTEM, timeout, wait=True)
+        assert fut is not None
+        try:
+            await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    def stream(self, msg: ReqT, *, timeout: float | None = None) -> NoReturn:
+        """Not yet across processes: raises :class:`CorralError`."""
+        raise CorralError(
+            f"streaming from a remote actor ({self._name!r}) is not supported yet; "
+            "use ask(), or run the streaming actor in this process"
+        )

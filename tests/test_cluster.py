@@ -1,0 +1,276 @@
+"""Actors across runtimes on a real 3-node NATS JetStream cluster (loopback, started here).
+
+nats-py is asyncio-only and corral refuses a cluster on trio at entry, so
+these tests run on asyncio, and one checks the refusal on trio.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import corral
+
+from .helpers import Add, Block, Boom, Calculator, Echo, Gate, closed_port
+from .nats_cluster import NatsCluster
+
+pytestmark = pytest.mark.anyio
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    """asyncio only (in debug mode): corral's cluster runs where nats-py does."""
+    return "asyncio", {"debug": True}
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """One 3-node cluster for the module; each test uses a cluster name (a stream) of its own."""
+    servers = NatsCluster(tmp_path_factory.mktemp("nats"))
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+def cluster(nats: NatsCluster, **settings: Any) -> corral.Cluster:
+    """A cluster spec with a fresh name, and delivery settings short enough for tests."""
+    options: dict[str, Any] = {"ack_wait": 4.0, "heartbeat": 0.5, "connect_timeout": 10.0}
+    options.update(settings)
+    return corral.Cluster(servers=nats.urls, name=f"t{next(_names)}_{time.time_ns()}", **options)
+
+
+def serving(*children: corral.ChildSpec) -> corral.Supervisor:
+    return corral.Supervisor(children=list(children))
+
+
+@pytest.fixture
+async def calc(nats: NatsCluster) -> AsyncIterator[tuple[corral.Runtime, corral.Runtime]]:
+    """A node serving an exported Calculator, and a caller node (two runtimes, one process)."""
+    spec = cluster(nats)
+    tree = serving(corral.child(Calculator, name="calc", export=True, max_concurrency=4))
+    async with corral.Runtime(tree, cluster=spec) as server, corral.Runtime(cluster=spec) as caller:
+        yield server, caller
+
+
+async def test_a_remote_ask_is_served_by_the_node_that_exports_the_actor(
+    calc: tuple[corral.Runtime, corral.Runtime],
+) -> None:
+    server, caller = calc
+    ref = caller.remote("calc")
+    assert await ref.ask(Add(a=1, b=2), timeout=10) == 3
+    futures = [await ref.submit(Add(a=i, b=i)) for i in range(20)]
+    assert [await f for f in futures] == [2 * i for i in range(20)]
+    # The serving node's actor counted them: they ran there.
+    assert server.ref("calc").status().counts["succeeded"] == 21
+    assert caller.status() == {}
+
+
+async def test_tell_and_ping_cross_nodes(nats: NatsCluster) -> None:
+    spec = cluster(nats)
+    gate = Gate()
+    tree = serving(corral.child(lambda: gate, name="gate", export=True))
+    async with corral.Runtime(tree, cluster=spec), corral.Runtime(cluster=spec) as caller:
+        ref = caller.remote("gate")
+        await ref.tell(Echo("one"))
+        await ref.try_tell(Echo("two"))
+        await ref.ping(timeout=10)  # everything queued before it was taken
+        assert gate.started == ["one", "two"]
+
+
+async def test_errors_come_back_as_values(calc: tuple[corral.Runtime, corral.Runtime]) -> None:
+    """corral's own errors keep their type; others become RemoteError with the remote trace."""
+    _, caller = calc
+    with pytest.raises(corral.UnhandledMessage, match="does not handle"):
+        await caller.remote("calc").ask(Echo("not for a calculator"), timeout=10)
+
+
+async def test_a_foreign_exception_is_a_remote_error_with_its_type_and_traceback(
+    nats: NatsCluster,
+) -> None:
+    spec = cluster(nats)
+    tree = serving(corral.child(Gate, name="gate", export=True))
+    async with corral.Runtime(tree, cluster=spec), corral.Runtime(cluster=spec) as caller:
+        with pytest.raises(corral.RemoteError) as info:
+            await caller.remote("gate").ask(Boom("value"), timeout=10)
+    err = info.value
+    assert err.type_name == "builtins.ValueError"
+    assert err.remote_message == "boom"
+    assert "in handle" in err.remote_traceback and "ValueError: boom" in err.remote_traceback
+    assert str(err) == "builtins.ValueError: boom"
+
+
+async def test_the_caller_raises_deadline_exceeded_at_its_deadline(nats: NatsCluster) -> None:
+    spec = cluster(nats)
+    gate = Gate()
+    tree = serving(corral.child(lambda: gate, name="gate", export=True))
+    async with corral.Runtime(tree, cluster=spec), corral.Runtime(cluster=spec) as caller:
+        ref = caller.remote("gate")
+        with pytest.raises(corral.DeadlineExceeded):
+            await ref.ask(Block("never"), timeout=0.5)
+        # The serving node was told: its handler was cancelled, the actor serves on.
+        assert await ref.ask(Echo("after"), timeout=10) == "after"
+
+
+async def test_a_cancelled_caller_cancels_the_remote_handler(nats: NatsCluster) -> None:
+    spec = cluster(nats)
+    gate = Gate()
+    tree = serving(corral.child(lambda: gate, name="gate", export=True))
+    async with corral.Runtime(tree, cluster=spec) as server, corral.Runtime(cluster=spec) as caller:
+        ref = caller.remote("gate")
+        fut = await ref.submit(Block("held"))
+        await gate.entered_event("held").wait()
+        assert fut.cancel()
+        with pytest.raises(corral.CallCancelled):
+            await fut
+        assert await ref.ask(Echo("next"), timeout=10) == "next"
+        counts = server.ref("gate").status().counts
+        assert counts["cancelled"] == 1
+
+
+async def test_try_submit_refuses_when_the_remote_mailbox_is_full(nats: NatsCluster) -> None:
+    """The bound is kept by the servers: queued plus running calls per actor."""
+    spec = cluster(nats, mailbox=2)
+    gate = Gate()
+    tree = serving(corral.child(lambda: gate, name="gate", export=True))
+    async with corral.Runtime(tree, cluster=spec), corral.Runtime(cluster=spec) as caller:
+        ref = caller.remote("gate")
+        held = await ref.try_submit(Block("held"))
+        await gate.entered_event("held").wait()
+        queued = await ref.try_submit(Echo("queued"))
+        with pytest.raises(corral.MailboxFull, match="'gate' is full"):
+            await ref.try_submit(Echo("refused"))
+        with pytest.raises(corral.MailboxFull):
+            await ref.try_tell(Echo("refused too"))
+        gate.gates["held"].set()
+        assert await held == "held"
+        assert await queued == "queued"
+        assert gate.started == ["held", "queued"]
+
+
+async def test_one_full_actor_does_not_block_another(nats: NatsCluster) -> None:
+    spec = cluster(nats, mailbox=1)
+    gate = Gate()
+    tree = serving(
+        corral.child(lambda: gate, name="gate", export=True),
+        corral.child(Calculator, name="calc", export=True),
+    )
+    async with corral.Runtime(tree, cluster=spec), corral.Runtime(cluster=spec) as caller:
+        await caller.remote("gate").try_submit(Block("held"))
+        await gate.entered_event("held").wait()
+        with pytest.raises(corral.MailboxFull):
+            await caller.remote("gate").try_submit(Echo("x"))
+        assert await caller.remote("calc").ask(Add(a=2, b=2), timeout=10) == 4
+        gate.gates["held"].set()
+
+
+async def test_garbage_on_an_actor_subject_is_dropped_and_the_node_goes_on(
+    nats: NatsCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    import nats as nats_client
+
+    spec = cluster(nats)
+    tree = serving(corral.child(Calculator, name="calc", export=True))
+    with caplog.at_level(logging.WARNING, logger="corral.cluster"):
+        async with corral.Runtime(tree, cluster=spec), corral.Runtime(cluster=spec) as caller:
+            raw = await nats_client.connect(nats.urls[0])
+            try:
+                js = raw.jetstream()
+                await js.publish(spec.subject("calc"), b"\x00 not json")
+                await js.publish(spec.subject("calc"), b'{"type": "nobody.Knows"}')
+            finally:
+                await raw.close()
+            assert await caller.remote("calc").ask(Add(a=1, b=1), timeout=10) == 2
+    dropped = [r for r in caplog.records if "not a call" in r.getMessage()]
+    assert len(dropped) == 2
+
+
+async def test_an_oversized_call_is_refused_before_publishing(nats: NatsCluster) -> None:
+    spec = cluster(nats, max_payload=200)
+    async with corral.Runtime(cluster=spec) as caller:
+        with pytest.raises(corral.ProtocolError, match=r"takes \d+ bytes; the cluster takes at most 200"):
+            await caller.remote("calc").submit(Echo("x" * 500))
+
+
+async def test_streaming_from_a_remote_actor_is_refused_clearly(
+    calc: tuple[corral.Runtime, corral.Runtime],
+) -> None:
+    _, caller = calc
+    with pytest.raises(corral.CorralError, match="not supported yet"):
+        caller.remote("calc").stream(Add(a=1, b=1))
+
+
+async def test_unreachable_nats_fails_entry_in_bounded_time_naming_the_servers() -> None:
+    port = closed_port()
+    spec = corral.Cluster(servers=[f"nats://user:s3cret@127.0.0.1:{port}"], connect_timeout=2)
+    started = time.monotonic()
+    with pytest.raises(corral.ClusterUnavailable) as info:
+        async with corral.Runtime(cluster=spec):
+            pass
+    assert time.monotonic() - started < 10
+    assert f"127.0.0.1:{port}" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+async def test_remote_without_a_cluster_is_refused() -> None:
+    async with corral.Runtime() as rt:
+        with pytest.raises(corral.InvalidStateError, match="no cluster"):
+            rt.remote("calc")
+
+
+def test_a_cluster_on_trio_is_refused_at_entry() -> None:
+    spec = corral.Cluster(servers=["nats://127.0.0.1:4222"])
+
+    async def enter() -> None:
+        async with corral.Runtime(cluster=spec):
+            pass
+
+    with pytest.raises(corral.InvalidStateError, match="asyncio backend only"):
+        anyio.run(enter, backend="trio")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"servers": []}, "at least one NATS server"),
+        ({"servers": ["localhost:4222"]}, "starts with nats://"),
+        ({"name": "a.b"}, "cluster name is 1-64 letters"),
+        ({"ack_wait": 0}, "ack_wait must be finite and > 0"),
+        ({"ack_wait": 2, "heartbeat": 1.5}, "at most half of ack_wait"),
+        ({"attempts": 0}, "attempts must be >= 1"),
+        ({"mailbox": True}, "mailbox must be an int"),
+        ({"replicas": 2}, "replicas must be 1, 3, 5 or None"),
+    ],
+)
+def test_bad_cluster_settings_are_refused_naming_them(
+    settings: dict[str, Any], message: str
+) -> None:
+    options: dict[str, Any] = {"servers": ["nats://127.0.0.1:4222"]}
+    options.update(settings)
+    with pytest.raises((ValueError, TypeError), match=message):
+        corral.Cluster(**options)
+
+
+def test_actor_names_become_valid_subject_tokens() -> None:
+    from corral._cluster._wire import token
+
+    assert token("chat") == "chat"
+    assert token("a.b c*>") == "a=2eb=20c=2a=3e"
+    assert token("é") == "=c3=a9"
+    assert token("x=y") == "x=3dy"  # the escape itself is escaped: the encoding reverses
+
+
+def test_the_stream_is_per_cluster_name(tmp_path: Path) -> None:
+    spec = corral.Cluster(servers=["nats://127.0.0.1:4222"], name="app")
+    assert spec.stream == "CORRAL_app"
+    assert spec.subject("chat.v2") == "corral.app.call.chat=2ev2"
