@@ -198,7 +198,9 @@ async def test_garbage_on_an_actor_subject_is_dropped_and_the_node_goes_on(
 async def test_an_oversized_call_is_refused_before_publishing(nats: NatsCluster) -> None:
     spec = cluster(nats, max_payload=200)
     async with corral.Runtime(cluster=spec) as caller:
-        with pytest.raises(corral.ProtocolError, match=r"takes \d+ bytes; the cluster takes at most 200"):
+        with pytest.raises(
+            corral.ProtocolError, match=r"takes \d+ bytes; the cluster takes at most 200"
+        ):
             await caller.remote("calc").submit(Echo("x" * 500))
 
 
@@ -274,3 +276,119 @@ def test_the_stream_is_per_cluster_name(tmp_path: Path) -> None:
     spec = corral.Cluster(servers=["nats://127.0.0.1:4222"], name="app")
     assert spec.stream == "CORRAL_app"
     assert spec.subject("chat.v2") == "corral.app.call.chat=2ev2"
+
+
+# --- nodes in processes of their own, killed ------------------------------------------------
+
+
+def _ledger(path: Path) -> list[tuple[str, str, str, int]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        what, key, node, attempt, _ = line.split()
+        rows.append((what, key, node, int(attempt)))
+    return rows
+
+
+async def _until(check: Any, what: str, timeout: float = 30.0) -> None:
+    """Poll a file-backed condition (another process writes it) until it holds."""
+    with anyio.fail_after(timeout):
+        while not check():  # noqa: ASYNC110 - another process writes it: no event to wait on
+            await anyio.sleep(0.02)
+
+
+async def _node(nats: NatsCluster, spec: corral.Cluster, name: str, ledger: Path) -> Any:
+    from .cluster_node import start
+
+    return await anyio.to_thread.run_sync(
+        lambda: start(
+            servers=nats.urls,
+            cluster=spec.name,
+            node=name,
+            ledger=ledger,
+            ack_wait=spec.ack_wait,
+            heartbeat=spec.heartbeat,
+        )
+    )
+
+
+def _reap(*procs: Any) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+async def test_no_call_is_lost_when_a_serving_process_is_killed(
+    nats: NatsCluster, tmp_path: Path
+) -> None:
+    """SIGKILL a node with calls running on it: another node serves them again, as attempt 2."""
+    from .cluster_node import Work
+
+    spec = cluster(nats, ack_wait=2.0, heartbeat=0.5)
+    ledger = tmp_path / "ledger"
+    a = await _node(nats, spec, "a", ledger)
+    b = None
+    try:
+        async with corral.Runtime(cluster=spec) as caller:
+            ref = caller.remote("work")
+            # Node a alone takes the first calls; they would run until long after it died.
+            futures = {}
+            for i in range(4):
+                futures[str(i)] = await ref.submit(Work(str(i), ms=60_000, retry_ms=10), timeout=60)
+            await _until(lambda: sum(r[0] == "start" for r in _ledger(ledger)) == 4, "a started")
+            b = await _node(nats, spec, "b", ledger)
+            for i in range(4, 24):
+                futures[str(i)] = await ref.submit(Work(str(i), ms=50), timeout=60)
+            a.kill()
+            a.wait()
+            results = {}
+            for key, fut in futures.items():
+                try:
+                    results[key] = await fut
+                except corral.NodeLost as exc:  # pragma: no cover - only past 3 deliveries
+                    results[key] = exc
+        rows = _ledger(ledger)
+        started_on_a = {k for what, k, node, _ in rows if what == "start" and node == "a"}
+        done_on_a = {k for what, k, node, _ in rows if what == "done" and node == "a"}
+        lost_with_a = started_on_a - done_on_a
+        assert len(results) == 24  # every future resolved
+        assert {"0", "1", "2", "3"} <= lost_with_a, ledger.read_text()  # the kill cut these short
+        for key in lost_with_a:
+            assert results[key] == "b:2"  # served again elsewhere, as its second attempt
+        assert all(isinstance(v, str) for v in results.values())
+    finally:
+        _reap(a, *([b] if b is not None else []))
+
+
+async def test_a_node_stopped_gracefully_finishes_its_calls_and_hands_back_the_rest(
+    nats: NatsCluster, tmp_path: Path
+) -> None:
+    """SIGTERM: running calls finish on the node; nothing waits for ack_wait to move on."""
+    import signal
+
+    from .cluster_node import Work
+
+    spec = cluster(nats, ack_wait=20.0, heartbeat=0.5)
+    ledger = tmp_path / "ledger"
+    a = await _node(nats, spec, "a", ledger)
+    b = await _node(nats, spec, "b", ledger)
+    try:
+        async with corral.Runtime(cluster=spec) as caller:
+            ref = caller.remote("work")
+            futures = [await ref.submit(Work(str(i), ms=200), timeout=60) for i in range(16)]
+            await _until(lambda: any(r[2] == "a" for r in _ledger(ledger)), "a serving")
+            started = time.monotonic()
+            a.send_signal(signal.SIGTERM)
+            results = [await f for f in futures]
+            elapsed = time.monotonic() - started
+        assert await anyio.to_thread.run_sync(a.wait) == 0
+        assert all(r.endswith(":1") for r in results)  # nothing was run twice
+        assert elapsed < spec.ack_wait / 2  # not left to the servers' redelivery
+        rows = _ledger(ledger)
+        assert {k for w, k, n, _ in rows if w == "start" and n == "a"} == {
+            k for w, k, n, _ in rows if w == "done" and n == "a"
+        }
+    finally:
+        _reap(a, b)

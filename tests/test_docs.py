@@ -23,13 +23,15 @@ Nothing reaches the internet. A program that would call a provider reads
 ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` with OpenAI as the default, as a
 user would write it; here they name a ``corral.testing.FakeLLMServer`` on
 loopback that insists on that key. ``OTEL_EXPORTER_OTLP_ENDPOINT`` names an
-OTLP receiver on loopback. Every proxy variable points at a closed loopback
-port (loopback itself excepted), so a request for anywhere else fails at once.
+OTLP receiver on loopback, ``NATS_URL`` a nats-server with JetStream. Every
+proxy variable points at a closed loopback port (loopback itself excepted),
+so a request for anywhere else fails at once.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import subprocess
@@ -45,6 +47,7 @@ import pytest
 from corral.testing import FakeLLMServer
 
 from .helpers import closed_port
+from .nats_cluster import NatsCluster
 from .otlp_receiver import otlp_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,9 +135,11 @@ def output_matches(expected: str, actual: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def program_env() -> Iterator[dict[str, str]]:
-    """The environment of a doc program: a fake provider, an OTLP receiver, no internet."""
+def program_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment of a doc program: a fake provider, an OTLP receiver, NATS, no internet."""
+    nats = NatsCluster(tmp_path_factory.mktemp("docs-nats"), size=1)
     with (
+        _running(nats),
         anyio.from_thread.start_blocking_portal() as portal,
         portal.wrap_async_context_manager(FakeLLMServer(api_key=FAKE_API_KEY)) as server,
         otlp_receiver() as receiver,
@@ -152,6 +157,7 @@ def program_env() -> Iterator[dict[str, str]]:
                 "OPENAI_BASE_URL": server.base_url,
                 "OPENAI_API_KEY": FAKE_API_KEY,
                 "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "NATS_URL": nats.urls[0],
                 "HTTP_PROXY": dead,
                 "HTTPS_PROXY": dead,
                 "ALL_PROXY": dead,
@@ -160,6 +166,15 @@ def program_env() -> Iterator[dict[str, str]]:
             }
         )
         yield env
+
+
+@contextlib.contextmanager
+def _running(nats: NatsCluster) -> Iterator[NatsCluster]:
+    try:
+        nats.start()
+        yield nats
+    finally:
+        nats.stop()
 
 
 def run_program(

@@ -142,6 +142,10 @@ class ClusterNode:
         self._cancelled: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._served: dict[str, _Served] = {}
         self._fetching: list[anyio.CancelScope] = []
+        self._fetchers = 0
+        self._fetchers_done = anyio.Event()
+        self._replying = 0
+        self._replies_done = anyio.Event()
         self._closing = False
 
     # --- joining and leaving -------------------------------------------------------
@@ -254,18 +258,33 @@ class ClusterNode:
         self._tg.start_soon(self._fetch_loop, served, name=f"corral cluster fetch {spec.name}")
 
     def stop_fetching(self) -> None:
-        """Take no more calls from the cluster (a graceful stop begins)."""
+        """Take no more calls from the cluster (a graceful stop begins).
+
+        A fetch under way is let finish (at most a second): calls the servers
+        sent it are handed back at once rather than left to ``ack_wait``.
+        """
         self._closing = True
-        for scope in self._fetching:
-            scope.cancel()
+        for served in self._served.values():
+            served.slot.set()
 
     async def close(self) -> None:
-        """Answer what still runs, then leave: flush and close the connection."""
+        """Answer what still runs, hand back what never will, then leave."""
         self.stop_fetching()
+        with anyio.move_on_after(_FETCH_WAIT + 1.0, shield=True):
+            while self._fetchers:
+                self._fetchers_done = anyio.Event()
+                await self._fetchers_done.wait()
+        for scope in self._fetching:
+            scope.cancel()
+        with anyio.move_on_after(self.spec.heartbeat, shield=True):
+            # The answers of calls that ended as their actors stopped.
+            while self._replying:
+                self._replies_done = anyio.Event()
+                await self._replies_done.wait()
         for record in list(self._running.values()):
-            if record.future is None or not record.future.done():
-                # Not answered by the time the actors stopped: another node takes it.
-                await self._settle(record.msg, "nak")
+            # Not answered by the time the actors stopped: another node takes it.
+            await self._settle(record.msg, "nak")
+        self._running.clear()
         for call_id in list(self._pending):
             waiting = self._forget(call_id)
             if waiting is not None:
@@ -274,8 +293,20 @@ class ClusterNode:
                 )
         nc = self._nc
         if nc is not None and not nc.is_closed:
+            # Flush what is written (answers, acks), then close. Not drain():
+            # it waits for every subscription's queue to empty, and a pull
+            # subscription's queue may hold what no fetch will read again.
             with anyio.move_on_after(self.spec.connect_timeout, shield=True):
-                await nc.drain()
+                try:
+                    await nc.flush(timeout=self.spec.connect_timeout)
+                except Exception as exc:
+                    logger.warning("NATS did not take the last answers: %s", exc)
+            with anyio.CancelScope(shield=True):
+                await nc.close()
+
+    def _leaving(self) -> bool:
+        # A method, not the field: the flag changes while a fetch awaits.
+        return self._closing
 
     async def _on_error(self, exc: Exception) -> None:
         logger.warning("NATS connection: %s: %s", type(exc).__name__, exc)
@@ -290,26 +321,34 @@ class ClusterNode:
         self._fetching.append(scope)
         if self._closing:
             return
-        with scope:
-            sub = await self._js.pull_subscribe_bind(
-                durable=token(served.name), stream=self.spec.stream
-            )
-            while not self._closing:
-                free = served.max_concurrency - served.taken
-                if free <= 0:
-                    served.slot = anyio.Event()
-                    await served.slot.wait()
-                    continue
-                try:
-                    msgs = await sub.fetch(batch=free, timeout=_FETCH_WAIT)
-                except FetchTimeout:
-                    continue
-                except Exception as exc:  # a connection lost mid-fetch: try again soon
-                    logger.warning("fetching calls for %r failed: %s", served.name, exc)
-                    await anyio.sleep(_RETRY_MOST)
-                    continue
-                for msg in msgs:
-                    await self._take(served, msg)
+        self._fetchers += 1
+        try:
+            with scope:
+                sub = await self._js.pull_subscribe_bind(
+                    durable=token(served.name), stream=self.spec.stream
+                )
+                while not self._closing:
+                    free = served.max_concurrency - served.taken
+                    if free <= 0:
+                        served.slot = anyio.Event()
+                        await served.slot.wait()
+                        continue
+                    try:
+                        msgs = await sub.fetch(batch=free, timeout=_FETCH_WAIT)
+                    except FetchTimeout:
+                        continue
+                    except Exception as exc:  # a connection lost mid-fetch: try again soon
+                        logger.warning("fetching calls for %r failed: %s", served.name, exc)
+                        await anyio.sleep(_RETRY_MOST)
+                        continue
+                    for msg in msgs:
+                        if self._leaving():
+                            await self._settle(msg, "nak")  # leaving: another node takes it
+                        else:
+                            await self._take(served, msg)
+        finally:
+            self._fetchers -= 1
+            self._fetchers_done.set()
 
     async def _take(self, served: _Served, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -380,14 +419,16 @@ class ClusterNode:
             return
         tg = self._tg
         assert tg is not None
+        self._replying += 1
         tg.start_soon(self._reply, served, call_id, record, fut)
 
     async def _reply(
         self, served: _Served, call_id: uuid.UUID, record: _Running, fut: Future[Any]
     ) -> None:
         try:
-            if fut.cancelled() and call_id not in self._cancelled:
-                # Cancelled here, not by its caller (this node stops): hand it back.
+            stopped_here = self._closing and isinstance(fut.exception(), ActorStopped)
+            if stopped_here or (fut.cancelled() and call_id not in self._cancelled):
+                # Cut short by this node's stop, not by its caller: another node runs it.
                 await self._settle(record.msg, "nak")
                 return
             if record.reply_to is not None and not fut.cancelled():
@@ -399,6 +440,8 @@ class ClusterNode:
             await self._settle(record.msg, "ack")
         finally:
             self._release(served, call_id)
+            self._replying -= 1
+            self._replies_done.set()
 
     def _release(self, served: _Served, call_id: uuid.UUID) -> None:
         if self._running.pop(call_id, None) is not None:

@@ -60,7 +60,6 @@ __all__ = [
     "from_envelope",
     "leave",
     "new",
-    "new_event",
     "next_attempt",
     "requeue",
     "resolve",
@@ -146,7 +145,7 @@ class Call:
         call._envelope = envelope
         call._func = func
         call._deadline = deadline
-        call._future = Future._make(call)
+        call._future = Future._make(call, deadline, cell.new_event)
         call._status = None
         call._outcome = None
         call._seq = next(_seq)
@@ -454,25 +453,27 @@ def resolve(
     The status follows when the call leaves the pile (:func:`leave`).
     """
     fut = call._future
-    if fut.done():
-        return False
     assert outcome in _DONE, f"{outcome} is not an outcome"
-    call._outcome = outcome
+    before = call._outcome
+    call._outcome = outcome  # before the future resolves: its callbacks read it
     if outcome is _CANCELLED:
-        set_cancelled(fut)
+        resolved = set_cancelled(fut)
     elif exc is not None:
-        set_exception(fut, exc)
-        if call._envelope.kind is Kind.ONE_WAY and outcome is _FAILED:
-            # Nobody holds a one-way message's future: the error is kept
-            # in the pile's history and reported here.
-            logger.warning(
-                "one-way %s to actor %r failed",
-                type(call._envelope.payload).__qualname__,
-                call._cell.name,
-                exc_info=exc,
-            )
+        resolved = set_exception(fut, exc)
     else:
-        set_result(fut, value)
+        resolved = set_result(fut, value)
+    if not resolved:
+        call._outcome = before
+        return False
+    if exc is not None and call._envelope.kind is Kind.ONE_WAY and outcome is _FAILED:
+        # Nobody holds a one-way message's future: the error is kept
+        # in the pile's history and reported here.
+        logger.warning(
+            "one-way %s to actor %r failed",
+            type(call._envelope.payload).__qualname__,
+            call._cell.name,
+            exc_info=exc,
+        )
     if call._stream is not None:
         # The reader stops at once, whatever ended the call.
         call._stream.send.close()
@@ -491,7 +492,7 @@ def leave(call: Call) -> None:
     cell = call._cell
     call._finished_at = cell.clock()
     cell.pile.running.pop(call, None)
-    cell.pile.record(call)
+    cell.pile.record(call, outcome)
     instruments = cell.instruments
     if instruments is not None:
         instruments.call("call_finished", call)
@@ -556,8 +557,3 @@ def expire(call: Call) -> None:
 def arrival(call: Call) -> int:
     """*call*'s place in its actor's line: its arrival number (kept when it goes back in line)."""
     return call._seq
-
-
-def new_event(call: Call) -> anyio.Event:
-    """An event for a waiter on *call*'s future, of the backend its actor runs on."""
-    return call._cell.new_event()

@@ -50,7 +50,17 @@ class Future(Generic[T]):
     cancelling a caller of :meth:`ActorRef.ask`, which owns its future.
     """
 
-    __slots__ = ("_call", "_callbacks", "_event", "_exc", "_result", "_state", "_tb")
+    __slots__ = (
+        "_call",
+        "_callbacks",
+        "_deadline",
+        "_event",
+        "_exc",
+        "_new_event",
+        "_result",
+        "_state",
+        "_tb",
+    )
 
     _state: _State
     _result: Any
@@ -59,6 +69,8 @@ class Future(Generic[T]):
     _event: anyio.Event | None
     _callbacks: list[Callable[[Future[T]], object]] | None
     _call: Call | None
+    _deadline: float | None
+    _new_event: Callable[[], anyio.Event]
 
     def __init__(self) -> None:
         raise TypeError(
@@ -66,8 +78,17 @@ class Future(Generic[T]):
         )
 
     @classmethod
-    def _make(cls, call: Call | None = None) -> Future[Any]:
-        """A pending future, of *call* if given (the runtime's constructor)."""
+    def _make(
+        cls,
+        call: Call | None = None,
+        deadline: float | None = None,
+        new_event: Callable[[], anyio.Event] = anyio.Event,
+    ) -> Future[Any]:
+        """A pending future, of *call* if given (the runtime's constructor).
+
+        Waiters enforce *deadline* (the call's, on the loop clock) and wait
+        on events from *new_event* (its actor's event factory).
+        """
         fut: Future[Any] = object.__new__(cls)
         fut._state = _PENDING
         fut._result = None
@@ -76,6 +97,8 @@ class Future(Generic[T]):
         fut._event = None
         fut._callbacks = None
         fut._call = call
+        fut._deadline = deadline
+        fut._new_event = new_event
         return fut
 
     def __repr__(self) -> str:
@@ -159,10 +182,9 @@ class Future(Generic[T]):
 
     async def _wait_done(self) -> None:
         event = self._event
-        call = self._call
         if event is None:
-            event = self._event = anyio.Event() if call is None else _calls.new_event(call)
-        deadline = call.deadline if call is not None else None
+            event = self._event = self._new_event()
+        deadline = self._deadline
         if deadline is None:
             await event.wait()
             return
@@ -170,6 +192,7 @@ class Future(Generic[T]):
         # time still resolves exactly at its deadline without a timer per call.
         with anyio.CancelScope(deadline=deadline):
             await event.wait()
+        call = self._call
         if self._state is _PENDING and call is not None and anyio.current_time() >= deadline:
             _calls.expire(call)
 
@@ -238,29 +261,35 @@ class Future(Generic[T]):
 # --- resolving (the call's transitions only) ---------------------------------
 
 
-def set_result(fut: Future[Any], value: Any) -> None:
-    """Resolve *fut* with the reply *value* (if still pending)."""
-    if fut._state is _PENDING:
-        fut._result = value
-        fut._state = _DONE
-        fut._wake()
+def set_result(fut: Future[Any], value: Any) -> bool:
+    """Resolve *fut* with the reply *value* if still pending; return whether this did."""
+    if fut._state is not _PENDING:
+        return False
+    fut._result = value
+    fut._state = _DONE
+    fut._wake()
+    return True
 
 
-def set_exception(fut: Future[Any], exc: BaseException) -> None:
-    """Resolve *fut* with the error *exc* (if still pending)."""
-    if fut._state is _PENDING:
-        fut._exc = exc
-        fut._tb = exc.__traceback__
-        fut._state = _DONE
-        fut._wake()
+def set_exception(fut: Future[Any], exc: BaseException) -> bool:
+    """Resolve *fut* with the error *exc* if still pending; return whether this did."""
+    if fut._state is not _PENDING:
+        return False
+    fut._exc = exc
+    fut._tb = exc.__traceback__
+    fut._state = _DONE
+    fut._wake()
+    return True
 
 
-def set_cancelled(fut: Future[Any]) -> None:
-    """Resolve *fut* as cancelled (if still pending)."""
-    if fut._state is _PENDING:
-        fut._exc = CallCancelled("the call was cancelled")
-        fut._state = _CANCELLED
-        fut._wake()
+def set_cancelled(fut: Future[Any]) -> bool:
+    """Resolve *fut* as cancelled if still pending; return whether this did."""
+    if fut._state is not _PENDING:
+        return False
+    fut._exc = CallCancelled("the call was cancelled")
+    fut._state = _CANCELLED
+    fut._wake()
+    return True
 
 
 # The calls' module makes futures: imported last.

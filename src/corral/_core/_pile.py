@@ -185,9 +185,9 @@ class Pile:
         self._history: list[Call] = []
         self._next = 0
 
-    def record(self, call: Call) -> None:
-        """Count a call that left the pile with its final status."""
-        self._outcomes[_OUTCOME_INDEX[call.status]] += 1
+    def record(self, call: Call, outcome: CallStatus) -> None:
+        """Count a call that left the pile with its final status, *outcome*."""
+        self._outcomes[_OUTCOME_INDEX[outcome]] += 1
         history = self._history
         if len(history) < DEFAULT_HISTORY:
             history.append(call)

@@ -1,0 +1,121 @@
+"""A serving node for the cluster tests, in a process of its own (the tests SIGKILL it).
+
+``python -m tests.cluster_node --servers URL[,URL] --cluster NAME --node NAME --ledger FILE``
+serves an exported ``work`` actor and prints ``ready`` once it does. Every call
+it starts and finishes is appended to the ledger file (outside the process),
+so a test can tell what ran where even after the process died. SIGTERM stops
+it gracefully (as ``corral serve`` will).
+"""
+
+from __future__ import annotations
+
+import argparse
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import anyio
+
+import corral
+
+
+@corral.message(name="clustertest.Work")
+class Work:
+    key: str
+    ms: int = 0
+    #: How long a second or later attempt sleeps (default: *ms*).
+    retry_ms: int | None = None
+
+
+class Worker(corral.Actor[Work, str]):
+    """Sleeps *ms* per call; answers ``node:attempt``."""
+
+    def __init__(self, node: str, ledger: IO[str]) -> None:
+        self.node = node
+        self.ledger = ledger
+
+    def _log(self, what: str, msg: Work, attempt: int) -> None:
+        self.ledger.write(f"{what} {msg.key} {self.node} {attempt} {time.time():.3f}\n")
+        self.ledger.flush()
+
+    async def handle(self, msg: Work) -> str:
+        call = corral.current_call()
+        assert call is not None
+        self._log("start", msg, call.attempt)
+        ms = msg.ms if call.attempt == 1 or msg.retry_ms is None else msg.retry_ms
+        await anyio.sleep(ms / 1000)
+        self._log("done", msg, call.attempt)
+        return f"{self.node}:{call.attempt}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tests.cluster_node")
+    parser.add_argument("--servers", required=True)
+    parser.add_argument("--cluster", required=True)
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--ledger", required=True, type=Path)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--ack-wait", type=float, default=2.0)
+    parser.add_argument("--heartbeat", type=float, default=0.5)
+    parser.add_argument("--attempts", type=int, default=3)
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    spec = corral.Cluster(
+        servers=args.servers.split(","),
+        name=args.cluster,
+        ack_wait=args.ack_wait,
+        heartbeat=args.heartbeat,
+        attempts=args.attempts,
+        connect_timeout=10,
+    )
+
+    async def serve() -> None:
+        with args.ledger.open("a") as ledger:
+            child = corral.child(
+                lambda: Worker(args.node, ledger),
+                name="work",
+                export=True,
+                max_concurrency=args.concurrency,
+            )
+            tree = corral.Supervisor(children=[child])
+            with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+                async with corral.Runtime(tree, cluster=spec, shutdown_timeout=10):
+                    print("ready", flush=True)
+                    async for _ in signals:
+                        break
+        print("stopped", flush=True)
+
+    anyio.run(serve, backend="asyncio")
+
+
+def start(
+    *, servers: list[str], cluster: str, node: str, ledger: Path, **options: object
+) -> subprocess.Popen[str]:
+    """Start a serving node process and wait for its ``ready`` line."""
+    argv = [sys.executable, "-m", "tests.cluster_node", "--servers", ",".join(servers)]
+    argv += ["--cluster", cluster, "--node", node, "--ledger", str(ledger)]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    line = proc.stdout.readline() if ready else ""
+    if line.strip() != "ready":
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        raise RuntimeError(f"serving node {node} did not start: {line!r} {err[-2000:]}")
+    return proc
+
+
+if __name__ == "__main__":
+    main()
