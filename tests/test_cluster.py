@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -392,3 +393,102 @@ async def test_a_node_stopped_gracefully_finishes_its_calls_and_hands_back_the_r
         }
     finally:
         _reap(a, b)
+
+
+# --- result records -----------------------------------------------------------------------
+
+
+class Counter(corral.Actor[Add, int]):
+    """Adds, and keeps the ids of the calls it ran."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    async def handle(self, msg: Add) -> int:
+        call = corral.current_call()
+        assert call is not None
+        self.ran.append(call.envelope.id.hex)
+        return msg.a + msg.b
+
+
+class IdempotentCounter(Counter):
+    idempotent = True
+
+
+async def _record(nats: NatsCluster, spec: corral.Cluster, key: str) -> bytes | None:
+    import nats as nats_client
+    from nats.js.errors import KeyNotFoundError
+
+    raw = await nats_client.connect(nats.urls[0])
+    try:
+        kv = await raw.jetstream().key_value(f"{spec.stream}_results")
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.value
+    finally:
+        await raw.close()
+
+
+async def test_an_answer_is_kept_before_the_call_is_acknowledged(nats: NatsCluster) -> None:
+    spec = cluster(nats)
+    counter = Counter()
+    tree = serving(corral.child(lambda: counter, name="calc", export=True))
+    async with corral.Runtime(tree, cluster=spec), corral.Runtime(cluster=spec) as caller:
+        assert await caller.remote("calc").ask(Add(a=2, b=3), timeout=10) == 5
+    [key] = counter.ran
+    record = await _record(nats, spec, key)
+    assert record is not None and b'"value":5' in record
+
+
+async def test_an_idempotent_actor_keeps_no_answers(nats: NatsCluster) -> None:
+    spec = cluster(nats)
+    counter = IdempotentCounter()
+    tree = serving(corral.child(lambda: counter, name="calc", export=True))
+    async with corral.Runtime(tree, cluster=spec), corral.Runtime(cluster=spec) as caller:
+        assert await caller.remote("calc").ask(Add(a=2, b=3), timeout=10) == 5
+    [key] = counter.ran
+    assert await _record(nats, spec, key) is None
+
+
+async def test_a_redelivered_call_with_an_answer_is_answered_without_running_again(
+    nats: NatsCluster,
+) -> None:
+    """A node that died after keeping the answer, before acknowledging: nothing runs twice."""
+    import json
+
+    import nats as nats_client
+    from nats.js import api
+
+    from corral._cluster._wire import encode_reply, token
+
+    spec = cluster(nats, ack_wait=1.0, heartbeat=0.5)
+    counter = Counter()
+    tree = serving(corral.child(lambda: counter, name="calc", export=True))
+    async with corral.Runtime(cluster=spec) as caller:
+        fut = await caller.remote("calc").submit(Add(a=1, b=1), timeout=30)
+        # A node takes the call, keeps its answer (42, to tell it apart) and dies.
+        raw = await nats_client.connect(nats.urls[0])
+        try:
+            js = raw.jetstream()
+            consumer = api.ConsumerConfig(
+                durable_name=token("calc"),
+                filter_subject=spec.subject("calc"),
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=spec.ack_wait,
+                max_deliver=spec.attempts,
+                max_ack_pending=-1,
+            )
+            await js.add_consumer(spec.stream, consumer)
+            sub = await js.pull_subscribe_bind(durable=token("calc"), stream=spec.stream)
+            [taken] = await sub.fetch(batch=1, timeout=10)
+            call_id = uuid.UUID(json.loads(taken.data)["id"])
+            kv = await js.key_value(f"{spec.stream}_results")
+            await kv.put(call_id.hex, encode_reply(corral.Protocol(), call_id, 42))
+        finally:
+            await raw.close()
+        # The servers give it to the next node after ack_wait: it answers from the record.
+        async with corral.Runtime(tree, cluster=spec):
+            assert await fut == 42
+    assert counter.ran == []

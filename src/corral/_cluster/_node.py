@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
 
     from .._core._runtime import Runtime
 
@@ -97,6 +98,8 @@ class _Running:
 
     msg: Msg
     reply_to: str | None
+    #: The call's wall-clock deadline (``time.time()``), or ``None``.
+    deadline: float | None = None
     future: Future[Any] | None = None
 
 
@@ -114,6 +117,8 @@ class _Served:
 
     name: str
     max_concurrency: int
+    #: Whether its answers are kept (not for actors declared idempotent).
+    keep_records: bool = True
     slot: anyio.Event = attrs.Factory(anyio.Event)
     taken: int = 0
 
@@ -127,6 +132,7 @@ class ClusterNode:
         self.protocol = Protocol(spec.types)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._results: KeyValue | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._inbox = ""
         self._max_payload = 0
@@ -205,6 +211,7 @@ class ClusterNode:
         try:
             with anyio.fail_after(spec.connect_timeout):
                 await self._ensure_stream(js, config)
+                self._results = await self._ensure_results(js, replicas)
         except TimeoutError:
             raise ClusterUnavailable(
                 f"JetStream at {_servers_text(spec.servers)} did not answer within "
@@ -234,6 +241,24 @@ class ClusterNode:
         if info.config.max_msgs_per_subject != config.max_msgs_per_subject:
             await js.update_stream(attrs_evolve_config(info.config, config))
 
+    async def _ensure_results(self, js: JetStreamContext, replicas: int) -> KeyValue:
+        """The bucket of answers, kept until a call's last possible redelivery."""
+        from nats.js import api
+        from nats.js.errors import BadRequestError
+
+        spec = self.spec
+        config = api.KeyValueConfig(
+            bucket=f"{spec.stream}_results",
+            history=1,
+            ttl=max(600.0, 4 * spec.ack_wait * spec.attempts),
+            storage=api.StorageType.FILE,
+            replicas=replicas,
+        )
+        try:
+            return await js.create_key_value(config)
+        except BadRequestError:
+            return await js.key_value(config.bucket)  # made by another node, its way
+
     async def serve(self, spec: ChildSpec) -> None:
         """Serve the exported actor of *spec* to the cluster from this node."""
         from nats.js import api
@@ -254,7 +279,9 @@ class ClusterNode:
             max_ack_pending=-1,
         )
         await self._js.add_consumer(self.spec.stream, config)
-        served = self._served[spec.name] = _Served(spec.name, spec.max_concurrency)
+        served = self._served[spec.name] = _Served(
+            spec.name, spec.max_concurrency, keep_records=not ref.actor_class.idempotent
+        )
         self._tg.start_soon(self._fetch_loop, served, name=f"corral cluster fetch {spec.name}")
 
     def stop_fetching(self) -> None:
@@ -298,7 +325,7 @@ class ClusterNode:
             # subscription's queue may hold what no fetch will read again.
             with anyio.move_on_after(self.spec.connect_timeout, shield=True):
                 try:
-                    await nc.flush(timeout=self.spec.connect_timeout)
+                    await nc.flush(timeout=max(1, round(self.spec.connect_timeout)))
                 except Exception as exc:
                     logger.warning("NATS did not take the last answers: %s", exc)
             with anyio.CancelScope(shield=True):
@@ -366,11 +393,14 @@ class ClusterNode:
             await self._settle(msg, "term")
             return
         attempt = msg.metadata.num_delivered
+        if attempt > 1 and served.keep_records and await self._answered(envelope.id, reply_to):
+            await self._settle(msg, "ack")  # it ran to its end on a node that died
+            return
         if attempt > envelope.attempt:
             envelope = attrs.evolve(envelope, attempt=attempt)
         if envelope.target != served.name:
             envelope = attrs.evolve(envelope, target=served.name)
-        record = self._running[envelope.id] = _Running(msg, reply_to)
+        record = self._running[envelope.id] = _Running(msg, reply_to, envelope.deadline)
         served.taken += 1
         try:
             fut = await self._runtime.deliver(envelope, track=True)
@@ -431,12 +461,16 @@ class ClusterNode:
                 # Cut short by this node's stop, not by its caller: another node runs it.
                 await self._settle(record.msg, "nak")
                 return
-            if record.reply_to is not None and not fut.cancelled():
+            if not fut.cancelled():
                 exc = fut.exception()
-                if exc is None:
-                    await self._answer(record.reply_to, call_id, fut.result(), ok=True)
-                else:
-                    await self._answer(record.reply_to, call_id, exc, ok=False)
+                data = (
+                    encode_reply(self.protocol, call_id, fut.result())
+                    if exc is None
+                    else encode_error(call_id, exc)
+                )
+                if served.keep_records:
+                    await self._keep(call_id, data, record.deadline)
+                await self._send(record.reply_to, call_id, data)
             await self._settle(record.msg, "ack")
         finally:
             self._release(served, call_id)
@@ -451,13 +485,55 @@ class ClusterNode:
     async def _answer(
         self, reply_to: str | None, call_id: uuid.UUID, value: Any, *, ok: bool
     ) -> None:
+        data = encode_reply(self.protocol, call_id, value) if ok else encode_error(call_id, value)
+        await self._send(reply_to, call_id, data)
+
+    async def _send(self, reply_to: str | None, call_id: uuid.UUID, data: bytes) -> None:
         if reply_to is None or self._nc is None:
             return
-        data = encode_reply(self.protocol, call_id, value) if ok else encode_error(call_id, value)
         try:
             await self._nc.publish(reply_to, data)
         except Exception as exc:
             logger.warning("could not answer call %s: %s", call_id, exc)
+
+    async def _keep(self, call_id: uuid.UUID, data: bytes, deadline: float | None) -> None:
+        """Write the call's answer down before it is acknowledged, retrying until its deadline.
+
+        A node that dies between this and the acknowledgement leaves the
+        answer here: the node the servers give the call to next answers
+        from it instead of running the call again.
+        """
+        assert self._results is not None
+        until = time.time() + self.spec.ack_wait if deadline is None else deadline
+        pause = _RETRY_FIRST
+        while True:
+            try:
+                await self._results.put(call_id.hex, data)
+            except Exception as exc:
+                if time.time() + pause > until:
+                    logger.warning("could not keep the answer of call %s: %s", call_id, exc)
+                    return
+            else:
+                return
+            await anyio.sleep(pause)
+            pause = min(pause * 2, _RETRY_MOST)
+
+    async def _answered(self, call_id: uuid.UUID, reply_to: str | None) -> bool:
+        """Answer a redelivered call from its result record, if it has one."""
+        from nats.js.errors import KeyNotFoundError
+
+        assert self._results is not None
+        try:
+            entry = await self._results.get(call_id.hex)
+        except KeyNotFoundError:
+            return False
+        except Exception as exc:
+            logger.warning("could not read the answer of call %s: %s", call_id, exc)
+            return False
+        if entry.value is None:
+            return False
+        await self._send(reply_to, call_id, entry.value)
+        return True
 
     async def _settle(self, msg: Msg, how: str) -> None:
         try:

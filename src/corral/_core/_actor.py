@@ -145,9 +145,13 @@ class Actor(Generic[ReqT, ReplyT]):
 
     Class attributes:
         fatal: Exception types that crash the actor instead of failing one call.
+        idempotent: Whether running a call twice is harmless. A cluster
+            node keeps no result record for an idempotent actor's calls
+            (cheaper), so a call whose node died after running it runs again.
     """
 
     fatal: ClassVar[tuple[type[BaseException], ...]] = ()
+    idempotent: ClassVar[bool] = False
     #: How calls run (retries, rate limits, circuit breaker); see
     #: :class:`corral.ServicePolicy`. A ``policy=`` given at spawn wins.
     policy: ClassVar[CallPolicy | None] = None

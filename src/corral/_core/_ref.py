@@ -17,6 +17,7 @@ from ._messages import UNSET, Kind, Ping, _Unset
 from ._pile import ActorState, ActorStatus
 
 if TYPE_CHECKING:
+    from ._actor import Actor
     from ._cell import ActorCell
     from ._specs import ChildInfo, ChildSpec, Strategy, Supervisor
     from ._supervisor import SupervisorNode
@@ -67,7 +68,7 @@ class ActorRef(Generic[ReqT, ReplyT]):
         return self._cell.name
 
     @property
-    def actor_class(self) -> type:
+    def actor_class(self) -> type[Actor[Any, Any]]:
         """The class of the actor (the declared message types are on it)."""
         return self._cell.actor_class
 
