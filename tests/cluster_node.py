@@ -62,11 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ack-wait", type=float, default=2.0)
     parser.add_argument("--heartbeat", type=float, default=0.5)
     parser.add_argument("--attempts", type=int, default=3)
+    parser.add_argument("--otlp", help="export spans over OTLP/HTTP to this endpoint")
     return parser
 
 
 def main() -> None:
     args = _parser().parse_args()
+    if args.otlp:
+        corral.telemetry.configure(
+            service_name=f"node-{args.node}", endpoint=args.otlp, metrics=False, batch=False
+        )
     spec = corral.Cluster(
         servers=args.servers.split(","),
         name=args.cluster,

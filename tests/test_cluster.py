@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+from opentelemetry import trace
 
 import corral
 
@@ -299,7 +300,9 @@ async def _until(check: Any, what: str, timeout: float = 30.0) -> None:
             await anyio.sleep(0.02)
 
 
-async def _node(nats: NatsCluster, spec: corral.Cluster, name: str, ledger: Path) -> Any:
+async def _node(
+    nats: NatsCluster, spec: corral.Cluster, name: str, ledger: Path, **options: object
+) -> Any:
     from .cluster_node import start
 
     return await anyio.to_thread.run_sync(
@@ -310,6 +313,7 @@ async def _node(nats: NatsCluster, spec: corral.Cluster, name: str, ledger: Path
             ledger=ledger,
             ack_wait=spec.ack_wait,
             heartbeat=spec.heartbeat,
+            **options,
         )
     )
 
@@ -492,3 +496,89 @@ async def test_a_redelivered_call_with_an_answer_is_answered_without_running_aga
         async with corral.Runtime(tree, cluster=spec):
             assert await fut == 42
     assert counter.ran == []
+
+
+async def test_one_trace_per_call_across_processes(nats: NatsCluster, tmp_path: Path) -> None:
+    """The caller's producer span and the serving process's consumer span share the trace.
+
+    The serving node exports over OTLP/HTTP to a receiver that decodes the
+    protobuf; the caller's spans are in memory.
+    """
+    from .cluster_node import Work
+    from .otlp_receiver import otlp_receiver
+    from .tracing import MemoryTracing
+
+    spec = cluster(nats)
+    tracing = MemoryTracing()
+    with otlp_receiver() as receiver:
+        node = await _node(nats, spec, "a", tmp_path / "ledger", otlp=receiver.endpoint)
+        try:
+            async with corral.Runtime(cluster=spec, instruments=[tracing.instrument]) as caller:
+                assert await caller.remote("work").ask(Work("traced"), timeout=10) == "a:1"
+            node.terminate()
+            assert await anyio.to_thread.run_sync(node.wait) == 0  # spans flushed at exit
+        finally:
+            _reap(node)
+        [producer] = [s for s in tracing.spans() if s.name == "send work"]
+        consumers = [s for s in receiver.spans if s.kind == s.SPAN_KIND_CONSUMER]
+    assert producer.kind is trace.SpanKind.PRODUCER
+    [consumer] = consumers
+    assert consumer.trace_id == producer.context.trace_id.to_bytes(16, "big")
+    assert consumer.parent_span_id == producer.context.span_id.to_bytes(8, "big")
+    assert producer.attributes is not None
+    assert producer.attributes["messaging.destination.name"] == spec.subject("work")
+
+
+# --- NATS servers killed ------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A 3-node cluster of this test's own, to kill servers of."""
+    servers = NatsCluster(tmp_path / "nats")
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+async def _stream_leader(nats: NatsCluster, spec: corral.Cluster) -> int:
+    import nats as nats_client
+
+    raw = await nats_client.connect(nats.urls)
+    try:
+        info = await raw.jetstream().stream_info(spec.stream)
+    finally:
+        await raw.close()
+    assert info.cluster is not None and info.cluster.leader is not None
+    return int(info.cluster.leader.removeprefix("n"))
+
+
+async def test_no_call_is_lost_when_the_stream_leader_is_killed(own_nats: NatsCluster) -> None:
+    """Publishes fail during the election and are retried with the same id: stored once each."""
+    spec = cluster(own_nats, ack_wait=4.0, heartbeat=0.5)
+    counter = Counter()
+    tree = serving(corral.child(lambda: counter, name="calc", export=True, max_concurrency=8))
+    async with corral.Runtime(tree, cluster=spec), corral.Runtime(cluster=spec) as caller:
+        ref = caller.remote("calc")
+        assert await ref.ask(Add(a=0, b=0), timeout=10) == 0
+        leader = await _stream_leader(own_nats, spec)
+        results: dict[int, int | BaseException] = {}
+
+        async def call(i: int) -> None:
+            try:
+                results[i] = await ref.ask(Add(a=i, b=1), timeout=40)
+            except corral.CorralError as exc:
+                results[i] = exc
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(call, i)
+            await _until(lambda: len(results) >= 5, "calls flowing")
+            own_nats.kill(leader)
+            for i in range(20, 40):
+                tg.start_soon(call, i)
+    assert sorted(results) == list(range(40))
+    assert results == {i: i + 1 for i in range(40)}  # every one answered
+    assert len(counter.ran) == len(set(counter.ran))  # none stored (and run) twice

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import logging
@@ -21,6 +22,7 @@ import attrs
 
 from . import _http as h
 from . import _httpsuite as hs
+from . import _natsload as nl
 from . import _workloads as w
 
 Side = Callable[..., Awaitable[w.Result]]
@@ -64,6 +66,28 @@ def _w1_args(scale: float) -> tuple[Any, ...]:
 
 def _w2_args(scale: float) -> tuple[Any, ...]:
     return (_scaled(100_000, scale, 64),)
+
+
+def _nats(
+    key: str,
+    title: str,
+    n: int,
+    callers: int,
+    replicas: int,
+    *,
+    tell: bool = False,
+    records: bool = False,
+) -> Workload:
+    """A W9 workload: remote calls through NATS, beside raw nats-py doing the same path."""
+    return Workload(
+        key,
+        title,
+        functools.partial(nl.floor_nats, tell=tell),
+        functools.partial(nl.corral_nats, tell=tell, records=records),
+        lambda scale: (_scaled(n, scale, callers), callers, replicas),
+        (Check("per_s", "higher", 0.7), Check("p50_us", "lower"), Check("p99_us", "lower")),
+        baseline="raw nats-py, the same JetStream path",
+    )
 
 
 def _ceiling(
@@ -199,7 +223,16 @@ WORKLOADS: tuple[Workload, ...] = (
     _ceiling("W2TB", "W2T", w.corral_w2, w.sdk_bound_w2, _w2_args),
     _ceiling("W1SB", "W1S", w.corral_w1, w.sdk_bound_sampled_w1, _w1_args),
     _ceiling("W2SB", "W2S", w.corral_w2, w.sdk_bound_sampled_w2, _w2_args),
+    _nats("W9", "remote ask, serial, one NATS node: 1,000 calls", 1_000, 1, 1),
+    _nats("W9C", "remote ask, 64 callers, one NATS node: 5,000 calls", 5_000, 64, 1),
+    _nats("W9T", "remote tell, 64 callers, one NATS node: 5,000 messages", 5_000, 64, 1, tell=True),
+    _nats("W9CK", "W9C with result records (not idempotent)", 5_000, 64, 1, records=True),
+    _nats("W9R3", "remote ask, serial, 3 NATS nodes, R3: 500 calls", 500, 1, 3),
+    _nats("W9R3C", "remote ask, 64 callers, 3 NATS nodes, R3: 3,000 calls", 3_000, 64, 3),
 )
+
+#: The workloads that need NATS (the ``cluster`` extra) and the asyncio backend.
+NATS_KEYS = ("W9", "W9C", "W9T", "W9CK", "W9R3", "W9R3C")
 
 
 def _run_side(
@@ -230,6 +263,22 @@ def _run_side(
     return dict(result.metrics)
 
 
+def _nats_skip(backend: str) -> str | None:
+    """Why the NATS workloads cannot run here, or ``None``."""
+    keys = ", ".join(NATS_KEYS)
+    if backend != "asyncio":
+        return f"{keys} skipped: nats-py runs on asyncio only (--backend asyncio)"
+    if importlib.util.find_spec("nats") is None:
+        return f"{keys} skipped: they need the cluster extra (pip install 'corral[cluster]')"
+    from .._cluster._local import nats_server_binary
+
+    try:
+        nats_server_binary()
+    except FileNotFoundError as exc:
+        return f"{keys} skipped: {exc}"
+    return None
+
+
 def _summarise(values: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -253,6 +302,11 @@ def run_suite(
     without it they are skipped, and the report's ``skipped`` says why.
     """
     selected = [wl for wl in WORKLOADS if not only or wl.key in only]
+    nats_skipped = None
+    if any(wl.key in NATS_KEYS for wl in selected):
+        nats_skipped = _nats_skip(backend)
+        if nats_skipped is not None:
+            selected = [wl for wl in selected if wl.key not in NATS_KEYS]
     http = [key for key in hs.HTTP_KEYS if not only or key in only]
     known = [wl.key for wl in WORKLOADS] + list(hs.HTTP_KEYS)
     unknown = set(only) - set(known)
@@ -271,6 +325,10 @@ def run_suite(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "workloads": {},
     }
+    if nats_skipped is not None:
+        report["skipped"] = nats_skipped
+        if progress:
+            progress(nats_skipped)
     for wl in selected:
         runs: dict[str, list[dict[str, float]]] = {"floor": [], "corral": []}
         for i in range(repeat):
@@ -312,7 +370,7 @@ def run_suite(
     if http:
         skipped = hs.skip_message(http)
         if skipped is not None:
-            report["skipped"] = skipped
+            report["skipped"] = "\n".join(filter(None, [report.get("skipped"), skipped]))
             if progress:
                 progress(skipped)
         else:

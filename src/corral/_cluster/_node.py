@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.abc
 import attrs
+from opentelemetry import propagate, trace
 
+from .._core._calls import current_call
 from .._core._exceptions import (
     ActorStopped,
     DeadlineExceeded,
@@ -44,6 +46,7 @@ from .._core._specs import ChildSpec, Supervisor
 from .._protocol import Protocol
 from .._services._redact import redact_unparsed_url
 from ..telemetry import inject
+from ..telemetry._instrument import tracer_for, tracer_of
 from ._exceptions import ClusterUnavailable, NodeLost
 from ._spec import Cluster
 from ._wire import CANCEL, MSG_ID, REPLY_TO, decode_reply, encode_error, encode_reply, token
@@ -596,8 +599,16 @@ class ClusterNode:
             deadline=None if timeout is None else created + timeout,
             created_at=created,
         )
-        data = self.protocol.dumps(inject(envelope))
+        span = self._send_span(name, envelope)
+        if span is None:
+            data = self.protocol.dumps(inject(envelope))
+        else:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, context=trace.set_span_in_context(span))
+            data = self.protocol.dumps(envelope, trace_context=carrier)
         if len(data) > self._max_payload:
+            if span is not None:
+                span.end()
             raise ProtocolError(
                 f"a {cls.__qualname__} call to {name!r} takes {len(data)} bytes; the cluster "
                 f"takes at most {self._max_payload} (the NATS server's max_payload)"
@@ -612,13 +623,19 @@ class ClusterNode:
             waiting = self._pending[envelope.id] = _Waiting(fut)
             call_id = envelope.id
             fut.add_done_callback(lambda f: self._gave_up(call_id, f))
+            if span is not None:
+                fut.add_done_callback(lambda f: _end_span(span, f.exception()))
         try:
             seq = await self._publish(name, data, headers, deadline, timeout, wait)
-        except BaseException:
+        except BaseException as exc:
             if fut is not None:
                 self._forget(envelope.id)
                 set_cancelled(fut)
+            elif span is not None:
+                _end_span(span, exc)
             raise
+        if fut is None and span is not None:
+            span.end()  # a one-way message: sent
         if fut is not None and not fut.done():
             waiting.seq = seq
             self._seqs[seq] = envelope.id
@@ -675,6 +692,25 @@ class ClusterNode:
                 logger.debug("publish to %s failed: %s", subject, exc)
             await anyio.sleep(min(pause, max(0.0, limit - anyio.current_time())))
             pause = min(pause * 2, _RETRY_MOST)
+
+    def _send_span(self, name: str, envelope: Envelope) -> trace.Span | None:
+        """The PRODUCER span of a remote call, if this runtime (or the calling handler) traces."""
+        tracer = tracer_for(current_call()) or tracer_of(self._runtime.instruments)
+        if tracer is None:
+            return None
+        return tracer.start_span(
+            f"send {name}",
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": self.spec.subject(name),
+                "messaging.message.id": str(envelope.id),
+                "corral.actor": name,
+                "corral.cluster": self.spec.name,
+                "corral.message.type": type(envelope.payload).__qualname__,
+            },
+        )
 
     def _forget(self, call_id: uuid.UUID) -> _Waiting | None:
         waiting = self._pending.pop(call_id, None)
@@ -759,3 +795,9 @@ def attrs_evolve_config(current: Any, wanted: Any) -> Any:
     import dataclasses
 
     return dataclasses.replace(current, max_msgs_per_subject=wanted.max_msgs_per_subject)
+
+
+def _end_span(span: trace.Span, error: BaseException | None) -> None:
+    if error is not None:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    span.end()

@@ -1,4 +1,4 @@
-"""The actor cell: mailbox, pile and workers of one actor, across its instances."""
+"""The actor cell: the mailbox, pile and incarnations of one actor (its workers: `_workers`)."""
 
 from __future__ import annotations
 

@@ -338,6 +338,11 @@ class Runtime:
             raise ActorNotFound(f"no live actor named {name!r} (running: {known})")
         return cell
 
+    @property
+    def instruments(self) -> tuple[Instrument, ...]:
+        """The instruments the running runtime reports to (its own, and the default one)."""
+        return tuple(self._instruments) if self._instruments is not None else ()
+
     def remote(self, name: str) -> RemoteRef[Any, Any]:
         """Return a ref to the actor served to the cluster as *name*, by whichever node.
 

