@@ -43,6 +43,8 @@ PAIR_KEYS = {
     "W2SB",
 }
 HTTP_KEYS = {"W8", "W8L", "W8E", "W8EL", "W8T", "W8S", "W8X"}
+#: Remote calls through NATS (the cluster extra, which the tests install, and a nats-server).
+NATS_KEYS = {"W9", "W9C", "W9T", "W9CK", "W9R3", "W9R3C"}
 
 
 def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
@@ -61,7 +63,7 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
         timeout=300,
         check=True,
     )
-    keys = PAIR_KEYS | HTTP_KEYS if extra else PAIR_KEYS
+    keys = (PAIR_KEYS | HTTP_KEYS if extra else PAIR_KEYS) | NATS_KEYS
     for key in keys:
         assert key in proc.stdout
     assert "corral/floor" in proc.stdout
@@ -75,6 +77,7 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
     assert report["workloads"]["W7"]["baseline"] == "corral without crashes"
     assert report["workloads"]["W1T"]["baseline"] == "corral with tracing off"
     assert report["workloads"]["W8M"]["figures"][0]["metric"] == "bytes_per_queued_call"
+    assert report["workloads"]["W9R3C"]["baseline"] == "raw nats-py, the same JetStream path"
     if extra:
         assert "server capacity: raw aiohttp with 256 in flight" in proc.stdout
         assert report["server"]["capacity_per_s"] > 0
@@ -382,14 +385,15 @@ def test_unknown_server_is_refused() -> None:
 
 def test_trio_backend_runs() -> None:
     """The suite runs on trio too."""
-    report = _runner.run_suite(["W1", "W3"], backend="trio", scale=0.002)
+    report = _runner.run_suite(["W1", "W3", "W9"], backend="trio", scale=0.002)
     assert set(report["workloads"]) == {"W1", "W3"}
+    assert "nats-py runs on asyncio only" in report["skipped"]
 
 
 def test_bad_options_are_refused() -> None:
     """Unknown workloads and bad numbers are refused with a usage error."""
     with pytest.raises(ValueError, match="unknown workload"):
-        _runner.run_suite(["W9"])
+        _runner.run_suite(["W99"])
     with pytest.raises(SystemExit):
         _runner.main(["--repeat", "0"])
     with pytest.raises(SystemExit):

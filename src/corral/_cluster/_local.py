@@ -59,6 +59,7 @@ class LocalNats:
 
     def __init__(self, root: Path, size: int = 3) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.size = size
         ports = _free_ports(3 * size)
         self.client_ports = ports[:size]
