@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -395,8 +396,18 @@ class ClusterNode:
             # Its caller has given up already: never started.
             await self._settle(msg, "term")
             return
+        running = self._running.get(envelope.id)
+        if running is not None:
+            # Delivered again while it runs here (the servers lost an in-progress
+            # ack, say in an election): keep running it; answer for this delivery.
+            running.msg = msg
+            return
         attempt = msg.metadata.num_delivered
-        if attempt > 1 and served.keep_records and await self._answered(envelope.id, reply_to):
+        if (
+            attempt > 1
+            and served.keep_records
+            and await self._answered(envelope.id, reply_to, envelope.deadline)
+        ):
             await self._settle(msg, "ack")  # it ran to its end on a node that died
             return
         if attempt > envelope.attempt:
@@ -521,18 +532,34 @@ class ClusterNode:
             await anyio.sleep(pause)
             pause = min(pause * 2, _RETRY_MOST)
 
-    async def _answered(self, call_id: uuid.UUID, reply_to: str | None) -> bool:
-        """Answer a redelivered call from its result record, if it has one."""
+    async def _answered(
+        self, call_id: uuid.UUID, reply_to: str | None, deadline: float | None
+    ) -> bool:
+        """Answer a redelivered call from its result record, if it has one.
+
+        A read that fails (the bucket's servers electing a leader) is tried
+        again until the call's deadline (at most ``ack_wait``): running the
+        call again because the record could not be read is what the record
+        is there to prevent.
+        """
         from nats.js.errors import KeyNotFoundError
 
         assert self._results is not None
-        try:
-            entry = await self._results.get(call_id.hex)
-        except KeyNotFoundError:
-            return False
-        except Exception as exc:
-            logger.warning("could not read the answer of call %s: %s", call_id, exc)
-            return False
+        until = min(time.time() + self.spec.ack_wait, deadline or math.inf)
+        pause = _RETRY_FIRST
+        while True:
+            try:
+                entry = await self._results.get(call_id.hex)
+            except KeyNotFoundError:
+                return False
+            except Exception as exc:
+                if time.time() + pause > until:
+                    logger.warning("could not read the answer of call %s: %s", call_id, exc)
+                    return False
+                await anyio.sleep(pause)
+                pause = min(pause * 2, _RETRY_MOST)
+                continue
+            break
         if entry.value is None:
             return False
         await self._send(reply_to, call_id, entry.value)
