@@ -582,3 +582,48 @@ async def test_no_call_is_lost_when_the_stream_leader_is_killed(own_nats: NatsCl
     assert sorted(results) == list(range(40))
     assert results == {i: i + 1 for i in range(40)}  # every one answered
     assert len(counter.ran) == len(set(counter.ran))  # none stored (and run) twice
+
+
+async def test_nats_lost_mid_run_fails_calls_at_their_deadline_and_the_node_recovers(
+    tmp_path: Path,
+) -> None:
+    nats = NatsCluster(tmp_path / "nats", size=1)
+    nats.start()
+    try:
+        spec = cluster(nats, ack_wait=2.0, heartbeat=0.5)
+        tree = serving(corral.child(Calculator, name="calc", export=True))
+        async with corral.Runtime(tree, cluster=spec), corral.Runtime(cluster=spec) as caller:
+            ref = caller.remote("calc")
+            assert await ref.ask(Add(a=1, b=1), timeout=10) == 2
+            nats.kill(0)
+            started = time.monotonic()
+            with pytest.raises(corral.DeadlineExceeded):
+                await ref.ask(Add(a=2, b=2), timeout=1.0)
+            assert time.monotonic() - started < 5  # at its deadline, not after
+            await anyio.to_thread.run_sync(nats.start)  # the same store: the stream is back
+            assert await ref.ask(Add(a=3, b=3), timeout=30) == 6
+    finally:
+        nats.stop()
+
+
+async def test_an_exported_actor_that_crashes_is_restarted_and_its_calls_wait(
+    nats: NatsCluster,
+) -> None:
+    """Supervision stays local: the node restarts the actor; the calls in the stream wait."""
+    spec = cluster(nats)
+    gate = Gate()
+    made: list[Gate] = []
+
+    def factory() -> Gate:
+        made.append(gate if not made else Gate())
+        return made[-1]
+
+    tree = serving(corral.child(factory, name="gate", export=True))
+    async with corral.Runtime(tree, cluster=spec) as server, corral.Runtime(cluster=spec) as caller:
+        ref = caller.remote("gate")
+        with pytest.raises(corral.Crash):
+            await ref.ask(Boom("crash"), timeout=10)
+        later = [await ref.submit(Echo(f"after {i}"), timeout=30) for i in range(3)]
+        assert [await f for f in later] == ["after 0", "after 1", "after 2"]
+        assert len(made) == 2  # restarted once, by its own node's supervisor
+        assert server.supervisor("root").children()[0].restarts == 1

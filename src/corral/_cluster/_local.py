@@ -116,24 +116,13 @@ class LocalNats:
             return data
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait until every running node sees the JetStream meta leader."""
+        """Wait until JetStream can serve: every running node sees the meta leader, and the
+        leader sees every other running node current (a replicated stream can be made)."""
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
             try:
-                ready = True
-                for i, proc in enumerate(self.procs):
-                    if proc is None:
-                        continue
-                    if proc.poll() is not None:
-                        raise ClusterUnavailable(
-                            f"nats-server n{i} exited with {proc.returncode}: "
-                            + (self.root / f"n{i}.log").read_text()[-2000:]
-                        )
-                    meta = self._jsz(i).get("meta_cluster")
-                    if self.size > 1 and not (isinstance(meta, dict) and meta.get("leader")):
-                        ready = False
-                if ready:
+                if self._ready():
                     return
             except OSError as exc:
                 last = exc
@@ -141,6 +130,35 @@ class LocalNats:
         raise ClusterUnavailable(
             f"the nats-server cluster was not ready within {timeout} s ({last})"
         )
+
+    def _ready(self) -> bool:
+        running = [i for i, proc in enumerate(self.procs) if proc is not None]
+        leaders = set()
+        for i in running:
+            proc = self.procs[i]
+            assert proc is not None
+            if proc.poll() is not None:
+                raise ClusterUnavailable(
+                    f"nats-server n{i} exited with {proc.returncode}: "
+                    + (self.root / f"n{i}.log").read_text()[-2000:]
+                )
+            meta = self._jsz(i).get("meta_cluster")
+            if self.size == 1:
+                continue
+            if not (isinstance(meta, dict) and meta.get("leader")):
+                return False
+            leaders.add(meta["leader"])
+        if self.size == 1:
+            return True
+        if len(leaders) != 1:
+            return False
+        leader = int(str(leaders.pop()).removeprefix("n"))
+        if leader not in running:
+            return False
+        meta = self._jsz(leader)["meta_cluster"]
+        assert isinstance(meta, dict)
+        current = {r["name"] for r in meta.get("replicas", ()) if r.get("current")}
+        return {f"n{i}" for i in running if i != leader} <= current
 
     def kill(self, i: int) -> None:
         """SIGKILL node *i*."""
