@@ -54,6 +54,16 @@ async def _servers(size: int) -> Any:
     return servers
 
 
+async def _has_leader(js: Any, stream: str) -> None:
+    """Wait until a new replicated stream has elected its leader (it refuses publishes before)."""
+    with anyio.fail_after(30):
+        while True:
+            info = await js.stream_info(stream)
+            if info.cluster is None or info.cluster.leader:
+                return
+            await anyio.sleep(0.05)
+
+
 async def _callers(n: int, callers: int, one: Any) -> dict[str, float]:
     """Run *n* calls of ``await one(i)`` from *callers* tasks; the figures."""
     latencies: list[float] = []
@@ -106,6 +116,7 @@ async def floor_nats(n: int, callers: int, replicas: int, tell: bool = False) ->
                 max_ack_pending=-1,
             ),
         )
+        await _has_leader(js, name)
         sub = await js.pull_subscribe_bind(durable="serve", stream=name)
         served = 0
         all_served = anyio.Event()
