@@ -23,7 +23,7 @@ import math
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -42,6 +42,7 @@ from .._core._exceptions import (
     UnhandledMessage,
 )
 from .._core._future import Future, set_cancelled, set_exception, set_result
+from .._core._loop import LoopHooks
 from .._core._messages import Envelope, Kind, new_id
 from .._core._specs import ChildSpec, Supervisor
 from .._protocol import Protocol
@@ -157,6 +158,7 @@ class ClusterNode:
         self._replying = 0
         self._replies_done = anyio.Event()
         self._closing = False
+        self._now: Callable[[], float] = anyio.current_time
 
     # --- joining and leaving -------------------------------------------------------
 
@@ -171,6 +173,9 @@ class ClusterNode:
 
         spec = self.spec
         self._tg = tg
+        # The loop's clock, looked up once (anyio.current_time() finds the
+        # backend on every call, which costs more than a call's arithmetic).
+        self._now = LoopHooks().clock
         with anyio.move_on_after(spec.connect_timeout):
             try:
                 self._nc = await nats.connect(
@@ -369,7 +374,14 @@ class ClusterNode:
                     except FetchTimeout:
                         continue
                     except Exception as exc:  # a connection lost mid-fetch: try again soon
-                        logger.warning("fetching calls for %r failed: %s", served.name, exc)
+                        if self._leaving():
+                            break  # the connection closes under the last fetch
+                        logger.warning(
+                            "fetching calls for %r failed: %s: %s",
+                            served.name,
+                            type(exc).__name__,
+                            exc,
+                        )
                         await anyio.sleep(_RETRY_MOST)
                         continue
                     for msg in msgs:
@@ -642,7 +654,7 @@ class ClusterNode:
             )
         headers = {MSG_ID: str(envelope.id)}
         fut: Future[Any] | None = None
-        now = anyio.current_time()
+        now = self._now()
         deadline = None if timeout is None else now + timeout
         if kind is not Kind.ONE_WAY:
             headers[REPLY_TO] = f"{self._inbox}.{envelope.id.hex}"
@@ -684,10 +696,10 @@ class ClusterNode:
 
         assert self._js is not None
         subject = self.spec.subject(name)
-        limit = anyio.current_time() + _PUBLISH_LIMIT if deadline is None else deadline
+        limit = self._now() + _PUBLISH_LIMIT if deadline is None else deadline
         pause = _RETRY_FIRST
         while True:
-            left = limit - anyio.current_time()
+            left = limit - self._now()
             if left <= 0:
                 if deadline is not None:
                     raise DeadlineExceeded(
@@ -717,7 +729,7 @@ class ClusterNode:
                     logger.debug("publish to %s refused: %s", subject, exc)
             except Exception as exc:  # no leader yet, timeouts, reconnecting: the same id again
                 logger.debug("publish to %s failed: %s", subject, exc)
-            await anyio.sleep(min(pause, max(0.0, limit - anyio.current_time())))
+            await anyio.sleep(min(pause, max(0.0, limit - self._now())))
             pause = min(pause * 2, _RETRY_MOST)
 
     def _send_span(self, name: str, envelope: Envelope) -> trace.Span | None:
@@ -800,9 +812,9 @@ class ClusterNode:
                 await self._deadline_changed.wait()
                 continue
             when = heap[0][0]
-            if anyio.current_time() < when:
+            if self._now() < when:
                 self._deadline_changed = anyio.Event()
-                with anyio.move_on_after(when - anyio.current_time()):
+                with anyio.move_on_after(when - self._now()):
                     await self._deadline_changed.wait()
                 continue
             _, _, call_id = heapq.heappop(heap)
