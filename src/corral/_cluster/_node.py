@@ -186,6 +186,7 @@ class ClusterNode:
                     reconnect_time_wait=0.5,
                     name=f"corral {spec.name}",
                     error_cb=self._on_error,
+                    reconnected_cb=self._on_reconnected,
                 )
             except Exception as exc:
                 raise ClusterUnavailable(
@@ -346,6 +347,28 @@ class ClusterNode:
 
     async def _on_error(self, exc: Exception) -> None:
         logger.warning("NATS connection: %s: %s", type(exc).__name__, exc)
+
+    async def _on_reconnected(self) -> None:
+        tg = self._tg
+        if tg is not None and not self._closing:
+            tg.start_soon(self._recover, name="corral cluster answers lost in a reconnect")
+
+    async def _recover(self) -> None:
+        """Read the kept answers of the calls still waiting, after a reconnect.
+
+        Answers travel over core NATS, which drops what is sent to a
+        connection while it reconnects (a server of the cluster died). A
+        call answered in that window has its answer in its result record
+        (written before the answer was sent): read it from there. Calls to
+        idempotent actors keep no record; theirs wait for their deadline.
+        """
+        for call_id, waiting in list(self._pending.items()):
+            if waiting.seq is None or waiting.future.done():
+                continue
+            data = await self._read_record(call_id, None)
+            if data is None or self._pending.get(call_id) is not waiting:
+                continue
+            self._resolve_from(data)
 
     # --- serving ---------------------------------------------------------------------
 
@@ -547,12 +570,20 @@ class ClusterNode:
     async def _answered(
         self, call_id: uuid.UUID, reply_to: str | None, deadline: float | None
     ) -> bool:
-        """Answer a redelivered call from its result record, if it has one.
+        """Answer a redelivered call from its result record, if it has one."""
+        data = await self._read_record(call_id, deadline)
+        if data is None:
+            return False
+        await self._send(reply_to, call_id, data)
+        return True
+
+    async def _read_record(self, call_id: uuid.UUID, deadline: float | None) -> bytes | None:
+        """The kept answer of *call_id*, or ``None`` without one.
 
         A read that fails (the bucket's servers electing a leader) is tried
-        again until the call's deadline (at most ``ack_wait``): running the
-        call again because the record could not be read is what the record
-        is there to prevent.
+        again until *deadline* (at most ``ack_wait``): running a call again,
+        or losing its answer, because the record could not be read is what
+        the record is there to prevent.
         """
         from nats.js.errors import KeyNotFoundError
 
@@ -563,19 +594,15 @@ class ClusterNode:
             try:
                 entry = await self._results.get(call_id.hex)
             except KeyNotFoundError:
-                return False
+                return None
             except Exception as exc:
                 if time.time() + pause > until:
                     logger.warning("could not read the answer of call %s: %s", call_id, exc)
-                    return False
+                    return None
                 await anyio.sleep(pause)
                 pause = min(pause * 2, _RETRY_MOST)
                 continue
-            break
-        if entry.value is None:
-            return False
-        await self._send(reply_to, call_id, entry.value)
-        return True
+            return entry.value or None
 
     async def _settle(self, msg: Msg, how: str) -> None:
         try:
@@ -766,8 +793,11 @@ class ClusterNode:
             tg.start_soon(nc.publish, subject, str(call_id).encode())
 
     async def _on_reply(self, msg: Msg) -> None:
+        self._resolve_from(msg.data)
+
+    def _resolve_from(self, data: bytes) -> None:
         try:
-            call_id, ok, value = decode_reply(self.protocol, msg.data)
+            call_id, ok, value = decode_reply(self.protocol, data)
         except ProtocolError as exc:
             logger.warning("dropped a reply that is not one: %s", exc)
             return
