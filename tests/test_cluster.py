@@ -217,7 +217,7 @@ async def test_streaming_from_a_remote_actor_is_refused_clearly(
 
 async def test_unreachable_nats_fails_entry_in_bounded_time_naming_the_servers() -> None:
     port = closed_port()
-    spec = corral.Cluster(servers=[f"nats://user:s3cret@127.0.0.1:{port}"], connect_timeout=2)
+    spec = corral.Cluster(servers=[f"nats://user:s3cret@127.0.0.1:{port}"], connect_timeout=0.5)
     started = time.monotonic()
     with pytest.raises(corral.ClusterUnavailable) as info:
         async with corral.Runtime(cluster=spec):
