@@ -16,21 +16,24 @@ backend (the runtime refuses a cluster on trio at entry).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
+import json
 import logging
 import math
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import anyio.abc
 import attrs
 from opentelemetry import propagate, trace
 
+from .._core._actor import message_types
 from .._core._calls import current_call
 from .._core._exceptions import (
     ActorStopped,
@@ -41,7 +44,7 @@ from .._core._exceptions import (
     ProtocolError,
     UnhandledMessage,
 )
-from .._core._future import Future, set_cancelled, set_exception, set_result
+from .._core._future import Future, pending, set_cancelled, set_exception, set_result
 from .._core._loop import LoopHooks
 from .._core._messages import Envelope, Kind, new_id
 from .._core._specs import ChildSpec, Supervisor
@@ -64,6 +67,8 @@ if TYPE_CHECKING:
 __all__ = ["ClusterNode", "exported_children", "on_asyncio"]
 
 logger = logging.getLogger("corral.cluster")
+
+T = TypeVar("T")
 
 #: JetStream's error code for a stream refusing a message past its per-subject limit.
 _PER_SUBJECT_LIMIT: Final = 10077
@@ -135,6 +140,7 @@ class ClusterNode:
         self.spec = spec
         self._runtime = runtime
         self.protocol = Protocol(spec.types)
+        self._cancel_subject = f"corral.{spec.name}.{CANCEL}"
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._results: KeyValue | None = None
@@ -229,7 +235,7 @@ class ClusterNode:
             ) from None
         self._inbox = nc.new_inbox()
         await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
-        await nc.subscribe(f"corral.{spec.name}.{CANCEL}", cb=self._on_cancel)
+        await nc.subscribe(self._cancel_subject, cb=self._on_cancel)
         await nc.subscribe(
             f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{spec.stream}.*", cb=self._on_lost
         )
@@ -249,7 +255,9 @@ class ClusterNode:
             else:
                 return
         if info.config.max_msgs_per_subject != config.max_msgs_per_subject:
-            await js.update_stream(attrs_evolve_config(info.config, config))
+            # Another node made it with another mailbox bound: the last one set wins.
+            bound = config.max_msgs_per_subject
+            await js.update_stream(dataclasses.replace(info.config, max_msgs_per_subject=bound))
 
     async def _ensure_results(self, js: JetStreamContext, replicas: int) -> KeyValue:
         """The bucket of answers, kept until a call's last possible redelivery."""
@@ -275,8 +283,7 @@ class ClusterNode:
 
         assert self._js is not None and self._tg is not None
         ref = self._runtime.ref(spec.name)
-        handlers: dict[type, Any] = getattr(ref.actor_class, "__corral_handlers__", {})
-        for cls in handlers:
+        for cls in message_types(ref.actor_class):
             if attrs.has(cls) and cls not in self.protocol.names().values():
                 self.protocol.register(cls)
         durable = token(spec.name)
@@ -472,8 +479,6 @@ class ClusterNode:
         self, served: _Served, msg: Msg, reply_to: str | None, exc: ProtocolError
     ) -> None:
         """Answer a call this node cannot read, if it names a caller; drop it either way."""
-        import json
-
         try:
             data = json.loads(msg.data)
             call_id = uuid.UUID(data["id"])
@@ -552,20 +557,13 @@ class ClusterNode:
         answer here: the node the servers give the call to next answers
         from it instead of running the call again.
         """
-        assert self._results is not None
+        results = self._results
+        assert results is not None
         until = time.time() + self.spec.ack_wait if deadline is None else deadline
-        pause = _RETRY_FIRST
-        while True:
-            try:
-                await self._results.put(call_id.hex, data)
-            except Exception as exc:
-                if time.time() + pause > until:
-                    logger.warning("could not keep the answer of call %s: %s", call_id, exc)
-                    return
-            else:
-                return
-            await anyio.sleep(pause)
-            pause = min(pause * 2, _RETRY_MOST)
+        try:
+            await _retrying(lambda: results.put(call_id.hex, data), until)
+        except Exception as exc:
+            logger.warning("could not keep the answer of call %s: %s", call_id, exc)
 
     async def _answered(
         self, call_id: uuid.UUID, reply_to: str | None, deadline: float | None
@@ -587,22 +585,17 @@ class ClusterNode:
         """
         from nats.js.errors import KeyNotFoundError
 
-        assert self._results is not None
+        results = self._results
+        assert results is not None
         until = min(time.time() + self.spec.ack_wait, deadline or math.inf)
-        pause = _RETRY_FIRST
-        while True:
-            try:
-                entry = await self._results.get(call_id.hex)
-            except KeyNotFoundError:
-                return None
-            except Exception as exc:
-                if time.time() + pause > until:
-                    logger.warning("could not read the answer of call %s: %s", call_id, exc)
-                    return None
-                await anyio.sleep(pause)
-                pause = min(pause * 2, _RETRY_MOST)
-                continue
-            return entry.value or None
+        try:
+            entry = await _retrying(lambda: results.get(call_id.hex), until, KeyNotFoundError)
+        except KeyNotFoundError:
+            return None
+        except Exception as exc:
+            logger.warning("could not read the answer of call %s: %s", call_id, exc)
+            return None
+        return entry.value or None
 
     async def _settle(self, msg: Msg, how: str) -> None:
         try:
@@ -685,7 +678,7 @@ class ClusterNode:
         deadline = None if timeout is None else now + timeout
         if kind is not Kind.ONE_WAY:
             headers[REPLY_TO] = f"{self._inbox}.{envelope.id.hex}"
-            fut = Future._make()
+            fut = pending()
             waiting = self._pending[envelope.id] = _Waiting(fut)
             call_id = envelope.id
             fut.add_done_callback(lambda f: self._gave_up(call_id, f))
@@ -787,10 +780,13 @@ class ClusterNode:
     def _gave_up(self, call_id: uuid.UUID, fut: Future[Any]) -> None:
         if not fut.cancelled() or self._forget(call_id) is None:
             return
+        self._broadcast_cancel(call_id)
+
+    def _broadcast_cancel(self, call_id: uuid.UUID) -> None:
+        """Tell every node that the caller of *call_id* gave up (it cancelled, or timed out)."""
         tg, nc = self._tg, self._nc
         if tg is not None and nc is not None and not nc.is_closed:
-            subject = f"corral.{self.spec.name}.{CANCEL}"
-            tg.start_soon(nc.publish, subject, str(call_id).encode())
+            tg.start_soon(nc.publish, self._cancel_subject, str(call_id).encode())
 
     async def _on_reply(self, msg: Msg) -> None:
         self._resolve_from(msg.data)
@@ -810,8 +806,6 @@ class ClusterNode:
             set_exception(waiting.future, value)
 
     async def _on_lost(self, msg: Msg) -> None:
-        import json
-
         try:
             seq = int(json.loads(msg.data)["stream_seq"])
         except (ValueError, KeyError, TypeError):
@@ -853,17 +847,30 @@ class ClusterNode:
                 set_exception(
                     waiting.future, DeadlineExceeded("the remote call passed its deadline")
                 )
-                tg, nc = self._tg, self._nc
-                if tg is not None and nc is not None and not nc.is_closed:
-                    subject = f"corral.{self.spec.name}.{CANCEL}"
-                    tg.start_soon(nc.publish, subject, str(call_id).encode())
+                self._broadcast_cancel(call_id)
 
 
-def attrs_evolve_config(current: Any, wanted: Any) -> Any:
-    """The stream's config with the mailbox bound of *wanted* (the rest as the cluster made it)."""
-    import dataclasses
+async def _retrying(
+    attempt: Callable[[], Awaitable[T]],
+    until: float,
+    final: type[BaseException] | tuple[type[BaseException], ...] = (),
+) -> T:
+    """``await attempt()``, again with backoff while it fails, until wall-clock *until*.
 
-    return dataclasses.replace(current, max_msgs_per_subject=wanted.max_msgs_per_subject)
+    An exception of a *final* type is an answer, not a failure: it is
+    raised at once. The last failure is raised when time is up.
+    """
+    pause = _RETRY_FIRST
+    while True:
+        try:
+            return await attempt()
+        except final:
+            raise
+        except Exception:
+            if time.time() + pause > until:
+                raise
+        await anyio.sleep(pause)
+        pause = min(pause * 2, _RETRY_MOST)
 
 
 def _end_span(span: trace.Span, error: BaseException | None) -> None:

@@ -12,7 +12,7 @@ from .._core._messages import Kind, Ping
 if TYPE_CHECKING:
     from ._node import ClusterNode
 
-__all__ = ["RemoteRef"]
+__all__ = ["RemoteRef", "remote_ref"]
 
 ReqT = TypeVar("ReqT")
 ReplyT = TypeVar("ReplyT")
@@ -40,10 +40,10 @@ class RemoteRef(Generic[ReqT, ReplyT]):
 
     @classmethod
     def _make(cls, node: ClusterNode, name: str) -> RemoteRef[Any, Any]:
-        ref: RemoteRef[Any, Any] = object.__new__(cls)
-        ref._node = node
-        ref._name = name
-        return ref
+        remote: RemoteRef[Any, Any] = object.__new__(cls)
+        remote._node = node
+        remote._name = name
+        return remote
 
     def __repr__(self) -> str:
         return f"<corral.RemoteRef {self._name!r} in cluster {self._node.spec.name!r}>"
@@ -140,3 +140,8 @@ class RemoteRef(Generic[ReqT, ReplyT]):
             f"streaming from a remote actor ({self._name!r}) is not supported yet; "
             "use ask(), or run the streaming actor in this process"
         )
+
+
+def remote_ref(node: ClusterNode, name: str) -> RemoteRef[Any, Any]:
+    """The ref of actor *name* in *node*'s cluster (what :meth:`Runtime.remote` returns)."""
+    return RemoteRef._make(node, name)

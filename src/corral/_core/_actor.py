@@ -262,6 +262,15 @@ async def pong(instance: Actor[Any, Any], msg: Any) -> Any:
     return Pong(name=instance.name)
 
 
+def message_types(cls: type[Actor[Any, Any]]) -> tuple[type, ...]:
+    """The message types *cls* declares (its handlers' and its streams'), in declaration order.
+
+    What a layer that carries an actor's messages elsewhere registers with
+    its :class:`corral.Protocol` (the cluster's serving node does).
+    """
+    return (*cls.__corral_dispatch__, *cls.__corral_streamers__)
+
+
 def check_handles_something(cls: type[Actor[Any, Any]]) -> None:
     """Refuse an actor class that declares no message types."""
     if not cls.__corral_dispatch__ and not cls.__corral_streamers__:

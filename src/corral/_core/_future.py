@@ -15,7 +15,7 @@ from ._exceptions import CallCancelled, InvalidStateError
 if TYPE_CHECKING:
     from ._calls import Call
 
-__all__ = ["Future", "set_cancelled", "set_exception", "set_result"]
+__all__ = ["Future", "pending", "set_cancelled", "set_exception", "set_result"]
 
 T = TypeVar("T")
 logger = logging.getLogger("corral")
@@ -258,7 +258,18 @@ class Future(Generic[T]):
             logger.exception("done-callback %r of %r raised", fn, self)
 
 
-# --- resolving (the call's transitions only) ---------------------------------
+# --- making and resolving (the call's transitions, and layers that resolve their own) ---
+
+
+def pending() -> Future[Any]:
+    """A pending future of no local call: whoever makes it resolves it.
+
+    The runtime answers system messages with one; the cluster layer gives
+    one to each remote call and resolves it when the answer arrives (or
+    the deadline passes) with :func:`set_result`, :func:`set_exception` or
+    :func:`set_cancelled`.
+    """
+    return Future._make()
 
 
 def set_result(fut: Future[Any], value: Any) -> bool:

@@ -27,7 +27,7 @@ from ._exceptions import (
     SupervisorGaveUp,
     UnhandledMessage,
 )
-from ._future import Future, set_result
+from ._future import Future, pending, set_result
 from ._instrument import Instrument, Instruments, default_instruments
 from ._loop import LoopHooks
 from ._mailbox import DEFAULT_MAILBOX_CAPACITY
@@ -361,9 +361,9 @@ class Runtime:
             )
         if not isinstance(name, str) or not name:
             raise ValueError(f"an actor name must be a non-empty str, got {name!r}")
-        from .._cluster._remote import RemoteRef
+        from .._cluster._remote import remote_ref
 
-        return RemoteRef._make(self._node, name)
+        return remote_ref(self._node, name)
 
     def refs(self) -> tuple[ActorRef[Any, Any], ...]:
         """Return the refs of all live actors, in spawn order."""
@@ -405,7 +405,7 @@ class Runtime:
                 cell.ensure_accepting()
                 cell.enqueue_nowait(call, force=True)
                 return call.future
-            done: Future[Any] = Future._make()
+            done: Future[Any] = pending()
             if isinstance(payload, GetStatus):
                 set_result(done, cell.status())
             elif isinstance(payload, Stop):
