@@ -140,6 +140,8 @@ class ClusterNode:
         self.spec = spec
         self._runtime = runtime
         self.protocol = Protocol(spec.types)
+        #: The classes the protocol knows (its names() copies the registry: not per call).
+        self._registered: set[type] = set(self.protocol.names().values())
         self._cancel_subject = f"corral.{spec.name}.{CANCEL}"
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -284,8 +286,8 @@ class ClusterNode:
         assert self._js is not None and self._tg is not None
         ref = self._runtime.ref(spec.name)
         for cls in message_types(ref.actor_class):
-            if attrs.has(cls) and cls not in self.protocol.names().values():
-                self.protocol.register(cls)
+            if attrs.has(cls) and cls not in self._registered:
+                self._register(cls)
         durable = token(spec.name)
         config = api.ConsumerConfig(
             durable_name=durable,
@@ -300,6 +302,10 @@ class ClusterNode:
             spec.name, spec.max_concurrency, keep_records=not ref.actor_class.idempotent
         )
         self._tg.start_soon(self._fetch_loop, served, name=f"corral cluster fetch {spec.name}")
+
+    def _register(self, cls: type) -> None:
+        self.protocol.register(cls)
+        self._registered.add(cls)
 
     def stop_fetching(self) -> None:
         """Take no more calls from the cluster (a graceful stop begins).
@@ -642,13 +648,13 @@ class ClusterNode:
         if self._nc is None or self._closing:
             raise InvalidStateError("the runtime's cluster connection is closed")
         cls = type(msg)
-        if cls not in self.protocol.names().values():
+        if cls not in self._registered:
             if not attrs.has(cls):
                 raise ProtocolError(
                     f"a message sent to another process must be an attrs class "
                     f"(corral.message), got {cls.__qualname__}"
                 )
-            self.protocol.register(cls)
+            self._register(cls)
         created = time.time()
         envelope = Envelope(
             payload=msg,
