@@ -119,6 +119,8 @@ class _Waiting:
 
     future: Future[Any]
     seq: int | None = None
+    #: When it was published (loop clock).
+    sent_at: float = 0.0
 
 
 @attrs.define(eq=False)
@@ -243,6 +245,7 @@ class ClusterNode:
         )
         tg.start_soon(self._expire_loop, name="corral cluster deadlines")
         tg.start_soon(self._keepalive_loop, name="corral cluster in-progress acks")
+        tg.start_soon(self._recheck_loop, name="corral cluster answers lost on the way")
 
     async def _ensure_stream(self, js: JetStreamContext, config: Any) -> None:
         from nats.js.errors import BadRequestError, NotFoundError
@@ -366,7 +369,18 @@ class ClusterNode:
         if tg is not None and not self._closing:
             tg.start_soon(self._recover, name="corral cluster answers lost in a reconnect")
 
-    async def _recover(self) -> None:
+    async def _recheck_loop(self) -> None:
+        """Every ``ack_wait``, look for the kept answers of calls waiting longer than that.
+
+        An answer can be lost on core NATS at other moments than a reconnect
+        of this node's own connection (the serving node's, a route between
+        servers); a call answered long ago has its answer in its record.
+        """
+        while True:
+            await anyio.sleep(self.spec.ack_wait)
+            await self._recover(older_than=self._now() - self.spec.ack_wait)
+
+    async def _recover(self, older_than: float = math.inf) -> None:
         """Read the kept answers of the calls still waiting, after a reconnect.
 
         Answers travel over core NATS, which drops what is sent to a
@@ -376,7 +390,7 @@ class ClusterNode:
         idempotent actors keep no record; theirs wait for their deadline.
         """
         for call_id, waiting in list(self._pending.items()):
-            if waiting.seq is None or waiting.future.done():
+            if waiting.seq is None or waiting.future.done() or waiting.sent_at > older_than:
                 continue
             data = await self._read_record(call_id, None)
             if data is None or self._pending.get(call_id) is not waiting:
@@ -703,6 +717,7 @@ class ClusterNode:
             span.end()  # a one-way message: sent
         if fut is not None and not fut.done():
             waiting.seq = seq
+            waiting.sent_at = self._now()
             self._seqs[seq] = envelope.id
             if deadline is not None:
                 heapq.heappush(self._deadlines, (deadline, next(self._order), envelope.id))
