@@ -1,0 +1,115 @@
+"""Result records: the answer of each call, kept in JetStream KV until its last possible redelivery.
+
+A serving node writes a call's answer down before it acknowledges the
+call; a node the servers give the call to again (its first node died
+between the two) answers from the record instead of running the call a
+second time, and a caller whose answer was lost on core NATS reads it
+from there. Also here: the one retry-with-backoff helper the cluster uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final, TypeVar
+
+import anyio
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
+
+    from ._spec import Cluster
+
+__all__ = ["RETRY_FIRST", "RETRY_MOST", "Records", "retrying"]
+
+logger = logging.getLogger("corral.cluster")
+
+T = TypeVar("T")
+
+#: The first and the longest pause between attempts.
+RETRY_FIRST: Final = 0.05
+RETRY_MOST: Final = 1.0
+
+
+async def retrying(
+    attempt: Callable[[], Awaitable[T]],
+    until: float,
+    final: type[BaseException] | tuple[type[BaseException], ...] = (),
+    clock: Callable[[], float] = time.time,
+) -> T:
+    """``await attempt()``, again with backoff while it fails, until *until* on *clock*.
+
+    An exception of a *final* type is an answer, not a failure: it is
+    raised at once. The last failure is raised when time is up.
+    """
+    pause = RETRY_FIRST
+    while True:
+        try:
+            return await attempt()
+        except final:
+            raise
+        except Exception:
+            left = until - clock()
+            if left <= 0:
+                raise
+        await anyio.sleep(min(pause, left))
+        pause = min(pause * 2, RETRY_MOST)
+
+
+class Records:
+    """The cluster's bucket of answers (``CORRAL_<name>_results``)."""
+
+    def __init__(self, bucket: KeyValue, ack_wait: float) -> None:
+        self._bucket = bucket
+        self._ack_wait = ack_wait
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, spec: Cluster, replicas: int) -> Records:
+        """Make sure the bucket exists (another node may have made it) and open it."""
+        from nats.js import api
+        from nats.js.errors import BadRequestError
+
+        config = api.KeyValueConfig(
+            bucket=f"{spec.stream}_results",
+            history=1,
+            ttl=max(600.0, 4 * spec.ack_wait * spec.attempts),
+            storage=api.StorageType.FILE,
+            replicas=replicas,
+        )
+        try:
+            bucket = await js.create_key_value(config)
+        except BadRequestError:
+            bucket = await js.key_value(config.bucket)  # made by another node, its way
+        return cls(bucket, spec.ack_wait)
+
+    async def keep(self, call_id: uuid.UUID, data: bytes, deadline: float | None) -> None:
+        """Write a call's answer down, retrying until its deadline (or ``ack_wait``)."""
+        until = time.time() + self._ack_wait if deadline is None else deadline
+        try:
+            await retrying(lambda: self._bucket.put(call_id.hex, data), until)
+        except Exception as exc:
+            logger.warning("could not keep the answer of call %s: %s", call_id, exc)
+
+    async def read(self, call_id: uuid.UUID, deadline: float | None) -> bytes | None:
+        """The kept answer of *call_id*, or ``None`` without one.
+
+        A read that fails (the bucket's servers electing a leader) is tried
+        again until *deadline* (at most ``ack_wait``): running a call again,
+        or losing its answer, because the record could not be read is what
+        the record is there to prevent.
+        """
+        from nats.js.errors import KeyNotFoundError
+
+        until = min(time.time() + self._ack_wait, deadline or math.inf)
+        try:
+            entry = await retrying(lambda: self._bucket.get(call_id.hex), until, KeyNotFoundError)
+        except KeyNotFoundError:
+            return None
+        except Exception as exc:
+            logger.warning("could not read the answer of call %s: %s", call_id, exc)
+            return None
+        return entry.value or None

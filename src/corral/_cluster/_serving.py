@@ -1,0 +1,352 @@
+"""Serving exported actors: taking their calls from the cluster and answering them.
+
+One durable pull consumer per exported actor, shared by every node that
+serves it. A node fetches only as many calls as the actor has free worker
+slots, keeps each running call's delivery alive with in-progress acks,
+writes the answer down (the result record), answers the caller's inbox
+over core NATS (named in the call's ``Corral-Reply-To`` header) and then
+acknowledges the call. A node that dies stops sending in-progress acks:
+after ``ack_wait`` the servers deliver its calls to another node, as their
+next attempt, and that node answers from the record if there is one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import attrs
+
+from .._core._actor import message_types
+from .._core._exceptions import ActorStopped, NotFound, ProtocolError, UnhandledMessage
+from .._core._future import Future
+from ._wire import REPLY_TO, encode_error, encode_reply, token
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+    from .._core._specs import ChildSpec
+    from ._node import ClusterNode
+
+__all__ = ["Serving"]
+
+logger = logging.getLogger("corral.cluster")
+
+#: Ids of calls their callers gave up on, kept to drop them if they arrive later.
+_CANCELLED_KEPT: Final = 10_000
+#: Longest wait for one fetch (also bounded by the heartbeat); a stop waits for it.
+_FETCH_WAIT: Final = 1.0
+#: The pause after a fetch failed (a connection lost mid-fetch).
+_FETCH_RETRY: Final = 1.0
+
+
+@attrs.define(eq=False)
+class _Running:
+    """A call this node took from the stream and has not acknowledged yet."""
+
+    msg: Msg
+    reply_to: str | None
+    #: The call's wall-clock deadline (``time.time()``), or ``None``.
+    deadline: float | None = None
+    future: Future[Any] | None = None
+
+
+@attrs.define(eq=False)
+class _Served:
+    """One exported actor this node serves: its consumer and free worker slots."""
+
+    name: str
+    max_concurrency: int
+    #: Whether its answers are kept (not for actors declared idempotent).
+    keep_records: bool = True
+    slot: anyio.Event = attrs.Factory(anyio.Event)
+    taken: int = 0
+
+
+class Serving:
+    """The exported actors of one node, and the calls it runs for the cluster."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self._node = node
+        self._fetch_wait = min(_FETCH_WAIT, node.spec.heartbeat)
+        self._running: dict[uuid.UUID, _Running] = {}
+        self._cancelled: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self._served: dict[str, _Served] = {}
+        self._fetching: list[anyio.CancelScope] = []
+        self._fetchers = 0
+        self._fetchers_done = anyio.Event()
+        self._replying = 0
+        self._replies_done = anyio.Event()
+        self._closing = False
+
+    async def serve(self, spec: ChildSpec) -> None:
+        """Serve the exported actor of *spec* to the cluster from this node."""
+        from nats.js import api
+
+        node = self._node
+        ref = node.runtime.ref(spec.name)
+        for cls in message_types(ref.actor_class):
+            if attrs.has(cls):
+                node.register(cls)
+        config = api.ConsumerConfig(
+            durable_name=token(spec.name),
+            filter_subject=node.spec.subject(spec.name),
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=node.spec.ack_wait,
+            max_deliver=node.spec.attempts,
+            max_ack_pending=-1,
+        )
+        await node.js.add_consumer(node.spec.stream, config)
+        served = self._served[spec.name] = _Served(
+            spec.name, spec.max_concurrency, keep_records=not ref.actor_class.idempotent
+        )
+        node.tg.start_soon(self._fetch_loop, served, name=f"corral cluster fetch {spec.name}")
+
+    def stop_fetching(self) -> None:
+        """Take no more calls from the cluster (a graceful stop begins).
+
+        A fetch under way is let finish (at most ``min(1 s, heartbeat)``):
+        calls the servers sent it are handed back at once rather than left
+        to ``ack_wait``.
+        """
+        self._closing = True
+        for served in self._served.values():
+            served.slot.set()
+
+    async def close(self) -> None:
+        """Answer what still runs, hand back what never will."""
+        self.stop_fetching()
+        with anyio.move_on_after(self._fetch_wait + 1.0, shield=True):
+            while self._fetchers:
+                self._fetchers_done = anyio.Event()
+                await self._fetchers_done.wait()
+        for scope in self._fetching:
+            scope.cancel()
+        with anyio.move_on_after(self._node.spec.heartbeat, shield=True):
+            # The answers of calls that ended as their actors stopped.
+            while self._replying:
+                self._replies_done = anyio.Event()
+                await self._replies_done.wait()
+        for record in list(self._running.values()):
+            # Not answered by the time the actors stopped: another node takes it.
+            await _settle(record.msg, "nak")
+        self._running.clear()
+
+    def _leaving(self) -> bool:
+        # A method, not the field: the flag changes while a fetch awaits.
+        return self._closing
+
+    async def _fetch_loop(self, served: _Served) -> None:
+        from nats.errors import TimeoutError as FetchTimeout
+
+        node = self._node
+        scope = anyio.CancelScope()
+        self._fetching.append(scope)
+        if self._closing:
+            return
+        self._fetchers += 1
+        try:
+            with scope:
+                sub = await node.js.pull_subscribe_bind(
+                    durable=token(served.name), stream=node.spec.stream
+                )
+                while not self._closing:
+                    free = served.max_concurrency - served.taken
+                    if free <= 0:
+                        served.slot = anyio.Event()
+                        await served.slot.wait()
+                        continue
+                    try:
+                        msgs = await sub.fetch(batch=free, timeout=self._fetch_wait)
+                    except FetchTimeout:
+                        continue
+                    except Exception as exc:  # a connection lost mid-fetch: try again soon
+                        if self._leaving():
+                            break  # the connection closes under the last fetch
+                        logger.warning(
+                            "fetching calls for %r failed: %s: %s",
+                            served.name,
+                            type(exc).__name__,
+                            exc,
+                        )
+                        await anyio.sleep(_FETCH_RETRY)
+                        continue
+                    for msg in msgs:
+                        if self._leaving():
+                            await _settle(msg, "nak")  # leaving: another node takes it
+                        else:
+                            await self._take(served, msg)
+        finally:
+            self._fetchers -= 1
+            self._fetchers_done.set()
+
+    async def _take(self, served: _Served, msg: Msg) -> None:
+        node = self._node
+        headers = msg.headers or {}
+        reply_to = headers.get(REPLY_TO)
+        try:
+            envelope = node.protocol.loads(msg.data)
+        except ProtocolError as exc:
+            await self._refuse(served, msg, reply_to, exc)
+            return
+        if envelope.id in self._cancelled:
+            await _settle(msg, "term")
+            return
+        if envelope.deadline is not None and envelope.deadline <= time.time():
+            # Its caller has given up already: never started.
+            await _settle(msg, "term")
+            return
+        running = self._running.get(envelope.id)
+        if running is not None:
+            # Delivered again while it runs here (the servers lost an in-progress
+            # ack, say in an election): keep running it; answer for this delivery.
+            running.msg = msg
+            return
+        attempt = msg.metadata.num_delivered
+        if (
+            attempt > 1
+            and served.keep_records
+            and await self._answered(envelope.id, reply_to, envelope.deadline)
+        ):
+            await _settle(msg, "ack")  # it ran to its end on a node that died
+            return
+        if attempt > envelope.attempt:
+            envelope = attrs.evolve(envelope, attempt=attempt)
+        if envelope.target != served.name:
+            envelope = attrs.evolve(envelope, target=served.name)
+        record = self._running[envelope.id] = _Running(msg, reply_to, envelope.deadline)
+        served.taken += 1
+        try:
+            fut = await node.runtime.deliver(envelope, track=True)
+        except (UnhandledMessage, ProtocolError) as exc:
+            self._release(served, envelope.id)
+            await self._send(reply_to, envelope.id, encode_error(envelope.id, exc))
+            await _settle(msg, "term")
+            return
+        except (ActorStopped, NotFound):
+            # Not served here any more: another node takes it now.
+            self._release(served, envelope.id)
+            await _settle(msg, "nak")
+            return
+        assert fut is not None
+        record.future = fut
+        call_id = envelope.id
+        fut.add_done_callback(lambda f: self._finished(served, call_id, f))
+
+    async def _refuse(
+        self, served: _Served, msg: Msg, reply_to: str | None, exc: ProtocolError
+    ) -> None:
+        """Answer a call this node cannot read, if it names a caller; drop it either way."""
+        try:
+            data = json.loads(msg.data)
+            call_id = uuid.UUID(data["id"])
+            type_name = data["type"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            logger.warning("dropped a message on %s that is not a call: %s", msg.subject, exc)
+            await _settle(msg, "term")
+            return
+        error: Exception = exc
+        if isinstance(type_name, str) and type_name not in self._node.protocol.names():
+            error = UnhandledMessage(
+                f"actor {served.name!r} does not handle {type_name} (no node serving it "
+                "registers that message type)"
+            )
+        logger.warning("refused a call on %s: %s", msg.subject, error)
+        await self._send(reply_to, call_id, encode_error(call_id, error))
+        await _settle(msg, "term")
+
+    def _finished(self, served: _Served, call_id: uuid.UUID, fut: Future[Any]) -> None:
+        record = self._running.get(call_id)
+        if record is None:
+            return
+        self._replying += 1
+        self._node.tg.start_soon(self._reply, served, call_id, record, fut)
+
+    async def _reply(
+        self, served: _Served, call_id: uuid.UUID, record: _Running, fut: Future[Any]
+    ) -> None:
+        try:
+            stopped_here = self._closing and isinstance(fut.exception(), ActorStopped)
+            if stopped_here or (fut.cancelled() and call_id not in self._cancelled):
+                # Cut short by this node's stop, not by its caller: another node runs it.
+                await _settle(record.msg, "nak")
+                return
+            if not fut.cancelled():
+                exc = fut.exception()
+                data = (
+                    encode_reply(self._node.protocol, call_id, fut.result())
+                    if exc is None
+                    else encode_error(call_id, exc)
+                )
+                if served.keep_records:
+                    await self._node.records.keep(call_id, data, record.deadline)
+                await self._send(record.reply_to, call_id, data)
+            await _settle(record.msg, "ack")
+        finally:
+            self._release(served, call_id)
+            self._replying -= 1
+            self._replies_done.set()
+
+    def _release(self, served: _Served, call_id: uuid.UUID) -> None:
+        if self._running.pop(call_id, None) is not None:
+            served.taken -= 1
+            served.slot.set()
+
+    async def _send(self, reply_to: str | None, call_id: uuid.UUID, data: bytes) -> None:
+        nc = self._node.nc
+        if reply_to is None or nc.is_closed:
+            return
+        try:
+            await nc.publish(reply_to, data)
+        except Exception as exc:
+            logger.warning("could not answer call %s: %s", call_id, exc)
+
+    async def _answered(
+        self, call_id: uuid.UUID, reply_to: str | None, deadline: float | None
+    ) -> bool:
+        """Answer a redelivered call from its result record, if it has one."""
+        data = await self._node.records.read(call_id, deadline)
+        if data is None:
+            return False
+        await self._send(reply_to, call_id, data)
+        return True
+
+    async def keepalive_loop(self) -> None:
+        """Every heartbeat, tell the servers that each call this node holds is still alive."""
+        while True:
+            await anyio.sleep(self._node.spec.heartbeat)
+            for record in list(self._running.values()):
+                try:
+                    await record.msg.in_progress()
+                except Exception as exc:
+                    logger.warning("in-progress ack failed: %s", exc)
+
+    async def on_cancel(self, msg: Msg) -> None:
+        """A caller gave up a call: drop it if queued here, cancel its handler if running."""
+        try:
+            call_id = uuid.UUID(msg.data.decode())
+        except (ValueError, UnicodeDecodeError):
+            return
+        self._cancelled[call_id] = None
+        while len(self._cancelled) > _CANCELLED_KEPT:
+            self._cancelled.popitem(last=False)
+        record = self._running.get(call_id)
+        if record is not None and record.future is not None:
+            record.future.cancel()  # queued here: dropped; running: its handler is cancelled
+
+
+async def _settle(msg: Msg, how: str) -> None:
+    try:
+        if how == "ack":
+            await msg.ack()
+        elif how == "nak":
+            await msg.nak()
+        else:
+            await msg.term()
+    except Exception as exc:  # the servers redeliver it after ack_wait
+        logger.warning("could not %s a call: %s", how, exc)
