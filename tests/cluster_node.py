@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--heartbeat", type=float, default=0.5)
     parser.add_argument("--attempts", type=int, default=3)
     parser.add_argument("--otlp", help="export spans over OTLP/HTTP to this endpoint")
+    parser.add_argument("--direct", action="store_true", help="export durable=False")
     return parser
 
 
@@ -87,6 +88,7 @@ def main() -> None:
                 lambda: Worker(args.node, ledger),
                 name="work",
                 export=True,
+                durable=not args.direct,
                 max_concurrency=args.concurrency,
             )
             tree = corral.Supervisor(children=[child])
@@ -107,7 +109,11 @@ def start(
     argv = [sys.executable, "-m", "tests.cluster_node", "--servers", ",".join(servers)]
     argv += ["--cluster", cluster, "--node", node, "--ledger", str(ledger)]
     for key, value in options.items():
-        argv += [f"--{key.replace('_', '-')}", str(value)]
+        flag = f"--{key.replace('_', '-')}"
+        if value is True:
+            argv.append(flag)
+        elif value is not False:
+            argv += [flag, str(value)]
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root

@@ -390,9 +390,11 @@ async def test_a_node_stopped_gracefully_finishes_its_calls_and_hands_back_the_r
             results = [await f for f in futures]
             elapsed = time.monotonic() - started
         assert await anyio.to_thread.run_sync(a.wait) == 0
-        assert all(r.endswith(":1") for r in results)  # nothing was run twice
+        assert len(results) == 16
         assert elapsed < spec.ack_wait / 2  # not left to the servers' redelivery
         rows = _ledger(ledger)
+        keys = [k for w, k, _, _ in rows if w == "start"]
+        assert sorted(keys) == sorted(set(keys)), ledger.read_text()  # none ran twice
         assert {k for w, k, n, _ in rows if w == "start" and n == "a"} == {
             k for w, k, n, _ in rows if w == "done" and n == "a"
         }
@@ -639,3 +641,112 @@ async def test_an_exported_actor_that_crashes_is_restarted_and_its_calls_wait(
         assert [await f for f in later] == ["after 0", "after 1", "after 2"]
         assert len(made) == 2  # restarted once, by its own node's supervisor
         assert server.supervisor("root").children()[0].restarts == 1
+
+
+# --- durable=False: core NATS request/reply --------------------------------------------------
+
+
+async def _stream_messages(nats: NatsCluster, spec: corral.Cluster) -> tuple[int, list[str]]:
+    """Messages ever stored in the cluster's stream (its last sequence), and its consumers."""
+    import nats as nats_client
+
+    raw = await nats_client.connect(nats.urls[0])
+    try:
+        js = raw.jetstream()
+        info = await js.stream_info(spec.stream)
+        names = [c.name for c in await js.consumers_info(spec.stream)]
+        return info.state.last_seq, names
+    finally:
+        await raw.close()
+
+
+async def test_a_durable_false_export_is_called_over_core_nats(nats: NatsCluster) -> None:
+    spec = cluster(nats)
+    gate = Gate()
+    tree = serving(
+        corral.child(Calculator, name="calc", export=True, durable=False, max_concurrency=4),
+        corral.child(lambda: gate, name="gate", export=True, durable=False),
+    )
+    async with corral.Runtime(tree, cluster=spec) as server, corral.Runtime(cluster=spec) as caller:
+        ref = caller.remote("calc")
+        assert await ref.ask(Add(a=1, b=2), timeout=10) == 3
+        futures = [await ref.submit(Add(a=i, b=i)) for i in range(20)]
+        assert [await f for f in futures] == [2 * i for i in range(20)]
+        await caller.remote("gate").tell(Echo("one"))
+        await caller.remote("gate").ping(timeout=10)
+        assert gate.started == ["one"]
+        with pytest.raises(corral.UnhandledMessage):
+            await ref.ask(Echo("not for a calculator"), timeout=10)
+        assert server.ref("calc").status().counts["succeeded"] == 21
+        # Nothing went through the stream: no call was stored, no consumer made.
+        assert await _stream_messages(nats, spec) == (0, [])
+
+
+async def test_durable_false_cancel_deadline_and_a_full_mailbox(nats: NatsCluster) -> None:
+    spec = cluster(nats)
+    gate = Gate()
+    tree = serving(corral.child(lambda: gate, name="gate", export=True, durable=False, mailbox=1))
+    async with corral.Runtime(tree, cluster=spec) as server, corral.Runtime(cluster=spec) as caller:
+        ref = caller.remote("gate")
+        held = await ref.submit(Block("held"))
+        await gate.entered_event("held").wait()
+        queued = await ref.submit(Echo("queued"))
+        await _wait_for(lambda: server.ref("gate").status().queue_depth == 1)
+        refused = await ref.try_submit(Echo("refused"))
+        with pytest.raises(corral.MailboxFull, match="'gate' is full"):
+            await refused  # over core NATS the refusal comes back on the future
+        assert held.cancel()  # the serving node cancels the running handler
+        assert await queued == "queued"
+        await _wait_for(lambda: server.ref("gate").status().counts["cancelled"] == 1)
+        with pytest.raises(corral.DeadlineExceeded):
+            await ref.ask(Block("never opened"), timeout=0.5)
+        assert gate.started == ["held", "queued", "never opened"]
+
+
+async def _wait_for(check: Any) -> None:
+    with anyio.fail_after(30):
+        while not check():  # noqa: ASYNC110 - the other runtime's status: no event to wait on
+            await anyio.sleep(0.01)
+
+
+async def test_durable_false_with_no_node_serving_fails_at_once(nats: NatsCluster) -> None:
+    """The servers' no-responders status: ActorNotFound, not a wait for the deadline."""
+    spec = cluster(nats)
+    tree = serving(corral.child(Calculator, name="calc", export=True, durable=False))
+    async with corral.Runtime(cluster=spec) as caller:
+        async with corral.Runtime(tree, cluster=spec):
+            assert await caller.remote("calc").ask(Add(a=1, b=1), timeout=10) == 2
+        with pytest.raises(corral.ActorNotFound, match="no node serves actor 'calc' now"):
+            await caller.remote("calc").ask(Add(a=1, b=1), timeout=60)
+
+
+async def test_durable_false_calls_of_a_killed_node_fail_with_node_lost(
+    nats: NatsCluster, tmp_path: Path
+) -> None:
+    """Its calls are lost with it: the callers hear so within about ack_wait, not at deadline."""
+    from .cluster_node import Work
+
+    spec = cluster(nats, ack_wait=1.0, heartbeat=0.25)
+    ledger = tmp_path / "ledger"
+    a = await _node(nats, spec, "a", ledger, direct=True)
+    try:
+        async with corral.Runtime(cluster=spec) as caller:
+            ref = caller.remote("work")
+            # Longer than ack_wait: the node's still-alive messages keep the caller waiting.
+            assert await ref.ask(Work("long", ms=2500), timeout=60) == "a:1"
+            held = [await ref.submit(Work(str(i), ms=60_000), timeout=120) for i in range(3)]
+            await _until(lambda: sum(r[0] == "start" for r in _ledger(ledger)) == 4, "started")
+            a.kill()
+            a.wait()
+            for fut in held:
+                with pytest.raises(corral.NodeLost, match="durable=False"):
+                    await fut
+    finally:
+        _reap(a)
+
+
+def test_durable_false_needs_export() -> None:
+    with pytest.raises(ValueError, match="applies to an exported actor"):
+        corral.child(Calculator, name="calc", durable=False)
+    with pytest.raises(TypeError, match="durable of child 'calc' must be a bool"):
+        corral.child(Calculator, name="calc", export=True, durable="no")  # type: ignore[arg-type]

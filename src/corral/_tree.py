@@ -42,7 +42,17 @@ _SUPERVISOR_KEYS = (
     "shutdown",
     "children",
 )
-_ACTOR_KEYS = ("name", "actor", "restart", "shutdown", "mailbox", "max_concurrency", "policy")
+_ACTOR_KEYS = (
+    "name",
+    "actor",
+    "restart",
+    "shutdown",
+    "mailbox",
+    "max_concurrency",
+    "policy",
+    "export",
+    "durable",
+)
 _BACKOFF_KEYS = ("min", "max", "jitter", "reset_after")
 _POLICY_KEYS = ("retry", "rate_limit", "breaker")
 _RETRY_KEYS = (

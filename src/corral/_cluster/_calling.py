@@ -7,6 +7,13 @@ future resolves with the answer that arrives there, with
 :class:`DeadlineExceeded` at its deadline whatever the remote side does,
 with :class:`NodeLost` when the servers gave up redelivering it, or from
 the call's result record when the answer was lost on the way.
+
+An actor exported ``durable=False`` (its serving nodes announce so in the
+bucket, read here once a heartbeat per actor) is called over core NATS
+instead: the call goes to its direct subject with this node's inbox as the
+reply subject; no node serving it means :class:`ActorNotFound` at once
+(the servers' no-responders status), and a call its node stopped holding
+(no still-alive message for ``ack_wait``) fails with :class:`NodeLost`.
 """
 
 from __future__ import annotations
@@ -25,14 +32,20 @@ import attrs
 from opentelemetry import propagate, trace
 
 from .._core._calls import current_call
-from .._core._exceptions import ActorStopped, DeadlineExceeded, MailboxFull, ProtocolError
+from .._core._exceptions import (
+    ActorNotFound,
+    ActorStopped,
+    DeadlineExceeded,
+    MailboxFull,
+    ProtocolError,
+)
 from .._core._future import Future, pending, set_cancelled, set_exception, set_result
 from .._core._messages import Envelope, Kind, new_id
 from ..telemetry import inject
 from ..telemetry._instrument import tracer_for, tracer_of
 from ._exceptions import ClusterUnavailable, NodeLost
 from ._records import retrying
-from ._wire import MSG_ID, REPLY_TO, decode_reply
+from ._wire import ALIVE, MSG_ID, NO_WAIT, REPLY_TO, decode_reply, token
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -47,6 +60,8 @@ logger = logging.getLogger("corral.cluster")
 _PER_SUBJECT_LIMIT: Final = 10077
 #: Publishing a call without a deadline gives up after this long (NATS down).
 PUBLISH_LIMIT: Final = 30.0
+#: The header value with which the servers say that no one subscribes (no responders).
+_NO_RESPONDERS: Final = "503"
 
 
 @attrs.define(eq=False)
@@ -54,9 +69,13 @@ class _Waiting:
     """A call this node sent and waits for an answer to."""
 
     future: Future[Any]
+    name: str
     seq: int | None = None
     #: When it was published (loop clock).
     sent_at: float = 0.0
+    #: Sent over core NATS (``durable=False``): when its node last said it holds it.
+    direct: bool = False
+    seen: float = 0.0
 
 
 class _Full(Exception):
@@ -74,6 +93,11 @@ class Calling:
         self._deadlines: list[tuple[float, int, uuid.UUID]] = []
         self._order = itertools.count()
         self._deadline_changed = anyio.Event()
+        # How each actor called is delivered (durable?, when read), and lookups under way.
+        self._modes: dict[str, tuple[bool, float]] = {}
+        self._lookups: dict[str, anyio.Event] = {}
+        self._refreshing: set[str] = set()
+        self._direct = 0
 
     async def send(
         self, name: str, msg: object, kind: Kind, timeout: float | None, *, wait: bool
@@ -92,6 +116,7 @@ class Calling:
                     f"(corral.message), got {cls.__qualname__}"
                 )
             node.register(cls)
+        durable = await self._durable(name, timeout)
         created = time.time()
         envelope = Envelope(
             payload=msg,
@@ -115,14 +140,16 @@ class Calling:
                 f"a {cls.__qualname__} call to {name!r} takes {len(data)} bytes; the cluster "
                 f"takes at most {node.max_payload} (the NATS server's max_payload)"
             )
-        headers = {MSG_ID: str(envelope.id)}
-        fut: Future[Any] | None = None
         now = node.now()
         deadline = None if timeout is None else now + timeout
+        if not durable:
+            return await self._send_direct(name, envelope.id, data, kind, deadline, wait, span)
+        headers = {MSG_ID: str(envelope.id)}
+        fut: Future[Any] | None = None
         if kind is not Kind.ONE_WAY:
             headers[REPLY_TO] = f"{node.inbox}.{envelope.id.hex}"
             fut = pending()
-            waiting = self._pending[envelope.id] = _Waiting(fut)
+            waiting = self._pending[envelope.id] = _Waiting(fut, name)
             call_id = envelope.id
             fut.add_done_callback(lambda f: self._gave_up(call_id, f))
             if span is not None:
@@ -143,9 +170,102 @@ class Calling:
             waiting.sent_at = node.now()
             self._seqs[seq] = envelope.id
             if deadline is not None:
-                heapq.heappush(self._deadlines, (deadline, next(self._order), envelope.id))
-                self._deadline_changed.set()
+                self._expire_at(deadline, envelope.id)
         return fut
+
+    def _expire_at(self, deadline: float, call_id: uuid.UUID) -> None:
+        heapq.heappush(self._deadlines, (deadline, next(self._order), call_id))
+        self._deadline_changed.set()
+
+    async def _send_direct(
+        self,
+        name: str,
+        call_id: uuid.UUID,
+        data: bytes,
+        kind: Kind,
+        deadline: float | None,
+        wait: bool,
+        span: trace.Span | None,
+    ) -> Future[Any] | None:
+        """Send a call over core NATS to the nodes serving *name* ``durable=False``."""
+        node = self._node
+        fut: Future[Any] | None = None
+        reply = ""
+        if kind is not Kind.ONE_WAY:
+            reply = f"{node.inbox}.{call_id.hex}"
+            fut = pending()
+            now = node.now()
+            self._pending[call_id] = _Waiting(fut, name, sent_at=now, direct=True, seen=now)
+            self._direct += 1
+            fut.add_done_callback(lambda f: self._gave_up(call_id, f))
+            if span is not None:
+                fut.add_done_callback(lambda f: _end_span(span, f.exception()))
+        try:
+            await node.nc.publish(
+                node.spec.direct_subject(name),
+                data,
+                reply=reply,
+                headers=None if wait else {NO_WAIT: "1"},
+            )
+        except BaseException as exc:
+            if fut is not None:
+                self._forget(call_id)
+                set_cancelled(fut)
+            elif span is not None:
+                _end_span(span, exc)
+            if isinstance(exc, Exception):
+                raise ClusterUnavailable(
+                    f"could not send a call to {name!r} over NATS at {node.servers_text}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+            raise
+        if fut is None:
+            if span is not None:
+                span.end()  # a one-way message: sent
+        elif deadline is not None:
+            self._expire_at(deadline, call_id)
+        return fut
+
+    async def _durable(self, name: str, timeout: float | None) -> bool:
+        """Whether calls to *name* go through the stream (as its serving nodes announced).
+
+        Read once, then again in the background at most once a heartbeat;
+        the first call to an actor waits for the first read (at most
+        ``connect_timeout``, or *timeout*). An actor no node announced is
+        durable: its calls wait in the stream for a node to serve it.
+        """
+        node = self._node
+        known = self._modes.get(name)
+        if known is not None:
+            if node.now() - known[1] >= node.spec.heartbeat and name not in self._refreshing:
+                self._refreshing.add(name)
+                node.tg.start_soon(self._refresh, name, node.spec.connect_timeout)
+            return known[0]
+        lookup = self._lookups.get(name)
+        if lookup is None:
+            lookup = self._lookups[name] = anyio.Event()
+            limit = min(node.spec.connect_timeout, math.inf if timeout is None else timeout)
+            try:
+                await self._refresh(name, limit)
+            finally:
+                lookup.set()
+                del self._lookups[name]
+        else:
+            await lookup.wait()
+        known = self._modes.get(name)
+        return True if known is None else known[0]
+
+    async def _refresh(self, name: str, limit: float) -> None:
+        node = self._node
+        previous = self._modes.get(name)
+        try:
+            durable = await node.records.durable(token(name), time.time() + limit)
+        except Exception as exc:
+            logger.debug("could not read how %r is served: %s", name, exc)
+            durable = None if previous is None else previous[0]
+        finally:
+            self._refreshing.discard(name)
+        self._modes[name] = (True if durable is None else durable, node.now())
 
     async def _publish(
         self,
@@ -228,8 +348,11 @@ class Calling:
 
     def _forget(self, call_id: uuid.UUID) -> _Waiting | None:
         waiting = self._pending.pop(call_id, None)
-        if waiting is not None and waiting.seq is not None:
-            self._seqs.pop(waiting.seq, None)
+        if waiting is not None:
+            if waiting.seq is not None:
+                self._seqs.pop(waiting.seq, None)
+            if waiting.direct:
+                self._direct -= 1
         return waiting
 
     def _gave_up(self, call_id: uuid.UUID, fut: Future[Any]) -> None:
@@ -238,8 +361,66 @@ class Calling:
         self._node.broadcast_cancel(call_id)
 
     async def on_reply(self, msg: Msg) -> None:
-        """An answer arrived at this node's inbox."""
+        """An answer arrived at this node's inbox (or a still-alive list, or no-responders)."""
+        subject = msg.subject
+        tail = subject[subject.rfind(".") + 1 :]
+        if tail == ALIVE:
+            self._alive(msg.data)
+            return
+        headers = msg.headers
+        if headers and headers.get("Status") == _NO_RESPONDERS:
+            self._unserved(tail)
+            return
         self._resolve_from(msg.data)
+
+    def _alive(self, data: bytes) -> None:
+        now = self._node.now()
+        for text in data.split(b","):
+            try:
+                waiting = self._pending.get(uuid.UUID(text.decode()))
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if waiting is not None:
+                waiting.seen = now
+
+    def _unserved(self, tail: str) -> None:
+        try:
+            call_id = uuid.UUID(tail)
+        except ValueError:
+            return
+        waiting = self._forget(call_id)
+        if waiting is not None:
+            set_exception(
+                waiting.future,
+                ActorNotFound(
+                    f"no node serves actor {waiting.name!r} now (it is exported durable=False: "
+                    "its calls are not kept for a node to come)"
+                ),
+            )
+
+    async def liveness_loop(self) -> None:
+        """Every heartbeat, fail the core NATS calls no node said it held for ``ack_wait``."""
+        node = self._node
+        ack_wait = node.spec.ack_wait
+        while True:
+            await anyio.sleep(node.spec.heartbeat)
+            if not self._direct:
+                continue
+            silent_since = node.now() - ack_wait
+            for call_id, waiting in list(self._pending.items()):
+                if not waiting.direct or waiting.seen > silent_since:
+                    continue
+                if self._forget(call_id) is None:
+                    continue
+                set_exception(
+                    waiting.future,
+                    NodeLost(
+                        f"no node said it held this call to {waiting.name!r} for {ack_wait} s "
+                        "(its node died or lost NATS; the actor is exported durable=False, so "
+                        "no other node runs it)"
+                    ),
+                )
+                node.broadcast_cancel(call_id)
 
     def _resolve_from(self, data: bytes) -> None:
         try:

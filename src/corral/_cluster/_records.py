@@ -4,11 +4,15 @@ A serving node writes a call's answer down before it acknowledges the
 call; a node the servers give the call to again (its first node died
 between the two) answers from the record instead of running the call a
 second time, and a caller whose answer was lost on core NATS reads it
-from there. Also here: the one retry-with-backoff helper the cluster uses.
+from there. The same bucket holds each exported actor's announced
+delivery (``actors.<token>``: durable or not), which callers read to
+choose the path. Also here: the one retry-with-backoff helper the cluster
+uses.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -24,11 +28,16 @@ if TYPE_CHECKING:
 
     from ._spec import Cluster
 
-__all__ = ["RETRY_FIRST", "RETRY_MOST", "Records", "retrying"]
+__all__ = ["ANNOUNCE_EVERY", "RETRY_FIRST", "RETRY_MOST", "Records", "retrying"]
 
 logger = logging.getLogger("corral.cluster")
 
 T = TypeVar("T")
+
+#: Seconds an entry lives at least (announcements are written again well inside it).
+MIN_TTL: Final = 600.0
+#: Seconds between a serving node's announcements of its actors.
+ANNOUNCE_EVERY: Final = MIN_TTL / 5
 
 #: The first and the longest pause between attempts.
 RETRY_FIRST: Final = 0.05
@@ -76,7 +85,7 @@ class Records:
         config = api.KeyValueConfig(
             bucket=f"{spec.stream}_results",
             history=1,
-            ttl=max(600.0, 4 * spec.ack_wait * spec.attempts),
+            ttl=max(MIN_TTL, 4 * spec.ack_wait * spec.attempts),
             storage=api.StorageType.FILE,
             replicas=replicas,
         )
@@ -113,3 +122,27 @@ class Records:
             logger.warning("could not read the answer of call %s: %s", call_id, exc)
             return None
         return entry.value or None
+
+    async def announce(self, actor_token: str, *, durable: bool) -> None:
+        """Say how actor *actor_token*'s calls are delivered (the last node to say wins)."""
+        data = json.dumps({"durable": durable}).encode()
+        await self._bucket.put(f"actors.{actor_token}", data)
+
+    async def durable(self, actor_token: str, until: float) -> bool | None:
+        """Whether the actor's calls go through the stream; ``None``: no node announced it.
+
+        Raises:
+            Exception: The bucket could not be read by wall-clock *until*.
+        """
+        from nats.js.errors import KeyNotFoundError
+
+        try:
+            entry = await retrying(
+                lambda: self._bucket.get(f"actors.{actor_token}"), until, KeyNotFoundError
+            )
+        except KeyNotFoundError:
+            return None
+        try:
+            return bool(json.loads(entry.value or b"")["durable"])
+        except (ValueError, KeyError, TypeError):
+            return None

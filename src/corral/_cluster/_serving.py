@@ -8,10 +8,18 @@ over core NATS (named in the call's ``Corral-Reply-To`` header) and then
 acknowledges the call. A node that dies stops sending in-progress acks:
 after ``ack_wait`` the servers deliver its calls to another node, as their
 next attempt, and that node answers from the record if there is one.
+
+An actor exported ``durable=False`` takes its calls over core NATS
+instead: a queue subscription shared by the nodes serving it, each call
+answered to the reply subject it came with, nothing acknowledged or
+written down. Every heartbeat the node tells each caller which of its
+calls it still holds, so a caller learns that a node died (its calls fail
+with :class:`NodeLost`) instead of waiting for their deadlines.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -23,12 +31,20 @@ import anyio
 import attrs
 
 from .._core._actor import message_types
-from .._core._exceptions import ActorStopped, NotFound, ProtocolError, UnhandledMessage
+from .._core._exceptions import (
+    ActorStopped,
+    MailboxFull,
+    NotFound,
+    ProtocolError,
+    UnhandledMessage,
+)
 from .._core._future import Future
-from ._wire import REPLY_TO, encode_error, encode_reply, token
+from ._records import ANNOUNCE_EVERY
+from ._wire import ALIVE, NO_WAIT, REPLY_TO, encode_error, encode_reply, token
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
 
     from .._core._specs import ChildSpec
     from ._node import ClusterNode
@@ -39,17 +55,22 @@ logger = logging.getLogger("corral.cluster")
 
 #: Ids of calls their callers gave up on, kept to drop them if they arrive later.
 _CANCELLED_KEPT: Final = 10_000
-#: Longest wait for one fetch (also bounded by the heartbeat); a stop waits for it.
+#: Longest wait for one fetch; a stop waits for it (and for what it brings, to hand back).
 _FETCH_WAIT: Final = 1.0
 #: The pause after a fetch failed (a connection lost mid-fetch).
 _FETCH_RETRY: Final = 1.0
+#: How long the servers' side of a fetch may outlive the client's (a round trip, with room).
+_LINGER: Final = 0.05
+#: Call ids per still-alive message (33 bytes each).
+_ALIVE_BATCH: Final = 1000
 
 
 @attrs.define(eq=False)
 class _Running:
-    """A call this node took from the stream and has not acknowledged yet."""
+    """A call this node took and has not answered yet (from the stream: not acknowledged)."""
 
-    msg: Msg
+    #: Its delivery from the stream; ``None`` for a core NATS (``durable=False``) call.
+    msg: Msg | None
     reply_to: str | None
     #: The call's wall-clock deadline (``time.time()``), or ``None``.
     deadline: float | None = None
@@ -62,7 +83,9 @@ class _Served:
 
     name: str
     max_concurrency: int
-    #: Whether its answers are kept (not for actors declared idempotent).
+    #: Whether its calls come through the stream (``durable=True`` on the export).
+    durable: bool = True
+    #: Whether its answers are kept (durable, and not declared idempotent).
     keep_records: bool = True
     slot: anyio.Event = attrs.Factory(anyio.Event)
     taken: int = 0
@@ -73,10 +96,11 @@ class Serving:
 
     def __init__(self, node: ClusterNode) -> None:
         self._node = node
-        self._fetch_wait = min(_FETCH_WAIT, node.spec.heartbeat)
+        self._fetch_wait = _FETCH_WAIT
         self._running: dict[uuid.UUID, _Running] = {}
         self._cancelled: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._served: dict[str, _Served] = {}
+        self._direct: list[Subscription] = []
         self._fetching: list[anyio.CancelScope] = []
         self._fetchers = 0
         self._fetchers_done = anyio.Event()
@@ -86,31 +110,45 @@ class Serving:
 
     async def serve(self, spec: ChildSpec) -> None:
         """Serve the exported actor of *spec* to the cluster from this node."""
-        from nats.js import api
-
         node = self._node
         ref = node.runtime.ref(spec.name)
         for cls in message_types(ref.actor_class):
             if attrs.has(cls):
                 node.register(cls)
+        keep = spec.durable and not ref.actor_class.idempotent
+        served = _Served(spec.name, spec.max_concurrency, durable=spec.durable, keep_records=keep)
+        if spec.durable:
+            await self._consume(served)
+        else:
+            sub = await node.nc.subscribe(
+                node.spec.direct_subject(spec.name),
+                queue=token(spec.name),
+                cb=functools.partial(self._take_direct, served),
+            )
+            self._direct.append(sub)
+        self._served[spec.name] = served
+        await node.records.announce(token(spec.name), durable=spec.durable)
+
+    async def _consume(self, served: _Served) -> None:
+        """Make the actor's durable consumer (or find it) and start fetching from it."""
+        from nats.js import api
+
+        node = self._node
         config = api.ConsumerConfig(
-            durable_name=token(spec.name),
-            filter_subject=node.spec.subject(spec.name),
+            durable_name=token(served.name),
+            filter_subject=node.spec.subject(served.name),
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=node.spec.ack_wait,
             max_deliver=node.spec.attempts,
             max_ack_pending=-1,
         )
         await node.js.add_consumer(node.spec.stream, config)
-        served = self._served[spec.name] = _Served(
-            spec.name, spec.max_concurrency, keep_records=not ref.actor_class.idempotent
-        )
-        node.tg.start_soon(self._fetch_loop, served, name=f"corral cluster fetch {spec.name}")
+        node.tg.start_soon(self._fetch_loop, served, name=f"corral cluster fetch {served.name}")
 
     def stop_fetching(self) -> None:
         """Take no more calls from the cluster (a graceful stop begins).
 
-        A fetch under way is let finish (at most ``min(1 s, heartbeat)``):
+        A fetch under way is let finish (at most a second):
         calls the servers sent it are handed back at once rather than left
         to ``ack_wait``.
         """
@@ -121,6 +159,11 @@ class Serving:
     async def close(self) -> None:
         """Answer what still runs, hand back what never will."""
         self.stop_fetching()
+        for sub in self._direct:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                logger.warning("could not stop taking core NATS calls: %s", exc)
         with anyio.move_on_after(self._fetch_wait + 1.0, shield=True):
             while self._fetchers:
                 self._fetchers_done = anyio.Event()
@@ -132,9 +175,12 @@ class Serving:
             while self._replying:
                 self._replies_done = anyio.Event()
                 await self._replies_done.wait()
-        for record in list(self._running.values()):
-            # Not answered by the time the actors stopped: another node takes it.
-            await _settle(record.msg, "nak")
+        for call_id, record in list(self._running.items()):
+            if record.msg is not None:
+                # Not answered by the time the actors stopped: another node takes it.
+                await _settle(record.msg, "nak")
+            else:
+                await self._send(record.reply_to, call_id, _stopped(call_id))
         self._running.clear()
 
     def _leaving(self) -> bool:
@@ -181,9 +227,27 @@ class Serving:
                             await _settle(msg, "nak")  # leaving: another node takes it
                         else:
                             await self._take(served, msg)
+                await self._hand_back(sub)
         finally:
             self._fetchers -= 1
             self._fetchers_done.set()
+
+    async def _hand_back(self, sub: Any) -> None:
+        """Leaving: hand back the calls the servers sent after the last fetch returned.
+
+        The servers' side of a fetch lingers until its expiry, a round trip
+        after the client's: what they send meanwhile waits in the
+        subscription's queue, where no fetch would read it again, and would
+        otherwise wait for ``ack_wait`` before another node got it.
+        """
+        await anyio.sleep(_LINGER)
+        while sub.pending_msgs:
+            try:
+                msgs = await sub.fetch(batch=sub.pending_msgs + 1, timeout=_LINGER)
+            except Exception:
+                return
+            for msg in msgs:
+                await _settle(msg, "nak")
 
     async def _take(self, served: _Served, msg: Msg) -> None:
         node = self._node
@@ -238,6 +302,34 @@ class Serving:
         call_id = envelope.id
         fut.add_done_callback(lambda f: self._finished(served, call_id, f))
 
+    async def _take_direct(self, served: _Served, msg: Msg) -> None:
+        """Queue a call that came over core NATS (an actor exported ``durable=False``)."""
+        node = self._node
+        reply_to = msg.reply or None
+        try:
+            envelope = node.protocol.loads(msg.data)
+        except ProtocolError as exc:
+            await self._refuse(served, msg, reply_to, exc)
+            return
+        call_id = envelope.id
+        if call_id in self._cancelled or (
+            envelope.deadline is not None and envelope.deadline <= time.time()
+        ):
+            return  # its caller has given up already
+        if envelope.target != served.name:
+            envelope = attrs.evolve(envelope, target=served.name)
+        wait = not (msg.headers and NO_WAIT in msg.headers)
+        record = self._running[call_id] = _Running(None, reply_to, envelope.deadline)
+        try:
+            fut = await node.runtime.deliver(envelope, track=True, wait=wait)
+        except (UnhandledMessage, ProtocolError, MailboxFull, ActorStopped, NotFound) as exc:
+            self._running.pop(call_id, None)
+            await self._send(reply_to, call_id, encode_error(call_id, exc))
+            return
+        assert fut is not None
+        record.future = fut
+        fut.add_done_callback(lambda f: self._finished(served, call_id, f))
+
     async def _refuse(
         self, served: _Served, msg: Msg, reply_to: str | None, exc: ProtocolError
     ) -> None:
@@ -248,7 +340,8 @@ class Serving:
             type_name = data["type"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             logger.warning("dropped a message on %s that is not a call: %s", msg.subject, exc)
-            await _settle(msg, "term")
+            if served.durable:
+                await _settle(msg, "term")
             return
         error: Exception = exc
         if isinstance(type_name, str) and type_name not in self._node.protocol.names():
@@ -258,7 +351,8 @@ class Serving:
             )
         logger.warning("refused a call on %s: %s", msg.subject, error)
         await self._send(reply_to, call_id, encode_error(call_id, error))
-        await _settle(msg, "term")
+        if served.durable:
+            await _settle(msg, "term")
 
     def _finished(self, served: _Served, call_id: uuid.UUID, fut: Future[Any]) -> None:
         record = self._running.get(call_id)
@@ -273,8 +367,12 @@ class Serving:
         try:
             stopped_here = self._closing and isinstance(fut.exception(), ActorStopped)
             if stopped_here or (fut.cancelled() and call_id not in self._cancelled):
-                # Cut short by this node's stop, not by its caller: another node runs it.
-                await _settle(record.msg, "nak")
+                # Cut short by this node's stop, not by its caller: another node runs it
+                # (a core NATS call has no other delivery: its caller hears why).
+                if record.msg is not None:
+                    await _settle(record.msg, "nak")
+                else:
+                    await self._send(record.reply_to, call_id, _stopped(call_id))
                 return
             if not fut.cancelled():
                 exc = fut.exception()
@@ -286,14 +384,15 @@ class Serving:
                 if served.keep_records:
                     await self._node.records.keep(call_id, data, record.deadline)
                 await self._send(record.reply_to, call_id, data)
-            await _settle(record.msg, "ack")
+            if record.msg is not None:
+                await _settle(record.msg, "ack")
         finally:
             self._release(served, call_id)
             self._replying -= 1
             self._replies_done.set()
 
     def _release(self, served: _Served, call_id: uuid.UUID) -> None:
-        if self._running.pop(call_id, None) is not None:
+        if self._running.pop(call_id, None) is not None and served.durable:
             served.taken -= 1
             served.slot.set()
 
@@ -317,14 +416,42 @@ class Serving:
         return True
 
     async def keepalive_loop(self) -> None:
-        """Every heartbeat, tell the servers that each call this node holds is still alive."""
+        """Every heartbeat, say that each call this node holds is still alive.
+
+        To the servers for a call from the stream (an in-progress ack); to
+        its caller for a core NATS call (one message per caller, listing
+        its calls). Every :data:`ANNOUNCE_EVERY` seconds, announce again how
+        each served actor's calls are delivered (the entry has a TTL).
+        """
+        node = self._node
+        announced = node.now()
         while True:
-            await anyio.sleep(self._node.spec.heartbeat)
-            for record in list(self._running.values()):
+            await anyio.sleep(node.spec.heartbeat)
+            held: dict[str, list[str]] = {}
+            for call_id, record in list(self._running.items()):
+                if record.msg is None:
+                    if record.reply_to:
+                        inbox = record.reply_to.rpartition(".")[0]
+                        held.setdefault(inbox, []).append(call_id.hex)
+                    continue
                 try:
                     await record.msg.in_progress()
                 except Exception as exc:
                     logger.warning("in-progress ack failed: %s", exc)
+            for inbox, ids in held.items():
+                for i in range(0, len(ids), _ALIVE_BATCH):
+                    chunk = ",".join(ids[i : i + _ALIVE_BATCH]).encode()
+                    try:
+                        await node.nc.publish(f"{inbox}.{ALIVE}", chunk)
+                    except Exception as exc:
+                        logger.warning("could not tell a caller its calls are alive: %s", exc)
+            if node.now() - announced >= ANNOUNCE_EVERY:
+                announced = node.now()
+                for served in list(self._served.values()):
+                    try:
+                        await node.records.announce(token(served.name), durable=served.durable)
+                    except Exception as exc:
+                        logger.warning("could not announce actor %r: %s", served.name, exc)
 
     async def on_cancel(self, msg: Msg) -> None:
         """A caller gave up a call: drop it if queued here, cancel its handler if running."""
@@ -338,6 +465,16 @@ class Serving:
         record = self._running.get(call_id)
         if record is not None and record.future is not None:
             record.future.cancel()  # queued here: dropped; running: its handler is cancelled
+
+
+def _stopped(call_id: uuid.UUID) -> bytes:
+    return encode_error(
+        call_id,
+        ActorStopped(
+            "the node serving this call stopped before it ended "
+            "(the actor is exported durable=False: no other node takes it)"
+        ),
+    )
 
 
 async def _settle(msg: Msg, how: str) -> None:

@@ -135,3 +135,9 @@ class Cluster:
         from ._wire import token
 
         return f"corral.{self.name}.call.{token(actor)}"
+
+    def direct_subject(self, actor: str) -> str:
+        """The core NATS subject of *actor*'s calls when it is exported ``durable=False``."""
+        from ._wire import token
+
+        return f"corral.{self.name}.direct.{token(actor)}"

@@ -20,8 +20,10 @@ from .._protocol import Protocol
 from ._exceptions import RemoteError
 
 __all__ = [
+    "ALIVE",
     "CANCEL",
     "MSG_ID",
+    "NO_WAIT",
     "REPLY_TO",
     "decode_reply",
     "encode_error",
@@ -35,6 +37,11 @@ MSG_ID: Final = "Nats-Msg-Id"
 REPLY_TO: Final = "Corral-Reply-To"
 #: Subject tail on which callers broadcast the ids of calls they gave up.
 CANCEL: Final = "cancel"
+#: Header of a core NATS (``durable=False``) call sent with ``try_``: refuse it when full.
+NO_WAIT: Final = "Corral-No-Wait"
+#: Inbox tail to which a node serving ``durable=False`` calls sends, every
+#: heartbeat, the ids of that caller's calls it still holds (comma-separated hex).
+ALIVE: Final = "alive"
 
 _SAFE: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 

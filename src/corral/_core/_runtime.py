@@ -23,6 +23,7 @@ from ._context import TreeContext
 from ._exceptions import (
     ActorNotFound,
     InvalidStateError,
+    MailboxFull,
     NotFound,
     SupervisorGaveUp,
     UnhandledMessage,
@@ -374,12 +375,16 @@ class Runtime:
         """Return a status snapshot of every live actor, by name, in spawn order."""
         return {name: cell.status() for name, cell in self._context.cells.items()}
 
-    async def deliver(self, envelope: Envelope, *, track: bool = False) -> Future[Any] | None:
+    async def deliver(
+        self, envelope: Envelope, *, track: bool = False, wait: bool = True
+    ) -> Future[Any] | None:
         """Deliver an envelope that arrived from elsewhere (another process, a queue).
 
         Routes it by ``target``. A request returns the call's future; a one-way
         message returns ``None`` once queued (its future too with *track*:
-        a cluster node acknowledges a message when it is done). System messages: :class:`Stop`
+        a cluster node acknowledges a message when it is done). Without
+        *wait*, a full mailbox raises :class:`MailboxFull` instead of being
+        waited out. System messages: :class:`Stop`
         starts a graceful stop, :class:`Ping` is answered with
         :class:`Pong` after everything queued before it, :class:`GetStatus` is
         answered at once with the :class:`ActorStatus`. The envelope's
@@ -389,6 +394,7 @@ class Runtime:
             ActorNotFound: No live actor has the target name.
             UnhandledMessage: The actor does not handle the payload.
             ActorStopped: The actor is not accepting calls.
+            MailboxFull: Without *wait*, the mailbox is full; nothing was queued.
             ValueError: The envelope is a reply (replies go to the caller's future).
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -418,7 +424,12 @@ class Runtime:
                 )
             return done
         call = calls.from_envelope(cell, envelope, cell.lookup(payload))
-        await cell.enqueue(call)
+        if wait:
+            await cell.enqueue(call)
+        elif not cell.enqueue_nowait(call):
+            raise MailboxFull(
+                f"mailbox of actor {cell.name!r} is full ({cell.mailbox.capacity} calls)"
+            )
         return call.future if kind is Kind.REQUEST or track else None
 
 

@@ -93,10 +93,18 @@ class ChildSpec:
     max_concurrency: int = attrs.field(default=1)
     policy: CallPolicy | None = None
     export: bool = attrs.field(default=False)
+    durable: bool = attrs.field(default=True)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.export, bool):
             raise TypeError(f"export of child {self.name!r} must be a bool, got {self.export!r}")
+        if not isinstance(self.durable, bool):
+            raise TypeError(f"durable of child {self.name!r} must be a bool, got {self.durable!r}")
+        if not self.durable and not self.export:
+            raise ValueError(
+                f"durable=False of child {self.name!r} applies to an exported actor "
+                "(export=True): it chooses how the cluster delivers its calls"
+            )
         if not callable(self.factory):
             raise TypeError(
                 f"child {self.name!r} needs an Actor class or factory, got {self.factory!r}"
@@ -122,6 +130,7 @@ def child(
     max_concurrency: int = 1,
     policy: CallPolicy | None = None,
     export: bool = False,
+    durable: bool = True,
 ) -> ChildSpec:
     """Describe an actor child of a :class:`Supervisor`.
 
@@ -141,6 +150,11 @@ def child(
             this node then also takes the actor's calls sent from any process
             (:meth:`Runtime.remote`), under the same mailbox, policy and
             supervision.
+        durable: With ``export``: ``True`` (default) delivers its calls
+            through the cluster's JetStream stream, so a call outlives the
+            node running it; ``False`` delivers them over core NATS
+            request/reply: faster, but a call is lost with the node that
+            holds it (its caller gets :class:`corral.NodeLost`).
 
     Raises:
         ValueError, TypeError: A setting is out of range; the message names it.
@@ -154,6 +168,7 @@ def child(
         max_concurrency=max_concurrency,
         policy=policy,
         export=export,
+        durable=durable,
     )
 
 
