@@ -6,7 +6,9 @@ JetStream path of a corral remote call written directly on nats-py: publish
 with a message id and a reply subject in a header, a durable pull consumer
 fetching, the answer over core NATS, then the ack. corral runs the same path
 through ``Runtime.remote`` and an exported actor (declared idempotent, so
-that neither side writes a result record; W9CK keeps them).
+that neither side writes a result record; W9CK keeps them). W9D and W9DC
+export the actor ``durable=False``, beside a floor of core NATS
+request/reply (``nc.request`` to a queue subscriber that answers).
 
 nats-py is asyncio-only: these workloads run on the asyncio backend.
 """
@@ -25,7 +27,7 @@ import corral
 
 from ._workloads import Result, _latency_metrics
 
-__all__ = ["corral_nats", "floor_nats"]
+__all__ = ["corral_nats", "floor_core", "floor_nats"]
 
 
 @corral.message(name="bench.Num")
@@ -178,8 +180,42 @@ async def floor_nats(n: int, callers: int, replicas: int, tell: bool = False) ->
         await anyio.to_thread.run_sync(servers.stop)
 
 
+async def floor_core(n: int, callers: int, replicas: int) -> Result:
+    """Raw nats-py: core request/reply to a queue subscriber, with nothing around it."""
+    import nats
+
+    servers = await _servers(replicas)
+    try:
+        url = servers.urls[0]
+        serving, calling = await nats.connect(url), await nats.connect(url)
+        subject = f"floor.{uuid.uuid4().hex[:8]}.direct"
+
+        async def answer(msg: Any) -> None:
+            await msg.respond(msg.data)
+
+        await serving.subscribe(subject, queue="serve", cb=answer)
+        await serving.flush()
+
+        async def one(i: int) -> None:
+            await calling.request(subject, b'{"n":%d}' % i, timeout=30)
+
+        for i in range(10):  # warm-up: the connections, the reply inbox
+            await one(-i)
+        metrics = await _callers(n, callers, one)
+        await serving.close()
+        await calling.close()
+        return Result(metrics)
+    finally:
+        await anyio.to_thread.run_sync(servers.stop)
+
+
 async def corral_nats(
-    n: int, callers: int, replicas: int, tell: bool = False, records: bool = False
+    n: int,
+    callers: int,
+    replicas: int,
+    tell: bool = False,
+    records: bool = False,
+    direct: bool = False,
 ) -> Result:
     """corral: ``Runtime.remote(...).ask`` (or ``tell``) to an exported actor on another runtime."""
     servers = await _servers(replicas)
@@ -205,7 +241,16 @@ async def corral_nats(
                 return msg.n
 
         tree = corral.Supervisor(
-            children=[corral.child(Counting, name="echo", export=True, max_concurrency=callers)]
+            children=[
+                corral.child(
+                    Counting,
+                    name="echo",
+                    export=True,
+                    durable=not direct,
+                    max_concurrency=callers,
+                    mailbox=max(1000, 2 * callers),
+                )
+            ]
         )
         async with corral.Runtime(tree, cluster=cluster), corral.Runtime(cluster=cluster) as rt:
             ref = rt.remote("echo")

@@ -77,16 +77,20 @@ def _nats(
     *,
     tell: bool = False,
     records: bool = False,
+    direct: bool = False,
 ) -> Workload:
     """A W9 workload: remote calls through NATS, beside raw nats-py doing the same path."""
+    floor = nl.floor_core if direct else functools.partial(nl.floor_nats, tell=tell)
     return Workload(
         key,
         title,
-        functools.partial(nl.floor_nats, tell=tell),
-        functools.partial(nl.corral_nats, tell=tell, records=records),
+        floor,
+        functools.partial(nl.corral_nats, tell=tell, records=records, direct=direct),
         lambda scale: (_scaled(n, scale, callers), callers, replicas),
         (Check("per_s", "higher", 0.7), Check("p50_us", "lower"), Check("p99_us", "lower")),
-        baseline="raw nats-py, the same JetStream path",
+        baseline=(
+            "raw nats-py, core request/reply" if direct else "raw nats-py, the same JetStream path"
+        ),
     )
 
 
@@ -229,10 +233,12 @@ WORKLOADS: tuple[Workload, ...] = (
     _nats("W9CK", "W9C with result records (not idempotent)", 5_000, 64, 1, records=True),
     _nats("W9R3", "remote ask, serial, 3 NATS nodes, R3: 500 calls", 500, 1, 3),
     _nats("W9R3C", "remote ask, 64 callers, 3 NATS nodes, R3: 3,000 calls", 3_000, 64, 3),
+    _nats("W9D", "remote ask, durable=False, serial: 3,000 calls", 3_000, 1, 1, direct=True),
+    _nats("W9DC", "remote ask, durable=False, 64 callers: 20,000", 20_000, 64, 1, direct=True),
 )
 
 #: The workloads that need NATS (the ``cluster`` extra) and the asyncio backend.
-NATS_KEYS = ("W9", "W9C", "W9T", "W9CK", "W9R3", "W9R3C")
+NATS_KEYS = ("W9", "W9C", "W9T", "W9CK", "W9R3", "W9R3C", "W9D", "W9DC")
 
 
 def _run_side(

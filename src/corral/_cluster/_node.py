@@ -188,6 +188,7 @@ class ClusterNode:
         )
         tg.start_soon(calling.expire_loop, name="corral cluster deadlines")
         tg.start_soon(self.serving.keepalive_loop, name="corral cluster in-progress acks")
+        tg.start_soon(self.serving.outbox_loop, name="corral cluster core NATS answers")
         tg.start_soon(calling.recheck_loop, name="corral cluster answers lost on the way")
         tg.start_soon(calling.liveness_loop, name="corral cluster core NATS calls alive")
 

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -101,6 +101,9 @@ class Serving:
         self._cancelled: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._served: dict[str, _Served] = {}
         self._direct: list[Subscription] = []
+        # Answers to core NATS calls, sent in order by one task (not a task each).
+        self._outbox: deque[tuple[str, uuid.UUID, bytes]] = deque()
+        self._outbox_ready = anyio.Event()
         self._fetching: list[anyio.CancelScope] = []
         self._fetchers = 0
         self._fetchers_done = anyio.Event()
@@ -175,6 +178,7 @@ class Serving:
             while self._replying:
                 self._replies_done = anyio.Event()
                 await self._replies_done.wait()
+        await self._flush_outbox()
         for call_id, record in list(self._running.items()):
             if record.msg is not None:
                 # Not answered by the time the actors stopped: another node takes it.
@@ -358,6 +362,13 @@ class Serving:
         record = self._running.get(call_id)
         if record is None:
             return
+        if record.msg is None:  # a core NATS call: answer it, nothing to acknowledge
+            del self._running[call_id]
+            data = self._direct_answer(call_id, fut)
+            if data is not None and record.reply_to:
+                self._outbox.append((record.reply_to, call_id, data))
+                self._outbox_ready.set()
+            return
         self._replying += 1
         self._node.tg.start_soon(self._reply, served, call_id, record, fut)
 
@@ -390,6 +401,31 @@ class Serving:
             self._release(served, call_id)
             self._replying -= 1
             self._replies_done.set()
+
+    def _direct_answer(self, call_id: uuid.UUID, fut: Future[Any]) -> bytes | None:
+        """What to send the caller of a core NATS call that ended (``None``: it gave up)."""
+        if fut.cancelled():
+            return None if call_id in self._cancelled else _stopped(call_id)
+        exc = fut.exception()
+        if exc is None:
+            return encode_reply(self._node.protocol, call_id, fut.result())
+        if self._closing and isinstance(exc, ActorStopped):
+            return _stopped(call_id)
+        return encode_error(call_id, exc)
+
+    async def outbox_loop(self) -> None:
+        """Send the answers of core NATS calls as they end."""
+        while True:
+            await self._flush_outbox()
+            self._outbox_ready = anyio.Event()
+            if not self._outbox:
+                await self._outbox_ready.wait()
+
+    async def _flush_outbox(self) -> None:
+        outbox = self._outbox
+        while outbox:
+            reply_to, call_id, data = outbox.popleft()
+            await self._send(reply_to, call_id, data)
 
     def _release(self, served: _Served, call_id: uuid.UUID) -> None:
         if self._running.pop(call_id, None) is not None and served.durable:
