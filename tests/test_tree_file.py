@@ -237,3 +237,13 @@ def test_the_tree_file_in_the_docs_loads(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.syspath_prepend(str(tmp_path))
     tree = corral.load_tree(write(tmp_path, _docs_tree()))
     assert [c.name for c in tree.children] == ["chat", "tools"]
+    chat = tree.children[0]
+    assert isinstance(chat, corral.ChildSpec) and chat.export and chat.durable
+
+
+def test_export_and_durable_are_read_and_checked(tmp_path: Path) -> None:
+    text = '[[children]]\nname = "e"\nactor = "tests.tree_actors:Echo"\nexport = true\n'
+    [spec] = corral.load_tree(write(tmp_path, text + "durable = false\n")).children
+    assert isinstance(spec, corral.ChildSpec) and spec.export and not spec.durable
+    with pytest.raises(corral.TreeFileError, match=r"children\[0\].*durable=False"):
+        corral.load_tree(write(tmp_path, text.replace("true", "false") + "durable = false\n"))
