@@ -96,7 +96,7 @@ class Serving:
 
     def __init__(self, node: ClusterNode) -> None:
         self._node = node
-        self._fetch_wait = _FETCH_WAIT
+        self._fetch_wait = min(_FETCH_WAIT, node.spec.heartbeat)
         self._running: dict[uuid.UUID, _Running] = {}
         self._cancelled: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._served: dict[str, _Served] = {}
@@ -151,7 +151,7 @@ class Serving:
     def stop_fetching(self) -> None:
         """Take no more calls from the cluster (a graceful stop begins).
 
-        A fetch under way is let finish (at most a second):
+        A fetch under way is let finish (at most ``min(1 s, heartbeat)``):
         calls the servers sent it are handed back at once rather than left
         to ``ack_wait``.
         """
