@@ -45,8 +45,9 @@ PAIR_KEYS = {
 HTTP_KEYS = {"W8", "W8L", "W8E", "W8EL", "W8T", "W8S", "W8X"}
 #: Remote calls through NATS (the cluster extra, which the tests install, and a nats-server).
 #: The tiny run takes the one-node ones; R3 streams and result records are
-#: exercised by the cluster tests, and a 3-node start costs seconds per side.
-NATS_KEYS = {"W9", "W9C", "W9T"}
+#: exercised by the cluster tests, and a 3-node start costs seconds per side
+#: (W9F, too, waits ack_wait on each side: the cluster tests cover failover).
+NATS_KEYS = {"W9", "W9C", "W9T", "W9D"}
 
 
 def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import attrs
 
+from . import _failover as fo
 from . import _http as h
 from . import _httpsuite as hs
 from . import _natsload as nl
@@ -235,10 +236,20 @@ WORKLOADS: tuple[Workload, ...] = (
     _nats("W9R3C", "remote ask, 64 callers, 3 NATS nodes, R3: 3,000 calls", 3_000, 64, 3),
     _nats("W9D", "remote ask, durable=False, serial: 3,000 calls", 3_000, 1, 1, direct=True),
     _nats("W9DC", "remote ask, durable=False, 64 callers: 20,000", 20_000, 64, 1, direct=True),
+    Workload(
+        "W9F",
+        "failover: SIGKILL a serving process holding 8 calls; until all are answered elsewhere "
+        "(ack_wait 2 s)",
+        fo.floor_failover,
+        fo.corral_failover,
+        lambda scale: (_scaled(8, scale), 2.0),
+        (Check("failover_s", "lower", 1.5),),
+        baseline="JetStream's own redelivery (raw nats-py, the same ack_wait)",
+    ),
 )
 
 #: The workloads that need NATS (the ``cluster`` extra) and the asyncio backend.
-NATS_KEYS = ("W9", "W9C", "W9T", "W9CK", "W9R3", "W9R3C", "W9D", "W9DC")
+NATS_KEYS = ("W9", "W9C", "W9T", "W9CK", "W9R3", "W9R3C", "W9D", "W9DC", "W9F")
 
 
 def _run_side(
