@@ -145,33 +145,50 @@ class Calling:
         if not durable:
             return await self._send_direct(name, envelope.id, data, kind, deadline, wait, span)
         headers = {MSG_ID: str(envelope.id)}
-        fut: Future[Any] | None = None
+        waiting = None
         if kind is not Kind.ONE_WAY:
             headers[REPLY_TO] = f"{node.inbox}.{envelope.id.hex}"
-            fut = pending()
-            waiting = self._pending[envelope.id] = _Waiting(fut, name)
-            call_id = envelope.id
-            fut.add_done_callback(lambda f: self._gave_up(call_id, f))
-            if span is not None:
-                fut.add_done_callback(lambda f: _end_span(span, f.exception()))
+            waiting = self._wait(envelope.id, _Waiting(pending(), name), span)
+        fut = None if waiting is None else waiting.future
         try:
             seq = await self._publish(name, data, headers, deadline, timeout, wait)
         except BaseException as exc:
-            if fut is not None:
-                self._forget(envelope.id)
-                set_cancelled(fut)
-            elif span is not None:
-                _end_span(span, exc)
+            self._unsent(envelope.id, fut, span, exc)
             raise
         if fut is None and span is not None:
             span.end()  # a one-way message: sent
-        if fut is not None and not fut.done():
+        if waiting is not None and fut is not None and not fut.done():
             waiting.seq = seq
             waiting.sent_at = node.now()
             self._seqs[seq] = envelope.id
             if deadline is not None:
                 self._expire_at(deadline, envelope.id)
         return fut
+
+    def _wait(self, call_id: uuid.UUID, waiting: _Waiting, span: trace.Span | None) -> _Waiting:
+        """Keep *waiting* until its answer, and end *span* with it."""
+        self._pending[call_id] = waiting
+        if waiting.direct:
+            self._direct += 1
+        fut = waiting.future
+        fut.add_done_callback(lambda f: self._gave_up(call_id, f))
+        if span is not None:
+            fut.add_done_callback(lambda f: _end_span(span, f.exception()))
+        return waiting
+
+    def _unsent(
+        self,
+        call_id: uuid.UUID,
+        fut: Future[Any] | None,
+        span: trace.Span | None,
+        exc: BaseException,
+    ) -> None:
+        """A call that could not be sent: nothing waits for it any more."""
+        if fut is not None:
+            self._forget(call_id)
+            set_cancelled(fut)
+        elif span is not None:
+            _end_span(span, exc)
 
     def _expire_at(self, deadline: float, call_id: uuid.UUID) -> None:
         heapq.heappush(self._deadlines, (deadline, next(self._order), call_id))
@@ -193,13 +210,9 @@ class Calling:
         reply = ""
         if kind is not Kind.ONE_WAY:
             reply = f"{node.inbox}.{call_id.hex}"
-            fut = pending()
             now = node.now()
-            self._pending[call_id] = _Waiting(fut, name, sent_at=now, direct=True, seen=now)
-            self._direct += 1
-            fut.add_done_callback(lambda f: self._gave_up(call_id, f))
-            if span is not None:
-                fut.add_done_callback(lambda f: _end_span(span, f.exception()))
+            waiting = _Waiting(pending(), name, sent_at=now, direct=True, seen=now)
+            fut = self._wait(call_id, waiting, span).future
         try:
             await node.nc.publish(
                 node.spec.direct_subject(name),
@@ -208,11 +221,7 @@ class Calling:
                 headers=None if wait else {NO_WAIT: "1"},
             )
         except BaseException as exc:
-            if fut is not None:
-                self._forget(call_id)
-                set_cancelled(fut)
-            elif span is not None:
-                _end_span(span, exc)
+            self._unsent(call_id, fut, span, exc)
             if isinstance(exc, Exception):
                 raise ClusterUnavailable(
                     f"could not send a call to {name!r} over NATS at {node.servers_text}: "

@@ -375,15 +375,14 @@ class Serving:
     async def _reply(
         self, served: _Served, call_id: uuid.UUID, record: _Running, fut: Future[Any]
     ) -> None:
+        """Answer and acknowledge a call from the stream (core NATS calls: _direct_answer)."""
+        msg = record.msg
+        assert msg is not None
         try:
             stopped_here = self._closing and isinstance(fut.exception(), ActorStopped)
             if stopped_here or (fut.cancelled() and call_id not in self._cancelled):
-                # Cut short by this node's stop, not by its caller: another node runs it
-                # (a core NATS call has no other delivery: its caller hears why).
-                if record.msg is not None:
-                    await _settle(record.msg, "nak")
-                else:
-                    await self._send(record.reply_to, call_id, _stopped(call_id))
+                # Cut short by this node's stop, not by its caller: another node runs it.
+                await _settle(msg, "nak")
                 return
             if not fut.cancelled():
                 exc = fut.exception()
@@ -395,8 +394,7 @@ class Serving:
                 if served.keep_records:
                     await self._node.records.keep(call_id, data, record.deadline)
                 await self._send(record.reply_to, call_id, data)
-            if record.msg is not None:
-                await _settle(record.msg, "ack")
+            await _settle(msg, "ack")
         finally:
             self._release(served, call_id)
             self._replying -= 1
