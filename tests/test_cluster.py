@@ -467,6 +467,7 @@ async def test_a_redelivered_call_with_an_answer_is_answered_without_running_aga
 
     import nats as nats_client
     from nats.js import api
+    from nats.js.errors import ServiceUnavailableError
 
     from corral._cluster._wire import encode_reply, token
 
@@ -488,8 +489,20 @@ async def test_a_redelivered_call_with_an_answer_is_answered_without_running_aga
                 max_ack_pending=-1,
             )
             await js.add_consumer(spec.stream, consumer)
+            with anyio.fail_after(30):  # a new R3 consumer answers fetches once it has a leader
+                while True:
+                    info = await js.consumer_info(spec.stream, token("calc"))
+                    if info.cluster is None or info.cluster.leader:
+                        break
+                    await anyio.sleep(0.02)
             sub = await js.pull_subscribe_bind(durable=token("calc"), stream=spec.stream)
-            [taken] = await sub.fetch(batch=1, timeout=10)
+            with anyio.fail_after(30):
+                while True:
+                    try:
+                        [taken] = await sub.fetch(batch=1, timeout=10)
+                        break
+                    except ServiceUnavailableError:  # the leader was elected, not yet serving
+                        await anyio.sleep(0.05)
             call_id = uuid.UUID(json.loads(taken.data)["id"])
             kv = await js.key_value(f"{spec.stream}_results")
             await kv.put(call_id.hex, encode_reply(corral.Protocol(), call_id, 42))
