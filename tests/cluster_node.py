@@ -29,6 +29,8 @@ class Work:
     ms: int = 0
     #: How long a second or later attempt sleeps (default: *ms*).
     retry_ms: int | None = None
+    #: Raise ValueError after sleeping (a failed call, not a crash).
+    fail: bool = False
 
 
 class Worker(corral.Actor[Work, str]):
@@ -48,8 +50,28 @@ class Worker(corral.Actor[Work, str]):
         self._log("start", msg, call.attempt)
         ms = msg.ms if call.attempt == 1 or msg.retry_ms is None else msg.retry_ms
         await anyio.sleep(ms / 1000)
-        self._log("done", msg, call.attempt)
+        self._log("failed" if msg.fail else "done", msg, call.attempt)
+        if msg.fail:
+            raise ValueError(f"work {msg.key} fails")
         return f"{self.node}:{call.attempt}"
+
+
+def served_tree() -> corral.Supervisor:
+    """The tree ``corral serve tests.cluster_node:served_tree`` runs (settings from the env).
+
+    ``CORRAL_TEST_NODE`` labels the answers and the ledger rows,
+    ``CORRAL_TEST_LEDGER`` is the ledger file, ``CORRAL_TEST_CONCURRENCY``
+    the worker's ``max_concurrency`` (default 2).
+    """
+    import os
+
+    node = os.environ["CORRAL_TEST_NODE"]
+    ledger = Path(os.environ["CORRAL_TEST_LEDGER"]).open("a")  # noqa: SIM115 - the process's life
+    concurrency = int(os.environ.get("CORRAL_TEST_CONCURRENCY", "2"))
+    child = corral.child(
+        lambda: Worker(node, ledger), name="work", export=True, max_concurrency=concurrency
+    )
+    return corral.Supervisor(children=[child])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,6 +102,7 @@ def main() -> None:
         heartbeat=args.heartbeat,
         attempts=args.attempts,
         connect_timeout=10,
+        node=args.node,
     )
 
     async def serve() -> None:

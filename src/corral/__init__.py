@@ -4,6 +4,7 @@ The public API is what this module exports; everything else is private.
 """
 
 from . import telemetry as telemetry  # corral.telemetry as an attribute (it registers nothing)
+from ._cluster._exceptions import ClusterConflict as ClusterConflict
 from ._cluster._exceptions import ClusterUnavailable as ClusterUnavailable
 from ._cluster._exceptions import NodeLost as NodeLost
 from ._cluster._exceptions import RemoteError as RemoteError
@@ -156,6 +157,7 @@ __all__ = [
     "CircuitOpen",
     "Clock",
     "Cluster",
+    "ClusterConflict",
     "ClusterUnavailable",
     "CorralError",
     "Crash",

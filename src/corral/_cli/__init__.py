@@ -1,4 +1,4 @@
-"""The ``corral`` command: ``demo``, ``bench`` and ``trace``."""
+"""The ``corral`` command: ``demo``, ``bench``, ``trace``, ``serve`` and ``status``."""
 
 from __future__ import annotations
 
@@ -107,7 +107,75 @@ def _parser() -> argparse.ArgumentParser:
         help="show span attributes in the trace drawn (with --id, --slowest or --errors)",
     )
     trace.add_argument("--limit", type=int, default=50, help="traces to list (default 50)")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a cluster node serving a tree's exported actors",
+        description="Join a corral cluster on NATS JetStream and serve the exported actors "
+        "of TARGET (corral.child(..., export=True)) until SIGTERM or Ctrl-C, which drain the "
+        "node: it stops taking calls, lets running calls finish within their shutdown time, and "
+        "hands unstarted ones back to the cluster at once. A second signal stops at once. One "
+        "log line per child started, crashed, restarted or stopped goes to stderr. Traces go to "
+        "an OTLP endpoint with --otlp or OTEL_EXPORTER_OTLP_ENDPOINT.",
+        epilog="Exit status: 0 after a drain, 1 when a second signal cut it short, 2 on a bad "
+        "TARGET or option, unreachable NATS, or a conflict with a live node (its name, or an "
+        "actor it serves with other messages).",
+    )
+    serve.add_argument(
+        "target",
+        metavar="TARGET",
+        help="a tree file (TOML, as corral.load_tree reads) or package.module:attr naming a "
+        "corral.Supervisor, or a callable returning one",
+    )
+    _cluster_arguments(serve)
+    serve.add_argument("--name", help="this node's name in the cluster (default: HOST-PID)")
+    for option, what in (
+        ("--ack-wait", "seconds of silence before a call goes to another node"),
+        ("--heartbeat", "seconds between in-progress acks and node records"),
+        ("--connect-timeout", "seconds to wait for NATS at start"),
+    ):
+        serve.add_argument(option, type=float, metavar="S", help=f"{what} (corral.Cluster)")
+    serve.add_argument(
+        "--attempts", type=int, metavar="N", help="deliveries of a call before NodeLost"
+    )
+    serve.add_argument(
+        "--mailbox", type=int, metavar="N", help="calls that may wait in the stream per actor"
+    )
+    serve.add_argument("--otlp", metavar="URL", help="send traces to this OTLP/HTTP endpoint")
+
+    status = commands.add_parser(
+        "status",
+        help="watch a cluster: its nodes, and per actor and node its calls",
+        description="Show a corral cluster live: per actor and node the calls waiting in the "
+        "stream and queued locally, running, succeeded and failed per second, retries, "
+        "restarts, rate limiter and circuit; the totals; nodes joining and leaving. Plain lines "
+        "when stdout is not a terminal.",
+        epilog="Exit status: 0, or 2 when NATS or the cluster cannot be reached.",
+    )
+    _cluster_arguments(status)
+    status.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    status.add_argument(
+        "--json", action="store_true", help="print one snapshot as JSON and exit (for scripts)"
+    )
+    status.add_argument(
+        "--interval", type=float, default=1.0, metavar="S", help="seconds between snapshots"
+    )
     return parser
+
+
+def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nats",
+        action="append",
+        required=True,
+        metavar="URL",
+        help="a NATS server URL, e.g. nats://127.0.0.1:4222 (repeat for more)",
+    )
+    parser.add_argument(
+        "--cluster",
+        default="corral",
+        help="the cluster's name (corral.Cluster's name; default corral)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,6 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._commands import bench
 
             return bench(args)
+        if args.command == "serve":
+            from ._serve import serve
+
+            return serve(args)
+        if args.command == "status":
+            from ._status import status
+
+            return status(args)
         from ._commands import trace
 
         return trace(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._core._exceptions import ActorStopped, CorralError
 
-__all__ = ["ClusterUnavailable", "NodeLost", "RemoteError"]
+__all__ = ["ClusterConflict", "ClusterUnavailable", "NodeLost", "RemoteError"]
 
 
 class RemoteError(CorralError):
@@ -35,3 +35,13 @@ class NodeLost(ActorStopped):
 
 class ClusterUnavailable(CorralError, ConnectionError):
     """The NATS servers could not be reached, or did not answer in time."""
+
+
+class ClusterConflict(CorralError):
+    """Joining would contradict a live node: its name is taken, or it serves an actor otherwise.
+
+    Raised at ``Runtime`` entry when a live node already has this node's
+    name, or serves an exported actor of the same name with other message
+    types (other names or fields). Nothing was served; the caller fixes the
+    name or the code.
+    """

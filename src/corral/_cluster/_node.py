@@ -29,9 +29,10 @@ from .._protocol import Protocol
 from .._services._redact import redact_unparsed_url
 from ._calling import PUBLISH_LIMIT, Calling
 from ._exceptions import ClusterUnavailable
+from ._members import Members, status_subject
 from ._records import Records
 from ._serving import Serving
-from ._spec import Cluster
+from ._spec import Cluster, default_node_name
 from ._wire import CANCEL
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ class ClusterNode:
         self._closing = False
         self.serving = Serving(self)
         self.calling = Calling(self)
+        #: This node's record among the cluster's members.
+        self.members = Members(self, spec.node or default_node_name())
 
     @property
     def nc(self) -> Client:
@@ -123,9 +126,9 @@ class ClusterNode:
 
         Raises:
             ClusterUnavailable: No server answered within ``connect_timeout``.
+            ClusterConflict: A live node has this node's name.
         """
         import nats
-        from nats.js import api
 
         spec = self.spec
         self._tg = tg
@@ -138,7 +141,7 @@ class ClusterNode:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
-                    name=f"corral {spec.name}",
+                    name=f"corral {spec.name} {self.members.name}",
                     error_cb=self._on_error,
                     reconnected_cb=self._on_reconnected,
                 )
@@ -150,7 +153,19 @@ class ClusterNode:
             raise ClusterUnavailable(
                 f"NATS at {self.servers_text} did not answer within {spec.connect_timeout} s"
             )
-        nc = self._nc
+        try:
+            await self._set_up(self._nc)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._nc.close()
+            raise
+
+    async def _set_up(self, nc: Client) -> None:
+        """Make the stream and the buckets (or find them), and subscribe."""
+        from nats.js import api
+
+        spec = self.spec
+        tg = self.tg
         self._js = js = nc.jetstream(timeout=spec.connect_timeout)
         self.max_payload = min(nc.max_payload, spec.max_payload or nc.max_payload)
         version = nc.connected_server_version
@@ -174,6 +189,7 @@ class ClusterNode:
             with anyio.fail_after(spec.connect_timeout):
                 await self._ensure_stream(js, config)
                 self._records = await Records.open(js, spec, replicas)
+                await self.members.open(js, replicas)
         except TimeoutError:
             raise ClusterUnavailable(
                 f"JetStream at {self.servers_text} did not answer within "
@@ -183,6 +199,7 @@ class ClusterNode:
         self.inbox = nc.new_inbox()
         await nc.subscribe(f"{self.inbox}.*", cb=calling.on_reply)
         await nc.subscribe(self._cancel_subject, cb=self.serving.on_cancel)
+        await nc.subscribe(status_subject(spec.name), cb=self.members.on_status)
         await nc.subscribe(
             f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{spec.stream}.*", cb=calling.on_lost
         )
@@ -191,6 +208,7 @@ class ClusterNode:
         tg.start_soon(self.serving.outbox_loop, name="corral cluster core NATS answers")
         tg.start_soon(calling.recheck_loop, name="corral cluster answers lost on the way")
         tg.start_soon(calling.liveness_loop, name="corral cluster core NATS calls alive")
+        tg.start_soon(self.members.loop, name="corral cluster node record")
 
     async def _ensure_stream(self, js: JetStreamContext, config: Any) -> None:
         from nats.js.errors import BadRequestError, NotFoundError
@@ -232,6 +250,7 @@ class ClusterNode:
         self.calling.close()
         nc = self._nc
         if nc is not None and not nc.is_closed:
+            await self.members.leave()
             # Flush what is written (answers, acks), then close. Not drain():
             # it waits for every subscription's queue to empty, and a pull
             # subscription's queue may hold what no fetch will read again.

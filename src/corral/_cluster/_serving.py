@@ -111,10 +111,20 @@ class Serving:
         self._replies_done = anyio.Event()
         self._closing = False
 
+    def exported(self) -> dict[str, bool]:
+        """The actors this node serves to the cluster, each with whether it is durable."""
+        return {name: served.durable for name, served in self._served.items()}
+
     async def serve(self, spec: ChildSpec) -> None:
-        """Serve the exported actor of *spec* to the cluster from this node."""
+        """Serve the exported actor of *spec* to the cluster from this node.
+
+        Raises:
+            ClusterConflict: Another live node serves an actor of that name
+                with other message types.
+        """
         node = self._node
         ref = node.runtime.ref(spec.name)
+        await node.members.check_protocol(ref)
         for cls in message_types(ref.actor_class):
             if attrs.has(cls):
                 node.register(cls)
@@ -131,6 +141,7 @@ class Serving:
             self._direct.append(sub)
         self._served[spec.name] = served
         await node.records.announce(token(spec.name), durable=spec.durable)
+        await node.members.write()
 
     async def _consume(self, served: _Served) -> None:
         """Make the actor's durable consumer (or find it) and start fetching from it."""
@@ -213,7 +224,9 @@ class Serving:
                         continue
                     try:
                         msgs = await sub.fetch(batch=free, timeout=self._fetch_wait)
-                    except FetchTimeout:
+                    except (FetchTimeout, TimeoutError):
+                        # nats-py raises its own, or the builtin one when the
+                        # pull request itself times out: both mean "nothing came".
                         continue
                     except Exception as exc:  # a connection lost mid-fetch: try again soon
                         if self._leaving():

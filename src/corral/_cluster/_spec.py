@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,6 +15,14 @@ from .._core._checks import check_finite_positive, check_positive_int
 __all__ = ["Cluster"]
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_NOT_NODE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def default_node_name() -> str:
+    """``<host>-<pid>``, with what a node name may not hold replaced by ``-``."""
+    host = _NOT_NODE.sub("-", socket.gethostname()).strip("-.") or "node"
+    return f"{host[:50]}-{os.getpid()}"
 
 
 def _servers(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -38,6 +48,11 @@ def _check_name(_: Any, __: Any, value: str) -> None:
             f"a cluster name is 1-64 letters, digits, '-' or '_' (it names NATS subjects "
             f"and streams), got {value!r}"
         )
+
+
+def _check_node(_: Any, __: Any, value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or not _NODE.fullmatch(value)):
+        raise ValueError(f"a node name is 1-64 letters, digits, '.', '-' or '_', got {value!r}")
 
 
 def _check_seconds(what: str) -> Any:
@@ -101,6 +116,10 @@ class Cluster:
             cluster of three or more servers, else 1).
         max_payload: Bytes a call may take at most; ``None``: what the
             server allows. A bigger one is refused before it is published.
+        node: This runtime's name in the cluster (what ``corral status``
+            shows, and each node's OpenTelemetry ``service.instance.id``
+            under ``corral serve``); ``None``: ``<host>-<pid>``. Two live
+            nodes cannot share a name.
         types: Message and reply classes this runtime sends or receives
             besides those its exported actors handle and those it sends
             (registered as it sends them): list the attrs classes remote
@@ -119,6 +138,7 @@ class Cluster:
     mailbox: int = attrs.field(default=1000, validator=_check_count("mailbox"))
     replicas: int | None = attrs.field(default=None, validator=_check_replicas)
     max_payload: int | None = attrs.field(default=None)
+    node: str | None = attrs.field(default=None, validator=_check_node)
     types: tuple[type, ...] = attrs.field(default=(), converter=tuple)
 
     def __attrs_post_init__(self) -> None:

@@ -19,6 +19,7 @@ from ._pile import ActorState, ActorStatus
 if TYPE_CHECKING:
     from ._actor import Actor
     from ._cell import ActorCell
+    from ._policy import CallPolicy
     from ._specs import ChildInfo, ChildSpec, Strategy, Supervisor
     from ._supervisor import SupervisorNode
 
@@ -71,6 +72,11 @@ class ActorRef(Generic[ReqT, ReplyT]):
     def actor_class(self) -> type[Actor[Any, Any]]:
         """The class of the actor (the declared message types are on it)."""
         return self._cell.actor_class
+
+    @property
+    def policy(self) -> CallPolicy | None:
+        """The policy the actor's calls run under (its child spec's, else its class's), if any."""
+        return self._cell.policy
 
     @property
     def queue_depth(self) -> int:

@@ -153,6 +153,9 @@ class Runtime:
         instruments = self._given_instruments
         for extra in default_instruments(instruments):
             instruments.add(extra)
+        if self._node is not None:
+            # The node's record counts retries per actor.
+            instruments.add(self._node.members.instrument)
         self._instruments = instruments if instruments else None
         context = self._context
         context.instruments = self._instruments
@@ -175,6 +178,10 @@ class Runtime:
         error = self._root.start_error
         if error is not None:
             await self._root_done.wait()
+            if self._node is not None:
+                await self._node.close()
+            # The node's loops run until cancelled: the block must not wait for them.
+            self._tg.cancel_scope.cancel()
             await stack.aclose()
             self._state = _RuntimeState.CLOSED
             raise error

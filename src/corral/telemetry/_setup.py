@@ -94,6 +94,7 @@ def _signal_endpoint(signal: str, endpoint: str | None) -> str:
 def configure(
     *,
     service_name: str | None = None,
+    service_instance_id: str | None = None,
     exporter: str | Sequence[str | Any] = "otlp",
     endpoint: str | None = None,
     trace_file: str | os.PathLike[str] | None = None,
@@ -150,7 +151,7 @@ def configure(
     need("opentelemetry.sdk", "otel", "corral.telemetry.configure()")
     from opentelemetry import metrics as otel_metrics
     from opentelemetry import trace
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
         BatchSpanProcessor,
@@ -166,7 +167,10 @@ def configure(
     if "file" in exporters and trace_file is None:
         raise ValueError("exporter 'file' needs trace_file=PATH")
     name = os.environ.get("OTEL_SERVICE_NAME") or service_name or "corral"
-    resource = Resource.create({SERVICE_NAME: name})
+    attributes: dict[str, str] = {SERVICE_NAME: name}
+    if service_instance_id is not None:
+        attributes[SERVICE_INSTANCE_ID] = service_instance_id
+    resource = Resource.create(attributes)
     provider = TracerProvider(resource=resource, sampler=sampler)
     processor = BatchSpanProcessor if batch else SimpleSpanProcessor
     otlp_endpoint = None

@@ -1,0 +1,354 @@
+"""Running a cluster: node records, ``corral serve``, ``corral status`` (a real 3-node cluster).
+
+asyncio only, as the cluster itself (nats-py); serving nodes run in
+processes of their own so that they can be signalled and killed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import corral
+from corral._cluster._status import StatusReader
+
+from .cluster_node import Work
+from .helpers import Add, Calculator, Echo, Gate
+from .nats_cluster import NatsCluster
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+_names = itertools.count()
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    """asyncio only (in debug mode): corral's cluster runs where nats-py does."""
+    return "asyncio", {"debug": True}
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    servers = NatsCluster(tmp_path_factory.mktemp("nats"))
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+def _spec(nats: NatsCluster, name: str | None = None, **settings: Any) -> corral.Cluster:
+    options: dict[str, Any] = {"ack_wait": 30.0, "heartbeat": 0.5, "connect_timeout": 10.0}
+    options.update(settings)
+    cluster = name or f"ops{next(_names)}_{time.time_ns()}"
+    return corral.Cluster(servers=nats.urls, name=cluster, **options)
+
+
+def _corral(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "corral", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+
+
+def _serve(
+    nats: NatsCluster, spec: corral.Cluster, node: str, ledger: Path, concurrency: int = 2
+) -> subprocess.Popen[str]:
+    """``corral serve`` of the test worker; returns once it logged that it serves."""
+    argv = [sys.executable, "-m", "corral", "serve", "tests.cluster_node:served_tree"]
+    for url in nats.urls:
+        argv += ["--nats", url]
+    argv += ["--cluster", spec.name, "--name", node]
+    argv += ["--ack-wait", str(spec.ack_wait), "--heartbeat", str(spec.heartbeat)]
+    env = {
+        **os.environ,
+        "CORRAL_TEST_NODE": node,
+        "CORRAL_TEST_LEDGER": str(ledger),
+        "CORRAL_TEST_CONCURRENCY": str(concurrency),
+    }
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    assert proc.stderr is not None
+    seen = []
+    # Blocking reads (select() cannot see lines already in the pipe's buffer), bounded
+    # by a timer that kills the process, which ends the reads.
+    timer = threading.Timer(60, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if "serving 'work'" in line:
+                return proc
+    finally:
+        timer.cancel()
+    proc.kill()
+    raise RuntimeError(f"corral serve {node} did not start: {''.join(seen)[-2000:]}")
+
+
+def _ledger(path: Path) -> list[tuple[str, str, str, int]]:
+    if not path.exists():
+        return []
+    return [
+        (what, key, node, int(attempt))
+        for what, key, node, attempt, _ in (line.split() for line in path.read_text().splitlines())
+    ]
+
+
+async def _snapshot(spec: corral.Cluster) -> Any:
+    async with StatusReader(spec.servers, spec.name) as reader:
+        return await reader.snapshot()
+
+
+async def _until_nodes(spec: corral.Cluster, names: set[str], timeout: float = 20.0) -> Any:
+    """Poll the cluster's view (the nodes are other processes) until exactly *names* are in it."""
+    with anyio.fail_after(timeout):
+        async with StatusReader(spec.servers, spec.name) as reader:
+            while True:
+                snapshot = await reader.snapshot(wait=0.5)
+                if {n.node for n in snapshot.nodes} == names:
+                    return snapshot
+                await anyio.sleep(0.05)
+
+
+def _reap(*procs: subprocess.Popen[str]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+async def test_a_node_announces_itself_and_its_record_goes_when_it_leaves(
+    nats: NatsCluster,
+) -> None:
+    """Each runtime has a record (name, host, pid, version, exported actors); leaving removes it."""
+    spec = _spec(nats)
+    tree = corral.Supervisor(children=[corral.child(Calculator, name="calc", export=True)])
+    async with corral.Runtime(tree, cluster=attr_replace(spec, node="server")) as server:
+        async with corral.Runtime(cluster=attr_replace(spec, node="caller")) as caller:
+            assert await caller.remote("calc").ask(Add(a=2, b=3)) == 5
+            snapshot = await _snapshot(spec)
+            assert [n.node for n in snapshot.nodes] == ["caller", "server"]
+            assert not snapshot.stale
+            by_name = {n.node: n for n in snapshot.nodes}
+            record = by_name["server"]
+            assert (record.pid, record.version) == (os.getpid(), corral.__version__)
+            (calc,) = record.actors
+            assert (calc.name, calc.exported, calc.durable, calc.succeeded) == (
+                "calc",
+                True,
+                True,
+                1,
+            )
+            assert "tests.helpers.Add" in calc.protocol
+            assert by_name["caller"].actors == ()
+            assert server.status()["calc"].counts["succeeded"] == 1
+        snapshot = await _snapshot(spec)
+        assert [n.node for n in snapshot.nodes] == ["server"]
+
+
+async def test_a_tree_that_fails_to_start_fails_entry_with_a_cluster_too(
+    nats: NatsCluster,
+) -> None:
+    """Regression: with a cluster, a child that cannot start made entry wait forever
+    for the node's loops instead of raising."""
+    tree = corral.Supervisor(children=[corral.child(Echo, name="svc", export=True)])  # not an actor
+    with anyio.fail_after(20), pytest.raises(corral.ActorCrashed, match="failed to start"):
+        async with corral.Runtime(tree, cluster=_spec(nats)):
+            pass  # pragma: no cover - entry fails
+
+
+def attr_replace(spec: corral.Cluster, **changes: Any) -> corral.Cluster:
+    import attrs
+
+    return attrs.evolve(spec, **changes)
+
+
+async def test_a_taken_node_name_is_refused_while_its_node_lives(nats: NatsCluster) -> None:
+    """A second runtime with a live node's name fails entry naming it; once it left, it may."""
+    spec = _spec(nats, node="same")
+    async with corral.Runtime(cluster=spec):
+        with pytest.raises(corral.ClusterConflict, match="'same' is taken by a live node"):
+            async with corral.Runtime(cluster=spec):
+                pass  # pragma: no cover - entry fails
+    async with corral.Runtime(cluster=spec):
+        pass
+
+
+async def test_an_actor_served_with_other_messages_is_refused(nats: NatsCluster) -> None:
+    """Serving a name another live node serves with other message types fails entry."""
+    spec = _spec(nats)
+    calc = corral.Supervisor(children=[corral.child(Calculator, name="svc", export=True)])
+    echo = corral.Supervisor(children=[corral.child(Gate, name="svc", export=True)])
+    async with corral.Runtime(calc, cluster=attr_replace(spec, node="old")):
+        with pytest.raises(corral.ClusterConflict) as info:
+            async with corral.Runtime(echo, cluster=attr_replace(spec, node="new")):
+                pass  # pragma: no cover - entry fails
+        assert "actor 'svc' is served by node 'old' with other messages" in str(info.value)
+        assert "tests.helpers.Add(a, b)" in str(info.value)
+        # Nothing of the refused node stays in the cluster's view.
+        snapshot = await _snapshot(spec)
+        assert [n.node for n in snapshot.nodes] == ["old"]
+        async with corral.Runtime(calc, cluster=attr_replace(spec, node="same-code")):
+            pass  # the same messages: fine
+
+
+async def test_corral_serve_serves_drains_on_sigterm_and_status_json_matches_the_ledger(
+    nats: NatsCluster, tmp_path: Path
+) -> None:
+    """corral serve takes calls; SIGTERM drains it (exit 0, nothing waits for ack_wait 30 s);
+    corral status --json counts what the ledger shows, per node; a killed node leaves the view."""
+    spec = _spec(nats)
+    ledger = tmp_path / "ledger"
+    a = await anyio.to_thread.run_sync(lambda: _serve(nats, spec, "a", ledger))
+    b = await anyio.to_thread.run_sync(lambda: _serve(nats, spec, "b", ledger))
+    try:
+        async with corral.Runtime(cluster=attr_replace(spec, node="caller")) as caller:
+            work = caller.remote("work")
+            ok = [await work.submit(Work(key=f"ok{i}", ms=20)) for i in range(12)]
+            bad = [await work.submit(Work(key=f"bad{i}", ms=20, fail=True)) for i in range(3)]
+            for future in ok:
+                await future
+            for future in bad:
+                with pytest.raises(corral.RemoteError, match="fails"):
+                    await future
+            rows = _ledger(ledger)
+            argv = ["status", "--json", "--cluster", spec.name]
+            for url in nats.urls:
+                argv += ["--nats", url]
+            result = await anyio.to_thread.run_sync(lambda: _corral(*argv))
+            assert result.returncode == 0, result.stderr
+            data = json.loads(result.stdout)
+            assert {n["node"] for n in data["nodes"]} == {"a", "b", "caller"}
+            (actor,) = data["actors"]
+            assert actor["actor"] == "work" and actor["stream"] == {"waiting": 0, "unacked": 0}
+            per_node = {row["node"]: row for row in actor["nodes"]}
+            for node in ("a", "b"):
+                assert per_node[node]["succeeded"] == sum(
+                    1 for r in rows if r[0] == "done" and r[2] == node
+                )
+                assert per_node[node]["failed"] == sum(
+                    1 for r in rows if r[0] == "failed" and r[2] == node
+                )
+            assert actor["totals"]["succeeded"] == 12 and actor["totals"]["failed"] == 3
+            assert data["totals"]["succeeded"] == 12
+
+            # A drain: the calls running on a finish there; the rest go to b at once.
+            slow = [await work.submit(Work(key=f"slow{i}", ms=600)) for i in range(6)]
+            await _until(lambda: sum(1 for r in _ledger(ledger) if r[0] == "start") >= 15 + 4)
+            started = time.monotonic()
+            a.send_signal(signal.SIGTERM)
+            for future in slow:
+                await future
+            assert time.monotonic() - started < 10  # far inside ack_wait (30 s)
+            _, err = await anyio.to_thread.run_sync(lambda: a.communicate(timeout=30))
+            assert a.returncode == 0, err
+            assert "SIGTERM: draining" in err and "drained" in err
+            runs = [r for r in _ledger(ledger) if r[0] == "start" and r[1].startswith("slow")]
+            assert sorted(r[1] for r in runs) == sorted(f"slow{i}" for i in range(6))  # once each
+            await _until_nodes(spec, {"b", "caller"})
+
+            # A node killed stops writing its record: it leaves the view within its TTL.
+            b.kill()
+            await _until_nodes(spec, {"caller"})
+    finally:
+        _reap(a, b)
+
+
+async def _until(check: Any, timeout: float = 30.0) -> None:
+    with anyio.fail_after(timeout):
+        while not check():  # noqa: ASYNC110 - another process writes it: no event to wait on
+            await anyio.sleep(0.02)
+
+
+def test_corral_serve_refuses_bad_targets_naming_what_is_wrong(tmp_path: Path) -> None:
+    """Each bad TARGET is refused with one line naming what is wrong."""
+    from corral._cli import CommandError
+    from corral._cli._serve import load_target
+
+    cases = {
+        "no.such.module:tree": "cannot import 'no.such.module'",
+        "tests.cluster_node:Nope": "'tests.cluster_node' has no 'Nope'",
+        "tests.cluster_node:Work": "is not a corral.Supervisor",
+        "tests.cluster_node:_parser": "is not a corral.Supervisor",
+        "nonsense": "TARGET is a tree file (.toml) or 'package.module:attr'",
+        str(tmp_path / "missing.toml"): "missing.toml",
+    }
+    for target, message in cases.items():
+        with pytest.raises(CommandError, match=re.escape(message)):
+            load_target(target)
+
+
+def test_corral_serve_exits_2_on_a_bad_target_and_on_unreachable_nats(tmp_path: Path) -> None:
+    """The command: exit 2 and one line on stderr; a password in a URL is never shown."""
+    from .helpers import closed_port
+
+    bad = _corral("serve", "tests.cluster_node:Nope", "--nats", "nats://127.0.0.1:4222")
+    assert bad.returncode == 2
+    assert bad.stderr == "corral serve: error: 'tests.cluster_node' has no 'Nope'\n"
+    result = _corral(
+        "serve",
+        "tests.cluster_node:served_tree",
+        "--nats",
+        f"nats://user:hunter2@127.0.0.1:{closed_port()}",
+        "--connect-timeout",
+        "1",
+        CORRAL_TEST_NODE="x",
+        CORRAL_TEST_LEDGER=str(tmp_path / "ledger"),
+    )
+    assert result.returncode == 2
+    (last,) = result.stderr.strip().splitlines()[-1:]
+    assert last.startswith("corral serve: error: ") and "NATS at nats://REDACTED:" in last
+    assert "hunter2" not in result.stderr
+
+
+async def test_corral_status_prints_a_table_once(nats: NatsCluster) -> None:
+    """corral status --once: a row per actor and node, the totals line, the nodes."""
+    spec = _spec(nats)
+    tree = corral.Supervisor(children=[corral.child(Calculator, name="calc", export=True)])
+    async with corral.Runtime(tree, cluster=attr_replace(spec, node="one")) as rt:
+        await rt.remote("calc").ask(Add(a=1, b=1))
+        argv = ["status", "--once", "--cluster", spec.name, "--nats", nats.urls[0]]
+        result = await anyio.to_thread.run_sync(lambda: _corral(*argv))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"cluster '{spec.name}' at ")
+    assert "1 succeeded, 0 failed" in lines[0]
+    header = next(line for line in lines if line.startswith("actor"))
+    assert header.split() == [
+        "actor",
+        "node",
+        "stream",
+        "queue",
+        "run",
+        "ok/s",
+        "fail/s",
+        "ok",
+        "fail",
+        "retry",
+        "restart",
+        "limiter",
+        "circuit",
+    ]
+    row = next(line for line in lines if line.startswith("calc"))
+    assert row.split()[:3] == ["calc", "one", "0"]
+    assert lines[-1].startswith("nodes: one (")
+    missing = _corral("status", "--once", "--cluster", "nobody", "--nats", nats.urls[0])
+    assert missing.returncode == 2
+    assert "no corral cluster named 'nobody'" in missing.stderr
