@@ -24,6 +24,8 @@ class Receiver:
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.spans: list[Any] = []
+        #: The resource attributes of each batch received (string values).
+        self.resources: list[dict[str, str]] = []
         self.requests = 0
         self.got_spans = threading.Event()
         #: Set when the receiver shuts down, so a slow answer ends at once.
@@ -55,6 +57,9 @@ def otlp_receiver(delay: float = 0.0) -> Iterator[Receiver]:
                 request.ParseFromString(body)
                 receiver.requests += 1
                 for resource_spans in request.resource_spans:
+                    receiver.resources.append(
+                        {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}
+                    )
                     for scope_spans in resource_spans.scope_spans:
                         receiver.spans.extend(scope_spans.spans)
                 receiver.got_spans.set()

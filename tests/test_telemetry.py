@@ -451,10 +451,15 @@ async def test_call_counts_of_gone_actors_are_dropped_past_the_bound(
 
 
 async def test_spans_reach_a_real_otlp_http_receiver() -> None:
-    """configure(exporter="otlp") sends protobuf ExportTraceServiceRequests over HTTP."""
+    """configure(exporter="otlp") sends protobuf ExportTraceServiceRequests over HTTP,
+    with the resource's service.name and service.instance.id."""
     with otlp_receiver() as receiver:
         telemetry = corral.telemetry.configure(
-            service_name="e2e", endpoint=receiver.endpoint, set_global=False, metrics=False
+            service_name="e2e",
+            service_instance_id="node-7",
+            endpoint=receiver.endpoint,
+            set_global=False,
+            metrics=False,
         )
         try:
             async with corral.Runtime(instruments=[telemetry.instrument()]) as rt:
@@ -470,6 +475,9 @@ async def test_spans_reach_a_real_otlp_http_receiver() -> None:
     assert process.trace_id == send.trace_id
     attributes = {kv.key: kv.value.string_value for kv in send.attributes}
     assert attributes["messaging.destination.name"] == "calc"
+    assert {(r["service.name"], r["service.instance.id"]) for r in receiver.resources} == {
+        ("e2e", "node-7")
+    }
 
 
 @pytest.mark.parametrize("receiver_state", ["down", "slow"])
