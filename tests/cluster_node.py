@@ -151,5 +151,30 @@ def start(
     return proc
 
 
+def limited_tree() -> corral.Supervisor:
+    """An exported OpenAIChat behind a rate limit shared across the nodes (settings from the env).
+
+    ``CORRAL_TEST_LLM_URL`` is the server's base URL; ``CORRAL_TEST_LIMIT``
+    ``requests,per,burst`` the shared limit (named ``key-1``).
+    """
+    import os
+
+    requests, per, burst = (float(x) for x in os.environ["CORRAL_TEST_LIMIT"].split(","))
+    limiter = corral.RateLimiter(requests=requests, per=per, burst=burst, shared="key-1")
+    policy = corral.ServicePolicy(
+        rate_limiter=limiter,
+        retry=corral.RetryPolicy(max_attempts=3, min_delay=0.01, max_delay=0.05),
+    )
+    url = os.environ["CORRAL_TEST_LLM_URL"]
+    child = corral.child(
+        lambda: corral.OpenAIChat(model="fake-model", base_url=url, api_key_env=None),
+        name="chat",
+        export=True,
+        max_concurrency=8,
+        policy=policy,
+    )
+    return corral.Supervisor(children=[child])
+
+
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ import pytest
 
 import corral
 from corral._cluster._status import StatusReader
+from corral.testing import FakeLLMServer
 
 from .cluster_node import Work
 from .helpers import Add, Calculator, Echo, Gate
@@ -70,21 +71,30 @@ def _corral(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def _serve(
-    nats: NatsCluster, spec: corral.Cluster, node: str, ledger: Path, concurrency: int = 2
+    nats: NatsCluster,
+    spec: corral.Cluster,
+    node: str,
+    ledger: Path | None = None,
+    concurrency: int = 2,
+    *,
+    target: str = "tests.cluster_node:served_tree",
+    actor: str = "work",
+    **env: str,
 ) -> subprocess.Popen[str]:
-    """``corral serve`` of the test worker; returns once it logged that it serves."""
-    argv = [sys.executable, "-m", "corral", "serve", "tests.cluster_node:served_tree"]
+    """``corral serve`` of a test tree; returns once it logged that it serves *actor*."""
+    argv = [sys.executable, "-m", "corral", "serve", target]
     for url in nats.urls:
         argv += ["--nats", url]
     argv += ["--cluster", spec.name, "--name", node]
     argv += ["--ack-wait", str(spec.ack_wait), "--heartbeat", str(spec.heartbeat)]
-    env = {
+    environ = {
         **os.environ,
         "CORRAL_TEST_NODE": node,
-        "CORRAL_TEST_LEDGER": str(ledger),
+        "CORRAL_TEST_LEDGER": str(ledger or os.devnull),
         "CORRAL_TEST_CONCURRENCY": str(concurrency),
+        **env,
     }
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=environ)
     assert proc.stderr is not None
     seen = []
     # Blocking reads (select() cannot see lines already in the pipe's buffer), bounded
@@ -94,7 +104,7 @@ def _serve(
     try:
         for line in proc.stderr:
             seen.append(line)
-            if "serving 'work'" in line:
+            if f"serving '{actor}'" in line:
                 return proc
     finally:
         timer.cancel()
@@ -352,3 +362,126 @@ async def test_corral_status_prints_a_table_once(nats: NatsCluster) -> None:
     missing = _corral("status", "--once", "--cluster", "nobody", "--nats", nats.urls[0])
     assert missing.returncode == 2
     assert "no corral cluster named 'nobody'" in missing.stderr
+
+
+# --- a rate limit shared across nodes ---------------------------------------------------------
+
+HELLO = corral.ChatRequest(messages=[{"role": "user", "content": "hello"}])
+
+
+async def _shares(spec: corral.Cluster) -> dict[str, float]:
+    """Each node's part of the shared limit ``key-1``, as its record says now."""
+    snapshot = await _snapshot(spec)
+    return {
+        node.node: actor.limiter.share
+        for node in snapshot.nodes
+        for actor in node.actors
+        if actor.limiter is not None and actor.limiter.shared == "key-1"
+    }
+
+
+async def _until_shares(spec: corral.Cluster, expected: dict[str, float]) -> None:
+    """Poll the records (other processes write them) until the parts are *expected*."""
+    shares: dict[str, float] = {}
+    with anyio.move_on_after(20):
+        while (shares := await _shares(spec)) != pytest.approx(expected, abs=1e-5):  # noqa: ASYNC110 - other processes write them
+            await anyio.sleep(0.05)
+    assert shares == pytest.approx(expected, abs=1e-5)
+
+
+async def test_a_shared_limit_holds_at_the_server_as_a_node_joins_and_one_is_killed(
+    nats: NatsCluster,
+) -> None:
+    """Three nodes under one shared limit: arrivals at the server never exceed the limit plus
+    its burst in any window of its interval, while a node joins and while one is killed; the
+    parts follow the membership (a newcomer takes its part only once the others made room)."""
+    spec = _spec(nats, ack_wait=2.0)
+    limit, burst = 30, 3
+    with FakeLLMServer(latency=0.002) as server:
+        env = {"CORRAL_TEST_LLM_URL": server.base_url, "CORRAL_TEST_LIMIT": f"{limit},1,{burst}"}
+
+        def serve(name: str) -> subprocess.Popen[str]:
+            return _serve(
+                nats, spec, name, target="tests.cluster_node:limited_tree", actor="chat", **env
+            )
+
+        a, b = await anyio.to_thread.run_sync(serve, "a"), None
+        procs = [a]
+        try:
+            b = await anyio.to_thread.run_sync(serve, "b")
+            procs.append(b)
+            await _until_shares(spec, {"a": 0.5, "b": 0.5})
+            async with corral.Runtime(
+                cluster=attr_replace(spec, node="caller", types=(corral.ChatReply,))
+            ) as caller:
+                chat = caller.remote("chat")
+                done = 0
+                errors: list[BaseException] = []
+
+                async def load() -> None:
+                    nonlocal done
+                    while True:
+                        try:
+                            await chat.ask(HELLO, timeout=5)
+                            done += 1
+                        except corral.CorralError as exc:
+                            errors.append(exc)  # a call of the killed node: not measured here
+
+                async with anyio.create_task_group() as tg:
+                    for _ in range(48):
+                        tg.start_soon(load)
+                    await anyio.sleep(1.5)
+                    c = await anyio.to_thread.run_sync(serve, "c")
+                    procs.append(c)
+                    await _until_shares(spec, {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+                    await anyio.sleep(1.0)
+                    b.kill()
+                    await _until_shares(spec, {"a": 0.5, "c": 0.5})
+                    await anyio.sleep(1.0)
+                    tg.cancel_scope.cancel()
+        finally:
+            _reap(*procs)
+        stats = server.stats()
+    seconds = max(stats.arrivals) - min(stats.arrivals)
+    assert stats.max_in_window(1.0) <= limit + burst
+    # The limit was used, not just respected: most of it went to the server.
+    assert stats.requests >= 0.6 * limit * seconds, (stats.requests, seconds)
+    assert done > 0, errors[:3]
+
+
+async def test_a_429_seen_by_one_node_pauses_every_node(nats: NatsCluster) -> None:
+    """A 429 with Retry-After (1 s) answered to one node: no node sends anything until it passed."""
+    spec = _spec(nats)
+    with FakeLLMServer(script=["ok"] * 20 + ["429"]) as server:
+        env = {"CORRAL_TEST_LLM_URL": server.base_url, "CORRAL_TEST_LIMIT": "100,1,5"}
+        procs = []
+        try:
+            for name in ("a", "b"):
+                procs.append(
+                    await anyio.to_thread.run_sync(
+                        lambda name=name: _serve(
+                            nats,
+                            spec,
+                            name,
+                            target="tests.cluster_node:limited_tree",
+                            actor="chat",
+                            **env,
+                        )
+                    )
+                )
+            await _until_shares(spec, {"a": 0.5, "b": 0.5})
+            async with corral.Runtime(
+                cluster=attr_replace(spec, node="caller", types=(corral.ChatReply,))
+            ) as caller:
+                chat = caller.remote("chat")
+                with anyio.fail_after(30):
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(60):
+                            tg.start_soon(chat.ask, HELLO)
+        finally:
+            _reap(*procs)
+        arrivals = sorted(server.stats().arrivals)
+    refused = arrivals[20]  # the 21st request got the 429
+    during = [t for t in arrivals if refused + 0.1 < t < refused + 0.9]
+    assert during == [], f"{len(during)} requests went out during the pause"
+    assert len(arrivals) == 61  # every call answered, the refused one retried

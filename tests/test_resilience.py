@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 from typing import Any
 
@@ -171,6 +172,58 @@ async def test_pause_holds_everyone_and_adjust_corrects_tokens() -> None:
     assert limiter.status().tokens_available == pytest.approx(56, abs=0.1)
 
 
+async def test_a_share_scales_rates_and_sizes_and_never_raises_a_level() -> None:
+    """set_share: rate, burst and concurrency scale; a level is cut to a smaller bucket and
+    never raised; share 0 admits nothing until a larger share wakes the waiting head."""
+    clock = ManualClock()
+    limiter = corral.RateLimiter(requests=12, per=1.0, burst=6, max_concurrency=4, clock=clock)
+    limiter.set_share(1 / 3)
+    status = limiter.status()
+    assert (status.share, status.requests_available) == (pytest.approx(1 / 3), 2.0)
+    limiter.set_share(0.5)  # a node left: the bucket grows, the level does not jump
+    assert limiter.status().requests_available == 2.0
+    admitted: list[float] = []
+
+    async def one() -> None:
+        await limiter.admit()
+        admitted.append(clock.now())
+
+    limiter.set_share(0.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one)
+        await anyio.wait_all_tasks_blocked()
+        await clock.advance(100)
+        assert admitted == []  # no part: nothing goes
+        limiter.empty()
+        limiter.set_share(0.5)  # 6 a second: the head wakes and waits 1/6 s
+        await anyio.wait_all_tasks_blocked()
+        await clock.advance(0.2)
+    assert admitted == [pytest.approx(100 + 1 / 6)]  # woken at once, not after 100 s
+    limiter.set_share(0.25)
+    slots = []
+    async with limiter.slot(), contextlib.AsyncExitStack() as stack:
+        # 4 * 0.25 = 1 slot, the one held: the next waits.
+        with anyio.move_on_after(0) as scope:
+            await stack.enter_async_context(limiter.slot())
+            slots.append(1)
+        assert scope.cancelled_caught and slots == []
+    with pytest.raises(ValueError, match="a share is between 0 and 1"):
+        limiter.set_share(1.5)
+
+
+async def test_a_pause_is_told_to_listeners_unless_it_came_from_a_peer() -> None:
+    """on_pause listeners hear this process's pauses, not those passed on with tell=False."""
+    limiter = corral.RateLimiter(requests=1, per=1.0, clock=ManualClock(), shared="key-1")
+    heard: list[float] = []
+    remove = limiter.on_pause(heard.append)
+    limiter.pause(2.0)
+    limiter.pause(3.0, tell=False)
+    remove()
+    limiter.pause(4.0)
+    assert heard == [2.0]
+    assert limiter.status().shared == "key-1"
+
+
 async def test_a_cancelled_waiter_does_not_block_the_line() -> None:
     """Cancelling the head of the line passes the turn on; nothing is taken."""
     clock = ManualClock()
@@ -231,6 +284,8 @@ async def test_concurrency_slots_are_handed_over_in_order() -> None:
         ({}, "needs requests=, tokens= or max_concurrency="),
         ({"max_concurrency": 0}, "max_concurrency must be an int >= 1"),
         ({"burst": 3, "tokens": 5}, "give requests= too"),
+        ({"requests": 1, "shared": ""}, "shared must be a name"),
+        ({"requests": 1, "shared": "key 1"}, "shared must be a name"),
     ],
 )
 def test_bad_rate_limits_are_refused(settings: dict[str, Any], message: str) -> None:

@@ -4,9 +4,9 @@ Every node keeps one record in the cluster's bucket of members
 (``CORRAL_<name>_nodes``, JetStream KV with a TTL): its name, host, pid,
 corral version, start time and, per actor, its counts, rates, rate limiter
 and circuit. It writes the record when it joins and then every period (its
-heartbeat, or a third of the bucket's TTL if that is shorter), and deletes
+heartbeat, at most 1 s, or a third of the bucket's TTL if that is shorter), and deletes
 it when it leaves; a node that dies stops writing, and its record expires
-with the bucket's TTL (three heartbeats of the node that made the bucket).
+with the bucket's TTL (three periods of the node that made the bucket).
 A node also answers requests on ``corral.<name>.status`` with a record made
 on the spot: that is how ``corral status`` reads the cluster.
 
@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -33,6 +33,7 @@ import cattrs
 
 from .._core._calls import Call
 from .._core._instrument import Instrument
+from .._core._specs import SupervisorEvent, SupervisorEventKind
 from .._version import __version__
 from ._exceptions import ClusterConflict
 
@@ -60,6 +61,10 @@ logger = logging.getLogger("corral.cluster")
 
 #: A record lives this many of its writer's periods after its last write.
 TTL_PERIODS: Final = 3
+#: The longest period (a shorter heartbeat makes it shorter): a dead node
+#: leaves the view, and its part of a shared limit goes to the others,
+#: within a few seconds.
+MOST_PERIOD: Final = 1.0
 #: Seconds of history the per-second rates are taken over (at least one period).
 RATE_WINDOW: Final = 10.0
 
@@ -83,6 +88,9 @@ class LimiterReport:
     paused_for: float
     requests_available: float | None
     tokens_available: float | None
+    #: The name it is shared under across the cluster, and this node's part of it.
+    shared: str | None
+    share: float
 
 
 @attrs.frozen(kw_only=True)
@@ -129,6 +137,9 @@ class NodeReport:
     #: Seconds between the node's writes of its record.
     period: float
     actors: tuple[ActorReport, ...]
+    #: The shared rate limits its actors use, and per name the nodes it counts.
+    limits: tuple[str, ...] = ()
+    sharing: dict[str, list[str]] = attrs.field(factory=dict)
 
 
 _converter = cattrs.Converter()
@@ -160,14 +171,19 @@ def protocol_of(ref: ActorRef[Any, Any]) -> dict[str, list[str]]:
     return dict(sorted(shapes.items()))
 
 
-class _Retries(Instrument):
-    """Counts the retries a call policy schedules, per actor."""
+class _Counters(Instrument):
+    """Counts the retries a call policy schedules, per actor; sees children started later."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: Callable[[], None]) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
+        self._started = started
 
     def retry_scheduled(self, call: Call, delay: float, error: BaseException) -> None:
         self.counts[call.actor_name] += 1
+
+    def supervisor_event(self, event: SupervisorEvent) -> None:
+        if event.kind is SupervisorEventKind.CHILD_STARTED:
+            self._started()
 
 
 def _process_alive(pid: int) -> bool:
@@ -190,9 +206,10 @@ class Members:
         self.pid = os.getpid()
         self.instance = uuid.uuid4().hex
         self.started_at = time.time()
-        self.period = node.spec.heartbeat
-        #: Feeds the retry counts (the runtime adds it to its instruments).
-        self.instrument = _Retries()
+        self.period = min(node.spec.heartbeat, MOST_PERIOD)
+        #: Feeds the retry counts, and finds the shared limiters of children
+        #: started later (the runtime adds it to its instruments).
+        self.instrument = _Counters(node.sharing_discover)
         self._bucket: KeyValue | None = None
         # Per actor: (monotonic time, succeeded, failed) samples for the rates.
         self._samples: dict[str, collections.deque[tuple[float, int, int]]] = {}
@@ -211,7 +228,7 @@ class Members:
         config = api.KeyValueConfig(
             bucket=members_bucket(spec.name),
             history=1,
-            ttl=max(TTL_PERIODS * spec.heartbeat, 1.0),
+            ttl=TTL_PERIODS * self.period,
             storage=api.StorageType.FILE,
             replicas=replicas,
         )
@@ -223,7 +240,7 @@ class Members:
         ttl = status.stream_info.config.max_age or 0.0
         if ttl > 0:
             # The bucket's maker chose the TTL: write often enough for it.
-            self.period = min(spec.heartbeat, ttl / TTL_PERIODS)
+            self.period = min(self.period, ttl / TTL_PERIODS)
         await self._claim_name()
         self._sample()
         await self.write()
@@ -295,6 +312,8 @@ class Members:
             reported_at=time.time(),
             period=self.period,
             actors=tuple(actors),
+            limits=tuple(self._node.sharing.names),
+            sharing=dict(self._node.sharing.counted),
         )
 
     def _actor_report(
@@ -352,18 +371,29 @@ class Members:
         await self._bucket.put(self.name, encode_report(self.report()))
 
     async def loop(self) -> None:
-        """Every period: take a sample for the rates, and write the record again."""
+        """Every period: recompute the shared limits, take a sample for the rates, write the record.
+
+        A node that has not written its record for two periods takes no
+        part of the shared limits: the others may soon count it out.
+        """
+        sharing = self._node.sharing
+        written = time.monotonic()
         while True:
             await anyio.sleep(self.period)
-            self._sample()
             try:
+                if sharing.names:
+                    sharing.update(await self.read_all())
+                self._sample()
                 await self.write()
             except Exception as exc:
                 if not self._failing:
                     logger.warning("could not write node %r's record: %s", self.name, exc)
                 self._failing = True
+                if time.monotonic() - written >= 2 * self.period:
+                    sharing.suspend()
             else:
                 self._failing = False
+                written = time.monotonic()
 
     async def on_status(self, msg: Msg) -> None:
         """Answer a status request with this node's record, made now."""
@@ -430,6 +460,8 @@ def _policy_state(ref: ActorRef[Any, Any]) -> tuple[LimiterReport | None, str | 
             paused_for=round(s.paused_for, 3),
             requests_available=s.requests_available,
             tokens_available=s.tokens_available,
+            shared=s.shared,
+            share=round(s.share, 6),
         )
     if policy.breaker is not None:
         circuit = policy.breaker.state.value

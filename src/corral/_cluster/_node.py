@@ -32,6 +32,7 @@ from ._exceptions import ClusterUnavailable
 from ._members import Members, status_subject
 from ._records import Records
 from ._serving import Serving
+from ._sharing import Sharing, pause_subject
 from ._spec import Cluster, default_node_name
 from ._wire import CANCEL
 
@@ -92,6 +93,8 @@ class ClusterNode:
         self.calling = Calling(self)
         #: This node's record among the cluster's members.
         self.members = Members(self, spec.node or default_node_name())
+        #: Its parts of the rate limits shared across the cluster.
+        self.sharing = Sharing(self)
 
     @property
     def nc(self) -> Client:
@@ -200,6 +203,7 @@ class ClusterNode:
         await nc.subscribe(f"{self.inbox}.*", cb=calling.on_reply)
         await nc.subscribe(self._cancel_subject, cb=self.serving.on_cancel)
         await nc.subscribe(status_subject(spec.name), cb=self.members.on_status)
+        await nc.subscribe(pause_subject(spec.name), cb=self.sharing.on_pause)
         await nc.subscribe(
             f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{spec.stream}.*", cb=calling.on_lost
         )
@@ -248,6 +252,7 @@ class ClusterNode:
         await self.serving.close()
         self._closing = True
         self.calling.close()
+        self.sharing.close()
         nc = self._nc
         if nc is not None and not nc.is_closed:
             await self.members.leave()
@@ -264,9 +269,24 @@ class ClusterNode:
 
     def broadcast_cancel(self, call_id: uuid.UUID) -> None:
         """Tell every node that the caller of *call_id* gave up (it cancelled, or timed out)."""
+        self.publish_soon(self._cancel_subject, str(call_id).encode())
+
+    def publish_soon(self, subject: str, data: bytes) -> None:
+        """Publish *data* on core NATS from a task of its own (nothing when not connected)."""
         tg, nc = self._tg, self._nc
         if tg is not None and nc is not None and not nc.is_closed:
-            tg.start_soon(nc.publish, self._cancel_subject, str(call_id).encode())
+            tg.start_soon(nc.publish, subject, data)
+
+    def sharing_discover(self) -> None:
+        """Look for shared limiters again (a child was started later)."""
+        self.sharing.discover()
+
+    async def started(self) -> None:
+        """The runtime's tree is up: take this node's parts of the shared limits, then say so."""
+        self.sharing.discover()
+        if self.sharing.names:
+            self.sharing.update(await self.members.read_all())
+        await self.members.write()
 
     async def _on_error(self, exc: Exception) -> None:
         logger.warning("NATS connection: %s: %s", type(exc).__name__, exc)

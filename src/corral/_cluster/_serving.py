@@ -400,7 +400,7 @@ class Serving:
             if not fut.cancelled():
                 exc = fut.exception()
                 data = (
-                    encode_reply(self._node.protocol, call_id, fut.result())
+                    self._encode_reply(call_id, fut.result())
                     if exc is None
                     else encode_error(call_id, exc)
                 )
@@ -413,13 +413,20 @@ class Serving:
             self._replying -= 1
             self._replies_done.set()
 
+    def _encode_reply(self, call_id: uuid.UUID, value: Any) -> bytes:
+        # A handler's reply class is known only once it replies: register it
+        # then (the caller names it in Cluster(types=...) to rebuild it).
+        if attrs.has(type(value)):
+            self._node.register(type(value))
+        return encode_reply(self._node.protocol, call_id, value)
+
     def _direct_answer(self, call_id: uuid.UUID, fut: Future[Any]) -> bytes | None:
         """What to send the caller of a core NATS call that ended (``None``: it gave up)."""
         if fut.cancelled():
             return None if call_id in self._cancelled else _stopped(call_id)
         exc = fut.exception()
         if exc is None:
-            return encode_reply(self._node.protocol, call_id, fut.result())
+            return self._encode_reply(call_id, fut.result())
         if self._closing and isinstance(exc, ActorStopped):
             return _stopped(call_id)
         return encode_error(call_id, exc)

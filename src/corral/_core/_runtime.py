@@ -187,6 +187,7 @@ class Runtime:
             raise error
         if self._node is not None:
             try:
+                await self._node.started()
                 for spec in _exported(self.tree):
                     await self._node.serve(spec)
             except BaseException as exc:

@@ -4,8 +4,9 @@ a concurrency cap, first come first served."""
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -19,6 +20,7 @@ from ._exceptions import RateLimitRefused
 __all__ = ["RateLimiter", "RateLimiterStatus"]
 
 _EPSILON = 1e-9
+_SHARED = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @attrs.frozen(kw_only=True)
@@ -35,6 +37,10 @@ class RateLimiterStatus:
     #: Requests and tokens available now (``None`` when not limited).
     requests_available: float | None
     tokens_available: float | None
+    #: The name it is shared across a cluster under (``None``: this process's alone).
+    shared: str | None = None
+    #: The part of the limit this process may use now (1.0 unless shared).
+    share: float = 1.0
 
 
 class _Waiter:
@@ -57,6 +63,14 @@ class RateLimiter:
     calls stop hammering the provider. Share one limiter between the actors
     that use one API key.
 
+    A limit shared by several processes (the nodes of a :class:`corral.Cluster`
+    that call one provider with one key) is declared with *shared*: every
+    node that runs an actor using a limiter of that name takes its part of
+    the limit (requests, tokens, bursts and concurrency divided by the nodes
+    using it, recomputed as nodes join and leave), and a 429 ``Retry-After``
+    seen by one node pauses them all. Outside a cluster a shared limiter is
+    an ordinary one.
+
     Args:
         requests: Requests admitted per *per* seconds.
         tokens: Tokens (LLM tokens, or any unit calls estimate) per *per* seconds.
@@ -66,6 +80,9 @@ class RateLimiter:
         max_concurrency: Calls in progress at once, across all actors sharing it.
         clock: The :class:`corral.Clock` to read and sleep on (tests use a
             :class:`corral.testing.ManualClock`).
+        shared: The name the limit is shared under across a cluster's
+            nodes (letters, digits, ``.``, ``-``, ``_``; e.g. the key's name,
+            ``"openai-key-1"``).
 
     Raises:
         ValueError: A rate, interval or size is zero, negative or not finite,
@@ -82,6 +99,7 @@ class RateLimiter:
         token_burst: float | None = None,
         max_concurrency: int | None = None,
         clock: Clock | None = None,
+        shared: str | None = None,
     ) -> None:
         check_finite_positive(requests, "requests")
         check_finite_positive(tokens, "tokens")
@@ -100,17 +118,29 @@ class RateLimiter:
             raise ValueError("burst= sizes the request bucket: give requests= too")
         if token_burst is not None and tokens is None:
             raise ValueError("token_burst= sizes the token bucket: give tokens= too")
+        if shared is not None and (not isinstance(shared, str) or not _SHARED.fullmatch(shared)):
+            raise ValueError(
+                f"shared must be a name of 1-64 letters, digits, '.', '-' or '_', got {shared!r}"
+            )
+        self.shared = shared
         self.requests = requests
         self.tokens = tokens
         self.per = float(per)
         self.max_concurrency = max_concurrency
         self.clock: Clock = clock if clock is not None else LoopClock()
-        self._req_capacity = float(burst) if burst is not None else 1.0
-        self._tok_capacity = float(token_burst if token_burst is not None else tokens or 0)
+        self._full_req_capacity = float(burst) if burst is not None else 1.0
+        self._full_tok_capacity = float(token_burst if token_burst is not None else tokens or 0)
+        self._req_capacity = self._full_req_capacity
+        self._tok_capacity = self._full_tok_capacity
         self._req_rate = (requests or 0) / self.per
         self._tok_rate = (tokens or 0) / self.per
         self._req_level = self._req_capacity
         self._tok_level = self._tok_capacity
+        self._share = 1.0
+        self._concurrency = max_concurrency
+        #: The head of the line's sleep, cut short when the share grows.
+        self._sleep: anyio.CancelScope | None = None
+        self._pause_listeners: list[Callable[[float], None]] = []
         self._updated: float | None = None
         self._paused_until = -math.inf
         self._queue: deque[_Waiter] = deque()
@@ -198,8 +228,11 @@ class RateLimiter:
                         self._tok_level -= tokens
                     return now - started
                 # Only the head of the line sleeps; it looks again on waking,
-                # because a pause may have been added meanwhile.
-                await clock.sleep_until(now + wait)
+                # because a pause may have been added meanwhile (and a
+                # larger share wakes it early).
+                with anyio.CancelScope() as self._sleep:
+                    await clock.sleep_until(now + wait)
+                self._sleep = None
         finally:
             if queue and queue[0] is me:
                 queue.popleft()
@@ -222,11 +255,67 @@ class RateLimiter:
         self._refill(self.clock.now())
         self._tok_level = min(self._tok_capacity, self._tok_level + (estimated - actual))
 
-    def pause(self, seconds: float) -> None:
-        """Admit nothing for *seconds* (a provider's 429 ``Retry-After``), for every caller."""
+    def pause(self, seconds: float, *, tell: bool = True) -> None:
+        """Admit nothing for *seconds* (a provider's 429 ``Retry-After``), for every caller.
+
+        A shared limiter also tells the other nodes sharing it (*tell*:
+        ``False`` when the pause came from one of them).
+        """
         if not seconds > 0 or math.isinf(seconds):
             return
         self._paused_until = max(self._paused_until, self.clock.now() + seconds)
+        if tell:
+            for listener in list(self._pause_listeners):
+                listener(seconds)
+
+    # --- sharing across processes ----------------------------------------------------
+
+    @property
+    def share(self) -> float:
+        """The part of the limit this process uses (1.0 unless a cluster set it)."""
+        return self._share
+
+    def set_share(self, share: float) -> None:
+        """Use *share* (0 to 1) of the limit: rates, bucket sizes and concurrency scaled.
+
+        What the cluster calls as the nodes sharing the limiter come and go.
+        A bucket's level is kept (never raised), and cut to the new size
+        when that is smaller, so a change never admits more than the sizes
+        allow. A share of 0 admits nothing until it grows.
+        """
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"a share is between 0 and 1, got {share!r}")
+        self._refill(self.clock.now())
+        self._share = share
+        self._req_capacity = self._full_req_capacity * share
+        self._tok_capacity = self._full_tok_capacity * share
+        self._req_rate = (self.requests or 0) / self.per * share
+        self._tok_rate = (self.tokens or 0) / self.per * share
+        self._req_level = min(self._req_level, self._req_capacity)
+        self._tok_level = min(self._tok_level, self._tok_capacity)
+        if self.max_concurrency is not None:
+            # At least one slot each, or a node would never call at all.
+            self._concurrency = max(1, math.floor(self.max_concurrency * share + _EPSILON))
+            while self._slot_waiters and self._in_use < self._concurrency:
+                self._in_use += 1
+                self._slot_waiters.popleft().event.set()
+        if self._sleep is not None:
+            self._sleep.cancel()
+
+    def empty(self) -> None:
+        """Empty the buckets (a node that starts sharing begins without a burst of its own)."""
+        self._refill(self.clock.now())
+        self._req_level = min(self._req_level, 0.0)
+        self._tok_level = min(self._tok_level, 0.0)
+
+    def on_pause(self, listener: Callable[[float], None]) -> Callable[[], None]:
+        """Call *listener* with the seconds of every pause this process asks for.
+
+        Returns a function that removes it. The cluster broadcasts a shared
+        limiter's pauses this way.
+        """
+        self._pause_listeners.append(listener)
+        return lambda: self._pause_listeners.remove(listener)
 
     # --- concurrency -----------------------------------------------------------------
 
@@ -236,11 +325,11 @@ class RateLimiter:
 
         Yields the seconds waited. Without a concurrency cap it is free.
         """
-        if self.max_concurrency is None:
+        if self._concurrency is None:
             yield 0.0
             return
         started = self.clock.now()
-        if self._in_use >= self.max_concurrency or self._slot_waiters:
+        if self._in_use >= self._concurrency or self._slot_waiters:
             me = _Waiter()
             self._slot_waiters.append(me)
             try:
@@ -259,7 +348,7 @@ class RateLimiter:
             self._release()
 
     def _release(self) -> None:
-        if self._slot_waiters:
+        if self._slot_waiters and self._in_use <= (self._concurrency or 0):
             # Hand the slot straight to the next in line.
             self._slot_waiters.popleft().event.set()
         else:
@@ -276,4 +365,6 @@ class RateLimiter:
             paused_for=max(0.0, self._paused_until - now),
             requests_available=self._req_level if self.requests is not None else None,
             tokens_available=self._tok_level if self.tokens is not None else None,
+            shared=self.shared,
+            share=self._share,
         )
