@@ -485,3 +485,43 @@ async def test_a_429_seen_by_one_node_pauses_every_node(nats: NatsCluster) -> No
     during = [t for t in arrivals if refused + 0.1 < t < refused + 0.9]
     assert during == [], f"{len(during)} requests went out during the pause"
     assert len(arrivals) == 61  # every call answered, the refused one retried
+
+
+# --- the multi-node demo ------------------------------------------------------------------
+
+
+def test_the_multi_node_demo_loses_no_call_when_a_node_is_killed(tmp_path: Path) -> None:
+    """corral demo --nodes 3 --calls 100: a node SIGKILLed midway, every call answered, the
+    ledger checked, a failed-over call drawn, the traces of every process in one file; exit 0,
+    and no process of it left behind."""
+    from corral.telemetry import read_otlp_json
+
+    traces = tmp_path / "traces.jsonl"
+    result = _corral("demo", "--nodes", "3", "--calls", "100", "--plain", "--traces", str(traces))
+    out = result.stdout
+    assert result.returncode == 0, (result.stderr, out[-3000:])
+    assert re.search(r"SIGKILLed node-2 \(pid \d+; its last report: \d+ calls running\)", out)
+    assert re.search(r"calls per node: node-1 \d+, node-2 \d+ \(SIGKILLed midway\), node-3", out)
+    assert "ledger check: all 100 calls answered" in out and "none lost" in out
+    rerun = re.search(r"calls run again on another node after node-2 was killed: (\d+)", out)
+    assert rerun is not None and int(rerun[1]) >= 1, out[-3000:]
+    assert re.search(r"started on node-2, finished on node-[13] \(attempt \d\)", out)
+    assert "failed over" in out and "@caller" in out
+    instances = {span.instance for span in read_otlp_json(traces)}
+    assert {"caller", "node-1", "node-3"} <= instances
+    assert _processes_running("_demo_cluster:node_tree") == []
+
+
+def _processes_running(text: str) -> list[int]:
+    """The pids whose command line holds *text* (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        if text.encode() in cmdline:
+            found.append(int(entry.name))
+    return found

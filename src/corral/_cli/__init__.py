@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--port", type=int, default=0, help="port of the fake server (default: free)")
     demo.add_argument("--plain", action="store_true", help="plain progress lines, no live view")
+    demo.add_argument(
+        "--nodes",
+        type=int,
+        metavar="N",
+        help="serve the calls from N processes on a local NATS server (the cluster extra), "
+        "SIGKILL one midway, and check that no call was lost",
+    )
 
     bench = commands.add_parser(
         "bench",

@@ -18,7 +18,7 @@ import random
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -91,6 +91,92 @@ class FlakyTool(corral.Actor[ToolCall, str]):
         # by another call's crash again keeps which calls fail a matter of
         # the seed, not of which calls happened to run beside a crash.
         return True
+
+
+def demo_tree(
+    base_url: str,
+    seed: int,
+    fail_rate: float,
+    *,
+    export: bool = False,
+    shared: str | None = None,
+    actors: Mapping[str, Callable[[], corral.Actor[Any, Any]]] | None = None,
+) -> tuple[corral.Supervisor, corral.RateLimiter, corral.CircuitBreaker]:
+    """The demo's tree (chat and embeddings under one rate limiter and circuit, a flaky tool
+    under a supervisor of its own), its limiter and its breaker.
+
+    *export* serves the three actors to a cluster, whose nodes share the
+    limiter as *shared*; *actors* replaces the default factories by name.
+    """
+    limiter = corral.RateLimiter(requests=200, per=1.0, burst=20, max_concurrency=24, shared=shared)
+    breaker = corral.CircuitBreaker(failure_threshold=12, cooldown=0.5, name="fake-llm")
+    policy = corral.ServicePolicy(
+        retry=corral.RetryPolicy(max_attempts=_MAX_ATTEMPTS, min_delay=0.05, max_delay=0.4),
+        rate_limiter=limiter,
+        breaker=breaker,
+    )
+
+    def chat() -> corral.OpenAIChat:
+        return corral.OpenAIChat(model="demo-chat", base_url=base_url, api_key_env=None)
+
+    def embed() -> corral.OpenAIEmbeddings:
+        return corral.OpenAIEmbeddings(model="demo-embed", base_url=base_url, api_key_env=None)
+
+    factories: dict[str, Callable[[], corral.Actor[Any, Any]]] = {
+        "chat": chat,
+        "embed": embed,
+        "tool": lambda: FlakyTool(seed, 0.02 + fail_rate / 5),
+    }
+    factories.update(actors or {})
+    tree = corral.Supervisor(
+        max_restarts=20,
+        within=10.0,
+        children=[
+            corral.child(
+                factories["chat"], name="chat", max_concurrency=16, policy=policy, export=export
+            ),
+            corral.child(
+                factories["embed"], name="embed", max_concurrency=8, policy=policy, export=export
+            ),
+            corral.Supervisor(
+                name="tools",
+                strategy=corral.ONE_FOR_ONE,
+                max_restarts=200,
+                within=10.0,
+                children=[
+                    corral.child(factories["tool"], name="tool", max_concurrency=4, export=export)
+                ],
+            ),
+        ],
+    )
+    return tree, limiter, breaker
+
+
+def demo_call(seed: int, i: int) -> tuple[str, Any]:
+    """Call *i* of the demo: the actor it goes to and its message (the seed's choice)."""
+    pick = chance(seed, "kind", i)
+    if pick < 0.6:
+        # Each body names its call: the fake server draws faults from it.
+        request = corral.ChatRequest(
+            messages=(corral.ChatMessage(role="user", content=f"question {i}: what is {i}?"),),
+            max_tokens=32,
+        )
+        return "chat", request
+    if pick < 0.85:
+        return "embed", corral.EmbeddingsRequest(inputs=(f"document {i}", f"summary {i}"))
+    return "tool", ToolCall(query=f"q{i}")
+
+
+def demo_faults(fail_rate: float) -> Faults:
+    """What the demo's fake server gets wrong, and how often."""
+    return Faults(
+        rate_429=fail_rate * 0.4,
+        retry_after=0.2,
+        rate_500=fail_rate * 0.3,
+        rate_503=fail_rate * 0.3,
+        rate_slow=0.02,
+        slow_delay=0.4,
+    )
 
 
 class _Counters(corral.Instrument):
@@ -202,16 +288,13 @@ async def _demo(
     await anyio.Path(path).unlink(missing_ok=True)
     endpoint = otlp or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
     exporters: list[str] = ["file"] + (["otlp"] if endpoint else [])
-    faults = Faults(
-        rate_429=fail_rate * 0.4,
-        retry_after=0.2,
-        rate_500=fail_rate * 0.3,
-        rate_503=fail_rate * 0.3,
-        rate_slow=0.02,
-        slow_delay=0.4,
-    )
     server = FakeLLMServer(
-        latency=0.02, jitter=0.04, faults=faults, seed=seed, port=port, faults_by="body"
+        latency=0.02,
+        jitter=0.04,
+        faults=demo_faults(fail_rate),
+        seed=seed,
+        port=port,
+        faults_by="body",
     )
     async with contextlib.AsyncExitStack() as stack:
         try:
@@ -269,43 +352,7 @@ async def _run(
     unexpected: list[str] = []
     futures: list[corral.Future[Any]] = []
     tracer = telemetry.tracer_provider.get_tracer("corral.demo")
-    limiter = corral.RateLimiter(requests=200, per=1.0, burst=20, max_concurrency=24)
-    breaker = corral.CircuitBreaker(failure_threshold=12, cooldown=0.5, name="fake-llm")
-    policy = corral.ServicePolicy(
-        retry=corral.RetryPolicy(max_attempts=_MAX_ATTEMPTS, min_delay=0.05, max_delay=0.4),
-        rate_limiter=limiter,
-        breaker=breaker,
-    )
-
-    def chat() -> corral.OpenAIChat:
-        return corral.OpenAIChat(model="demo-chat", base_url=server.base_url, api_key_env=None)
-
-    def embed() -> corral.OpenAIEmbeddings:
-        return corral.OpenAIEmbeddings(
-            model="demo-embed", base_url=server.base_url, api_key_env=None
-        )
-
-    tree = corral.Supervisor(
-        max_restarts=20,
-        within=10.0,
-        children=[
-            corral.child(chat, name="chat", max_concurrency=16, policy=policy),
-            corral.child(embed, name="embed", max_concurrency=8, policy=policy),
-            corral.Supervisor(
-                name="tools",
-                strategy=corral.ONE_FOR_ONE,
-                max_restarts=200,
-                within=10.0,
-                children=[
-                    corral.child(
-                        lambda: FlakyTool(seed, 0.02 + fail_rate / 5),
-                        name="tool",
-                        max_concurrency=4,
-                    )
-                ],
-            ),
-        ],
-    )
+    tree, limiter, breaker = demo_tree(server.base_url, seed, fail_rate)
     columns = Columns.for_run(_ACTORS, calls, _MAX_ATTEMPTS)
     async with corral.Runtime(tree, instruments=[telemetry.instrument(), counters]) as rt:
         refs = {name: rt.ref(name) for name in _ACTORS}
@@ -340,23 +387,8 @@ async def _run(
             )
 
         def make(i: int) -> tuple[str, Callable[[], Any]]:
-            # The kind of call i is the seed's choice, whatever order tasks start in.
-            pick = chance(seed, "kind", i)
-            if pick < 0.6:
-                # Each body names its call: the fake server draws faults from it.
-                request = corral.ChatRequest(
-                    messages=(
-                        corral.ChatMessage(role="user", content=f"question {i}: what is {i}?"),
-                    ),
-                    max_tokens=32,
-                )
-                return "chat", lambda: refs["chat"].submit(request, timeout=10)
-            if pick < 0.85:
-                texts = (f"document {i}", f"summary {i}")
-                return "embed", lambda: refs["embed"].submit(
-                    corral.EmbeddingsRequest(inputs=texts), timeout=10
-                )
-            return "tool", lambda: refs["tool"].submit(ToolCall(query=f"q{i}"), timeout=10)
+            kind, msg = demo_call(seed, i)
+            return kind, lambda: refs[kind].submit(msg, timeout=10)
 
         done = 0
         all_done = anyio.Event()

@@ -164,6 +164,8 @@ def draw_trace(
 
     With *width*, every line fits in that many columns: the bars narrow, then
     long span names are cut, and event, status and attribute lines wrap.
+    Spans of more than one process are each marked ``@<instance>`` (the
+    resource's ``service.instance.id``, else its ``service.name``).
     """
     if not spans:
         return []
@@ -187,7 +189,13 @@ def draw_trace(
         duration = _ms(span.end_ns - span.start_ns)
         return f" +{offset:>{offset_w}} {duration:>{dur_w}} {span.kind}{flag}"
 
-    label_w = max(len("  " * _depth(s, spans) + s.name) for s in spans) + 1
+    # Spans of several processes: each says whose it is.
+    several = len({(s.service, s.instance) for s in spans}) > 1
+
+    def shown(span: SpanRecord) -> str:
+        return f"{span.name} @{span.instance or span.service}" if several else span.name
+
+    label_w = max(len("  " * _depth(s, spans) + shown(s)) for s in spans) + 1
     bar_w = _BAR
     if width is not None:
         fixed = max(len(timing(s)) for s in spans) + 2  # and the bar's two edges
@@ -214,7 +222,7 @@ def draw_trace(
         length = max(1, round((span.end_ns - span.start_ns) / total * bar_w))
         first = min(bar_w - 1, int(offset * bar_w))
         bar = " " * first + "█" * min(length, bar_w - first)
-        label = _fit("  " * depth + span.name, label_w - 1).ljust(label_w)
+        label = _fit("  " * depth + shown(span), label_w - 1).ljust(label_w)
         lines.append(f"{label}|{bar.ljust(bar_w)}|{timing(span)}")
         indent = "  " * (depth + 2)
         if span.span_id in origins and span.status_message:

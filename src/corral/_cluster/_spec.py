@@ -50,6 +50,10 @@ def _check_name(_: Any, __: Any, value: str) -> None:
         )
 
 
+def _types(value: Iterable[type]) -> tuple[type, ...]:
+    return tuple(value)
+
+
 def _check_node(_: Any, __: Any, value: str | None) -> None:
     if value is not None and (not isinstance(value, str) or not _NODE.fullmatch(value)):
         raise ValueError(f"a node name is 1-64 letters, digits, '.', '-' or '_', got {value!r}")
@@ -139,7 +143,7 @@ class Cluster:
     replicas: int | None = attrs.field(default=None, validator=_check_replicas)
     max_payload: int | None = attrs.field(default=None)
     node: str | None = attrs.field(default=None, validator=_check_node)
-    types: tuple[type, ...] = attrs.field(default=(), converter=tuple)
+    types: tuple[type, ...] = attrs.field(default=(), converter=_types)
 
     def __attrs_post_init__(self) -> None:
         if self.max_payload is not None:

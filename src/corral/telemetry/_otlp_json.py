@@ -124,6 +124,8 @@ class SpanRecord:
     status_message: str
     service: str
     links: tuple[tuple[str, str], ...] = ()
+    #: The resource's ``service.instance.id`` (the process of the service), or ``""``.
+    instance: str = ""
 
     @property
     def duration_s(self) -> float:
@@ -160,6 +162,7 @@ def _spans_of(request: Mapping[str, Any], where: str) -> Iterator[SpanRecord]:
     for resource_spans in request.get("resourceSpans", []):
         resource = _attributes(resource_spans.get("resource", {}).get("attributes", []))
         service = str(resource.get("service.name", "unknown"))
+        instance = str(resource.get("service.instance.id", ""))
         for scope_spans in resource_spans.get("scopeSpans", []):
             for span in scope_spans.get("spans", []):
                 try:
@@ -184,6 +187,7 @@ def _spans_of(request: Mapping[str, Any], where: str) -> Iterator[SpanRecord]:
                         status=_STATUS.get(int(status.get("code", 0)), "unset"),
                         status_message=status.get("message", ""),
                         service=service,
+                        instance=instance,
                         links=tuple(
                             (link.get("traceId", ""), link.get("spanId", ""))
                             for link in span.get("links", [])
