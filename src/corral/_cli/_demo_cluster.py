@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,8 +145,8 @@ class ClusterDemoResult:
     #: Calls finished per node (from the ledger), in node order.
     per_node: dict[str, int]
     #: ``(call, first node, node that finished it, its first attempt there)`` for the
-    #: calls that more than one node ran.
-    rerun: list[tuple[str, str, str, int]]
+    #: calls delivered again to another node (first node ``None``: it never started there).
+    rerun: list[tuple[str, str | None, str, int]]
     #: Calls with no outcome at the caller, or answered without a trace in the ledger.
     lost: list[str]
     failed_over: list[str]
@@ -272,13 +273,15 @@ async def run_cluster_demo(
                     await anyio.to_thread.run_sync(
                         lambda n=node: n.reap(deadline - time.monotonic())  # type: ignore[misc]
                     )
+            result = _finish(demo, started, killed.name, ledger, root, path, out, width)
         finally:
             for node in started:
                 if node.proc.poll() is None:
                     node.proc.kill()
                     node.proc.wait()
             nats.stop()
-    return _finish(demo, started, killed.name, ledger, root, path, out, width)
+            shutil.rmtree(root, ignore_errors=True)
+    return result
 
 
 async def _call(
@@ -417,8 +420,7 @@ async def _call(
             killed.proc.kill()
             print(
                 f"SIGKILLed {killed.name} (pid {killed.proc.pid}; its last report: {running} "
-                f"calls running): what it ran goes to another node after ack_wait "
-                f"({_ACK_WAIT:g} s)",
+                f"calls running); another node takes its calls after ack_wait ({_ACK_WAIT:g} s)",
                 file=out,
                 flush=True,
             )
@@ -483,10 +485,12 @@ def _finish(
         else:
             ended[key] = (what, node)
     per_node = {n.name: sum(1 for _, node in ended.values() if node == n.name) for n in nodes}
+    # Run again elsewhere: started on more than one node, or first seen on its node as a
+    # later delivery (the node that took it first died before its handler started).
     rerun = sorted(
-        (key, next(iter(starts[key])), node, starts[key][node])
+        (key, next(iter(starts[key])) if len(starts[key]) > 1 else None, node, starts[key][node])
         for key, (_, node) in ended.items()
-        if len(starts[key]) > 1
+        if node in starts[key] and (len(starts[key]) > 1 or starts[key][node] > 1)
     )
     lost = [f"{demo.pending} calls left pending"] if demo.pending else []
     answered_ok = sum(1 for what, _ in ended.values() if what == "ok")
@@ -537,8 +541,9 @@ def _cluster_summary(out: TextIO, result: ClusterDemoResult) -> None:
         say(
             f"calls run again on another node after {result.killed} was killed: {len(result.rerun)}"
         )
-        for key, first, last, delivery in result.rerun[:8]:
-            say(f"  {key}: started on {first}, finished on {last} (attempt {delivery})")
+        for key, first, last, attempt in result.rerun[:8]:
+            where = f"started on {first}" if first else "taken by a node that died first"
+            say(f"  {key}: {where}, finished on {last} (attempt {attempt})")
         if len(result.rerun) > 8:
             say(f"  ... and {len(result.rerun) - 8} more")
     else:
