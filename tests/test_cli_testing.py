@@ -243,6 +243,8 @@ def test_help_texts_carry_no_restructuredtext_markup() -> None:
         "corral demo",
         "corral bench",
         "corral trace",
+        "corral serve",
+        "corral status",
         "python -m corral.testing",
     }
     for command, text in helps.items():

@@ -364,6 +364,35 @@ async def test_corral_status_prints_a_table_once(nats: NatsCluster) -> None:
     assert "no corral cluster named 'nobody'" in missing.stderr
 
 
+async def test_corral_status_watching_prints_tables_and_nodes_joining_and_leaving(
+    nats: NatsCluster,
+) -> None:
+    """Not on a terminal, the live view prints the table each interval and a line per node
+    that joins or leaves."""
+    import io
+
+    from corral._cli._status import _watch
+
+    spec = _spec(nats)
+    out = io.StringIO()
+    out.isatty = lambda: False  # type: ignore[method-assign]
+
+    async def until(text: str) -> None:
+        with anyio.fail_after(20):
+            while text not in out.getvalue():  # noqa: ASYNC110 - written by the watching task
+                await anyio.sleep(0.02)
+
+    async with corral.Runtime(cluster=attr_replace(spec, node="first")):
+        async with StatusReader(spec.servers, spec.name) as reader, anyio.create_task_group() as tg:
+            tg.start_soon(_watch, reader, 0.1, out)
+            await until("nodes: first (")
+            async with corral.Runtime(cluster=attr_replace(spec, node="second")):
+                await until("node 'second' joined")
+            await until("node 'second' left")
+            tg.cancel_scope.cancel()
+    assert out.getvalue().count(f"cluster '{spec.name}' at ") >= 3
+
+
 # --- a rate limit shared across nodes ---------------------------------------------------------
 
 HELLO = corral.ChatRequest(messages=[{"role": "user", "content": "hello"}])

@@ -36,6 +36,7 @@ from .._core._instrument import Instrument
 from .._core._specs import SupervisorEvent, SupervisorEventKind
 from .._version import __version__
 from ._exceptions import ClusterConflict
+from ._records import retrying
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -241,9 +242,11 @@ class Members:
         if ttl > 0:
             # The bucket's maker chose the TTL: write often enough for it.
             self.period = min(self.period, ttl / TTL_PERIODS)
-        await self._claim_name()
+        # A bucket just made on a cluster may not answer until its leader is elected.
+        until = time.time() + spec.connect_timeout
+        await retrying(self._claim_name, until, final=ClusterConflict)
         self._sample()
-        await self.write()
+        await self.write_soon()
 
     async def _claim_name(self) -> None:
         from nats.js.errors import KeyNotFoundError
@@ -273,7 +276,8 @@ class Members:
             ClusterConflict: Naming the other node and both protocols.
         """
         mine = protocol_of(ref)
-        for other in await self.read_all():
+        until = time.time() + self._node.spec.connect_timeout
+        for other in await retrying(self.read_all, until):
             if other.node == self.name:
                 continue
             for actor in other.actors:
@@ -369,6 +373,14 @@ class Members:
         """Write this node's record (it lives for the bucket's TTL)."""
         assert self._bucket is not None
         await self._bucket.put(self.name, encode_report(self.report()))
+
+    async def write_soon(self) -> None:
+        """Write this node's record, again while it fails, for up to ``connect_timeout``.
+
+        At entry: a bucket just made on a cluster may not have elected
+        its leader yet (the servers answer "no responders").
+        """
+        await retrying(self.write, time.time() + self._node.spec.connect_timeout)
 
     async def loop(self) -> None:
         """Every period: recompute the shared limits, take a sample for the rates, write the record.

@@ -286,7 +286,7 @@ class ClusterNode:
         self.sharing.discover()
         if self.sharing.names:
             self.sharing.update(await self.members.read_all())
-        await self.members.write()
+        await self.members.write_soon()
 
     async def _on_error(self, exc: Exception) -> None:
         logger.warning("NATS connection: %s: %s", type(exc).__name__, exc)

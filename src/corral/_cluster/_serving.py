@@ -39,7 +39,7 @@ from .._core._exceptions import (
     UnhandledMessage,
 )
 from .._core._future import Future
-from ._records import ANNOUNCE_EVERY
+from ._records import ANNOUNCE_EVERY, retrying
 from ._wire import ALIVE, NO_WAIT, REPLY_TO, encode_error, encode_reply, token
 
 if TYPE_CHECKING:
@@ -140,8 +140,9 @@ class Serving:
             )
             self._direct.append(sub)
         self._served[spec.name] = served
-        await node.records.announce(token(spec.name), durable=spec.durable)
-        await node.members.write()
+        until = time.time() + node.spec.connect_timeout
+        await retrying(lambda: node.records.announce(token(spec.name), durable=spec.durable), until)
+        await node.members.write_soon()
 
     async def _consume(self, served: _Served) -> None:
         """Make the actor's durable consumer (or find it) and start fetching from it."""

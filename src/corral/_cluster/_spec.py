@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
@@ -19,10 +20,17 @@ _NODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _NOT_NODE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+_runtimes = itertools.count(1)
+
+
 def default_node_name() -> str:
-    """``<host>-<pid>``, with what a node name may not hold replaced by ``-``."""
+    """``<host>-<pid>`` (``-2``, ``-3`` for the next runtimes of the process).
+
+    What a node name may not hold is replaced by ``-``.
+    """
     host = _NOT_NODE.sub("-", socket.gethostname()).strip("-.") or "node"
-    return f"{host[:50]}-{os.getpid()}"
+    n = next(_runtimes)
+    return f"{host[:48]}-{os.getpid()}" + (f"-{n}" if n > 1 else "")
 
 
 def _servers(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -123,7 +131,8 @@ class Cluster:
         node: This runtime's name in the cluster (what ``corral status``
             shows, and each node's OpenTelemetry ``service.instance.id``
             under ``corral serve``); ``None``: ``<host>-<pid>``. Two live
-            nodes cannot share a name.
+            nodes cannot share a name (a process's second runtime is
+            ``<host>-<pid>-2``).
         types: Message and reply classes this runtime sends or receives
             besides those its exported actors handle and those it sends
             (registered as it sends them): list the attrs classes remote
