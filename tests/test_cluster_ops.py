@@ -112,6 +112,23 @@ def _serve(
     raise RuntimeError(f"corral serve {node} did not start: {''.join(seen)[-2000:]}")
 
 
+async def _serve_all(start: Any, *names: str) -> list[subprocess.Popen[str]]:
+    """Start a node per name at once (each in a thread); the processes in *names*' order."""
+    procs: dict[str, subprocess.Popen[str]] = {}
+
+    async def one(name: str) -> None:
+        procs[name] = await anyio.to_thread.run_sync(start, name)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(one, name)
+    except BaseException:
+        _reap(*procs.values())
+        raise
+    return [procs[name] for name in names]
+
+
 def _ledger(path: Path) -> list[tuple[str, str, str, int]]:
     if not path.exists():
         return []
@@ -226,8 +243,7 @@ async def test_corral_serve_serves_drains_on_sigterm_and_status_json_matches_the
     corral status --json counts what the ledger shows, per node; a killed node leaves the view."""
     spec = _spec(nats)
     ledger = tmp_path / "ledger"
-    a = await anyio.to_thread.run_sync(lambda: _serve(nats, spec, "a", ledger))
-    b = await anyio.to_thread.run_sync(lambda: _serve(nats, spec, "b", ledger))
+    a, b = await _serve_all(lambda name: _serve(nats, spec, name, ledger), "a", "b")
     try:
         async with corral.Runtime(cluster=attr_replace(spec, node="caller")) as caller:
             work = caller.remote("work")
@@ -305,13 +321,16 @@ def test_corral_serve_refuses_bad_targets_naming_what_is_wrong(tmp_path: Path) -
             load_target(target)
 
 
-def test_corral_serve_exits_2_on_a_bad_target_and_on_unreachable_nats(tmp_path: Path) -> None:
+def test_corral_serve_exits_2_on_a_bad_target_and_on_unreachable_nats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The command: exit 2 and one line on stderr; a password in a URL is never shown."""
+    from corral._cli import main
+
     from .helpers import closed_port
 
-    bad = _corral("serve", "tests.cluster_node:Nope", "--nats", "nats://127.0.0.1:4222")
-    assert bad.returncode == 2
-    assert bad.stderr == "corral serve: error: 'tests.cluster_node' has no 'Nope'\n"
+    assert main(["serve", "tests.cluster_node:Nope", "--nats", "nats://127.0.0.1:4222"]) == 2
+    assert capsys.readouterr().err == "corral serve: error: 'tests.cluster_node' has no 'Nope'\n"
     result = _corral(
         "serve",
         "tests.cluster_node:served_tree",
@@ -328,16 +347,20 @@ def test_corral_serve_exits_2_on_a_bad_target_and_on_unreachable_nats(tmp_path: 
     assert "hunter2" not in result.stderr
 
 
-async def test_corral_status_prints_a_table_once(nats: NatsCluster) -> None:
-    """corral status --once: a row per actor and node, the totals line, the nodes."""
+async def test_corral_status_prints_a_table_once(
+    nats: NatsCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """corral status --once: a row per actor and node, the totals line, the nodes; exit 2 and
+    one line for a cluster nobody started (the command in this process, in a thread)."""
+    from corral._cli import main
+
     spec = _spec(nats)
     tree = corral.Supervisor(children=[corral.child(Calculator, name="calc", export=True)])
     async with corral.Runtime(tree, cluster=attr_replace(spec, node="one")) as rt:
         await rt.remote("calc").ask(Add(a=1, b=1))
         argv = ["status", "--once", "--cluster", spec.name, "--nats", nats.urls[0]]
-        result = await anyio.to_thread.run_sync(lambda: _corral(*argv))
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+        assert await anyio.to_thread.run_sync(lambda: main(argv)) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"cluster '{spec.name}' at ")
     assert "1 succeeded, 0 failed" in lines[0]
     header = next(line for line in lines if line.startswith("actor"))
@@ -359,9 +382,11 @@ async def test_corral_status_prints_a_table_once(nats: NatsCluster) -> None:
     row = next(line for line in lines if line.startswith("calc"))
     assert row.split()[:3] == ["calc", "one", "0"]
     assert lines[-1].startswith("nodes: one (")
-    missing = _corral("status", "--once", "--cluster", "nobody", "--nats", nats.urls[0])
-    assert missing.returncode == 2
-    assert "no corral cluster named 'nobody'" in missing.stderr
+    argv = ["status", "--once", "--cluster", "nobody", "--nats", nats.urls[0]]
+    assert await anyio.to_thread.run_sync(lambda: main(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("corral status: error: no corral cluster named 'nobody'")
+    assert len(err.splitlines()) == 1
 
 
 async def test_corral_status_watching_prints_tables_and_nodes_joining_and_leaving(
@@ -434,11 +459,9 @@ async def test_a_shared_limit_holds_at_the_server_as_a_node_joins_and_one_is_kil
                 nats, spec, name, target="tests.cluster_node:limited_tree", actor="chat", **env
             )
 
-        a, b = await anyio.to_thread.run_sync(serve, "a"), None
-        procs = [a]
+        procs = await _serve_all(serve, "a", "b")
+        b = procs[1]
         try:
-            b = await anyio.to_thread.run_sync(serve, "b")
-            procs.append(b)
             await _until_shares(spec, {"a": 0.5, "b": 0.5})
             async with corral.Runtime(
                 cluster=attr_replace(spec, node="caller", types=(corral.ChatReply,))
@@ -459,14 +482,14 @@ async def test_a_shared_limit_holds_at_the_server_as_a_node_joins_and_one_is_kil
                 async with anyio.create_task_group() as tg:
                     for _ in range(48):
                         tg.start_soon(load)
-                    await anyio.sleep(1.5)
+                    await anyio.sleep(1.0)
                     c = await anyio.to_thread.run_sync(serve, "c")
                     procs.append(c)
                     await _until_shares(spec, {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
-                    await anyio.sleep(1.0)
+                    await anyio.sleep(0.5)
                     b.kill()
                     await _until_shares(spec, {"a": 0.5, "c": 0.5})
-                    await anyio.sleep(1.0)
+                    await anyio.sleep(0.5)
                     tg.cancel_scope.cancel()
         finally:
             _reap(*procs)
@@ -483,21 +506,14 @@ async def test_a_429_seen_by_one_node_pauses_every_node(nats: NatsCluster) -> No
     spec = _spec(nats)
     with FakeLLMServer(script=["ok"] * 20 + ["429"]) as server:
         env = {"CORRAL_TEST_LLM_URL": server.base_url, "CORRAL_TEST_LIMIT": "100,1,5"}
-        procs = []
+        procs = await _serve_all(
+            lambda name: _serve(
+                nats, spec, name, target="tests.cluster_node:limited_tree", actor="chat", **env
+            ),
+            "a",
+            "b",
+        )
         try:
-            for name in ("a", "b"):
-                procs.append(
-                    await anyio.to_thread.run_sync(
-                        lambda name=name: _serve(
-                            nats,
-                            spec,
-                            name,
-                            target="tests.cluster_node:limited_tree",
-                            actor="chat",
-                            **env,
-                        )
-                    )
-                )
             await _until_shares(spec, {"a": 0.5, "b": 0.5})
             async with corral.Runtime(
                 cluster=attr_replace(spec, node="caller", types=(corral.ChatReply,))

@@ -24,8 +24,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import attrs
@@ -187,6 +187,22 @@ class _Counters(Instrument):
             self._started()
 
 
+#: Seconds one try of an entry-time bucket operation may take before it is tried again.
+TRY_FOR: Final = 1.0
+
+T = TypeVar("T")
+
+
+def _bounded(attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+    """*attempt*, failing with TimeoutError after :data:`TRY_FOR` seconds."""
+
+    async def bounded() -> T:
+        with anyio.fail_after(TRY_FOR):
+            return await attempt()
+
+    return bounded
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -242,9 +258,10 @@ class Members:
         if ttl > 0:
             # The bucket's maker chose the TTL: write often enough for it.
             self.period = min(self.period, ttl / TTL_PERIODS)
-        # A bucket just made on a cluster may not answer until its leader is elected.
+        # A bucket just made on a cluster may not answer until its leader is elected
+        # (a request may then go unanswered): each try is bounded, and tried again.
         until = time.time() + spec.connect_timeout
-        await retrying(self._claim_name, until, final=ClusterConflict)
+        await retrying(_bounded(self._claim_name), until, final=ClusterConflict)
         self._sample()
         await self.write_soon()
 
@@ -277,7 +294,7 @@ class Members:
         """
         mine = protocol_of(ref)
         until = time.time() + self._node.spec.connect_timeout
-        for other in await retrying(self.read_all, until):
+        for other in await retrying(_bounded(self.read_all), until):
             if other.node == self.name:
                 continue
             for actor in other.actors:
@@ -380,7 +397,7 @@ class Members:
         At entry: a bucket just made on a cluster may not have elected
         its leader yet (the servers answer "no responders").
         """
-        await retrying(self.write, time.time() + self._node.spec.connect_timeout)
+        await retrying(_bounded(self.write), time.time() + self._node.spec.connect_timeout)
 
     async def loop(self) -> None:
         """Every period: recompute the shared limits, take a sample for the rates, write the record.
