@@ -24,6 +24,7 @@ from . import _failover as fo
 from . import _http as h
 from . import _httpsuite as hs
 from . import _natsload as nl
+from . import _scaling as sc
 from . import _workloads as w
 
 Side = Callable[..., Awaitable[w.Result]]
@@ -246,10 +247,51 @@ WORKLOADS: tuple[Workload, ...] = (
         (Check("failover_s", "lower", 1.5),),
         baseline="JetStream's own redelivery (raw nats-py, the same ack_wait)",
     ),
+    Workload(
+        "W10",
+        "one exported OpenAIChat served by 1 process, 64 callers, the fast HTTP server: "
+        "3,000 calls",
+        sc.in_process,
+        functools.partial(sc.served_by, 1),
+        lambda scale: (_scaled(3_000, scale, 64), 64),
+        (Check("per_s", "higher"), Check("p50_us", "lower")),
+        baseline="the same actor in the caller's process (no cluster)",
+    ),
+    Workload(
+        "W10B",
+        "W10 served by 2 processes",
+        functools.partial(sc.served_by, 1),
+        functools.partial(sc.served_by, 2),
+        lambda scale: (_scaled(3_000, scale, 64), 64),
+        (Check("per_s", "higher"),),
+        baseline="served by 1 process",
+    ),
+    Workload(
+        "W10C",
+        "W10 served by 3 processes",
+        functools.partial(sc.served_by, 1),
+        functools.partial(sc.served_by, 3),
+        lambda scale: (_scaled(3_000, scale, 64), 64),
+        (Check("per_s", "higher"),),
+        baseline="served by 1 process",
+    ),
 )
 
 #: The workloads that need NATS (the ``cluster`` extra) and the asyncio backend.
-NATS_KEYS = ("W9", "W9C", "W9T", "W9CK", "W9R3", "W9R3C", "W9D", "W9DC", "W9F")
+NATS_KEYS = (
+    "W9",
+    "W9C",
+    "W9T",
+    "W9CK",
+    "W9R3",
+    "W9R3C",
+    "W9D",
+    "W9DC",
+    "W9F",
+    "W10",
+    "W10B",
+    "W10C",
+)
 
 
 def _run_side(
