@@ -240,7 +240,8 @@ async def test_corral_serve_serves_drains_on_sigterm_and_status_json_matches_the
     nats: NatsCluster, tmp_path: Path
 ) -> None:
     """corral serve takes calls; SIGTERM drains it (exit 0, nothing waits for ack_wait 30 s);
-    corral status --json counts what the ledger shows, per node; a killed node leaves the view."""
+    a second SIGTERM stops at once (exit 1); corral status --json counts what the ledger shows,
+    per node; a node that stopped without leaving goes from the view with its record's TTL."""
     spec = _spec(nats)
     ledger = tmp_path / "ledger"
     a, b = await _serve_all(lambda name: _serve(nats, spec, name, ledger), "a", "b")
@@ -290,8 +291,18 @@ async def test_corral_serve_serves_drains_on_sigterm_and_status_json_matches_the
             assert sorted(r[1] for r in runs) == sorted(f"slow{i}" for i in range(6))  # once each
             await _until_nodes(spec, {"b", "caller"})
 
-            # A node killed stops writing its record: it leaves the view within its TTL.
-            b.kill()
+            # A second signal stops at once, running call and all (exit 1); its record,
+            # not deleted, leaves the view with its TTL.
+            await work.submit(Work(key="long", ms=20_000))
+            await _until(lambda: ("start", "long", "b", 1) in _ledger(ledger))
+            started = time.monotonic()
+            b.send_signal(signal.SIGTERM)
+            await anyio.sleep(0.2)
+            b.send_signal(signal.SIGTERM)
+            _, err = await anyio.to_thread.run_sync(lambda: b.communicate(timeout=30))
+            assert b.returncode == 1, err
+            assert time.monotonic() - started < 4  # not the call's 20 s, nor its 5 s shutdown
+            assert "SIGTERM again: stopping at once" in err
             await _until_nodes(spec, {"caller"})
     finally:
         _reap(a, b)

@@ -70,6 +70,14 @@ def _w2_args(scale: float) -> tuple[Any, ...]:
     return (_scaled(100_000, scale, 64),)
 
 
+#: What W10B and W10C compare: throughput, CPU per call of all processes, cores kept busy.
+_SCALING_CHECKS = (
+    Check("per_s", "higher"),
+    Check("cpu_us_per_call", "lower"),
+    Check("cores_busy", "higher"),
+)
+
+
 def _nats(
     key: str,
     title: str,
@@ -254,7 +262,12 @@ WORKLOADS: tuple[Workload, ...] = (
         sc.in_process,
         functools.partial(sc.served_by, 1),
         lambda scale: (_scaled(3_000, scale, 64), 64),
-        (Check("per_s", "higher"), Check("p50_us", "lower")),
+        (
+            Check("per_s", "higher"),
+            Check("p50_us", "lower"),
+            Check("cpu_us_per_call", "lower"),
+            Check("cores_busy", "higher"),
+        ),
         baseline="the same actor in the caller's process (no cluster)",
     ),
     Workload(
@@ -263,7 +276,11 @@ WORKLOADS: tuple[Workload, ...] = (
         functools.partial(sc.served_by, 1),
         functools.partial(sc.served_by, 2),
         lambda scale: (_scaled(3_000, scale, 64), 64),
-        (Check("per_s", "higher"),),
+        (
+            Check("per_s", "higher"),
+            Check("cpu_us_per_call", "lower"),
+            Check("cores_busy", "higher"),
+        ),
         baseline="served by 1 process",
     ),
     Workload(
@@ -272,7 +289,11 @@ WORKLOADS: tuple[Workload, ...] = (
         functools.partial(sc.served_by, 1),
         functools.partial(sc.served_by, 3),
         lambda scale: (_scaled(3_000, scale, 64), 64),
-        (Check("per_s", "higher"),),
+        (
+            Check("per_s", "higher"),
+            Check("cpu_us_per_call", "lower"),
+            Check("cores_busy", "higher"),
+        ),
         baseline="served by 1 process",
     ),
 )

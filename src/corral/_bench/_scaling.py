@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -24,7 +25,7 @@ import anyio
 import corral
 
 from ._natsload import _callers, _servers
-from ._server import ServerProcess
+from ._server import ServerProcess, group_cpu_seconds
 from ._workloads import Result
 
 __all__ = ["in_process", "served_by"]
@@ -76,18 +77,37 @@ def _serve(argv: list[str]) -> None:
     anyio.run(serve, backend="asyncio")
 
 
-async def _ask_all(ref: Any, n: int, callers: int) -> dict[str, float]:
+def _start(argv: list[str]) -> subprocess.Popen[str]:
+    # A process group of its own, so that its CPU time is read as the server's is.
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _cpu(groups: list[int]) -> float:
+    """CPU seconds used so far by this process and the process groups *groups*."""
+    return time.process_time() + sum(group_cpu_seconds(pgid) for pgid in groups)
+
+
+async def _measured(ref: Any, n: int, callers: int, groups: list[int]) -> dict[str, float]:
+    """:func:`_ask_all`, plus the CPU every process involved spent per call, and the cores busy."""
     for _ in range(20):  # connections, consumers and caches warm
         await ref.ask(_PROMPT, timeout=30)
+    cpu, wall = _cpu(groups), time.perf_counter()
 
     async def one(_: int) -> None:
         await ref.ask(_PROMPT, timeout=30)
 
-    return await _callers(n, callers, one)
-
-
-def _start(argv: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    metrics = await _callers(n, callers, one)
+    cpu, wall = _cpu(groups) - cpu, time.perf_counter() - wall
+    calls = metrics["per_s"] * wall
+    metrics["cpu_us_per_call"] = cpu / calls * 1e6
+    metrics["cores_busy"] = cpu / wall
+    return metrics
 
 
 async def served_by(processes: int, n: int, callers: int) -> Result:
@@ -107,8 +127,9 @@ async def served_by(processes: int, n: int, callers: int) -> Result:
                     line = await anyio.to_thread.run_sync(proc.stdout.readline)
                 if line.strip() != "ready":
                     raise RuntimeError(f"a serving process printed {line!r}, not 'ready'")
+            groups = [http.pid, *(p.pid for p in procs), *(p.pid for p in servers.procs if p)]
             async with corral.Runtime(cluster=_spec(url, cluster, "caller")) as rt:
-                metrics = await _ask_all(rt.remote("chat"), n, callers)
+                metrics = await _measured(rt.remote("chat"), n, callers, groups)
         return Result(metrics)
     finally:
         for proc in procs:
@@ -121,7 +142,7 @@ async def in_process(n: int, callers: int) -> Result:
     """The same asks to the same actor in the caller's own runtime (no cluster)."""
     with ServerProcess(latency=0.005) as http:
         async with corral.Runtime(_tree(http.base_url, export=False)) as rt:
-            metrics = await _ask_all(rt.ref("chat"), n, callers)
+            metrics = await _measured(rt.ref("chat"), n, callers, [http.pid])
     return Result(metrics)
 
 

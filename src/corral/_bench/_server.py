@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
 # --- the process (owned by the benchmark) ----------------------------------------------
 
 
-def _group_cpu_seconds(pgid: int) -> float:
+def group_cpu_seconds(pgid: int) -> float:
     # utime + stime of every live process in the group, and of the children
     # each has reaped (cutime + cstime): a worker granian replaced still
     # counts. Each process's figures cover all its threads. From /proc
@@ -535,7 +535,7 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time the server's processes have used so far (user + system), NaN off Linux."""
-        return _group_cpu_seconds(self.pid)
+        return group_cpu_seconds(self.pid)
 
     def __enter__(self) -> ServerProcess:
         try:
