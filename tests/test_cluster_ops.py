@@ -457,12 +457,13 @@ async def _until_shares(spec: corral.Cluster, expected: dict[str, float]) -> Non
 async def test_a_shared_limit_holds_at_the_server_as_a_node_joins_and_one_is_killed(
     nats: NatsCluster,
 ) -> None:
-    """Three nodes under one shared limit: arrivals at the server never exceed the limit plus
-    its burst in any window of its interval, while a node joins and while one is killed; the
-    parts follow the membership (a newcomer takes its part only once the others made room)."""
+    """Three nodes under one shared limit: a 429 (Retry-After 1 s) answered to one node pauses
+    every node; arrivals at the server never exceed the limit plus its burst in any window of
+    its interval, while a node joins and while one is killed; the parts follow the membership
+    (a newcomer takes its part only once the others made room)."""
     spec = _spec(nats, ack_wait=2.0)
     limit, burst = 30, 3
-    with FakeLLMServer(latency=0.002) as server:
+    with FakeLLMServer(latency=0.002, script=["ok"] * 20 + ["429"]) as server:
         env = {"CORRAL_TEST_LLM_URL": server.base_url, "CORRAL_TEST_LIMIT": f"{limit},1,{burst}"}
 
         def serve(name: str) -> subprocess.Popen[str]:
@@ -493,7 +494,7 @@ async def test_a_shared_limit_holds_at_the_server_as_a_node_joins_and_one_is_kil
                 async with anyio.create_task_group() as tg:
                     for _ in range(48):
                         tg.start_soon(load)
-                    await anyio.sleep(1.0)
+                    await anyio.sleep(2.0)  # the 429's pause included
                     c = await anyio.to_thread.run_sync(serve, "c")
                     procs.append(c)
                     await _until_shares(spec, {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
@@ -505,42 +506,16 @@ async def test_a_shared_limit_holds_at_the_server_as_a_node_joins_and_one_is_kil
         finally:
             _reap(*procs)
         stats = server.stats()
-    seconds = max(stats.arrivals) - min(stats.arrivals)
-    assert stats.max_in_window(1.0) <= limit + burst
-    # The limit was used, not just respected: most of it went to the server.
-    assert stats.requests >= 0.6 * limit * seconds, (stats.requests, seconds)
-    assert done > 0, errors[:3]
-
-
-async def test_a_429_seen_by_one_node_pauses_every_node(nats: NatsCluster) -> None:
-    """A 429 with Retry-After (1 s) answered to one node: no node sends anything until it passed."""
-    spec = _spec(nats)
-    with FakeLLMServer(script=["ok"] * 20 + ["429"]) as server:
-        env = {"CORRAL_TEST_LLM_URL": server.base_url, "CORRAL_TEST_LIMIT": "100,1,5"}
-        procs = await _serve_all(
-            lambda name: _serve(
-                nats, spec, name, target="tests.cluster_node:limited_tree", actor="chat", **env
-            ),
-            "a",
-            "b",
-        )
-        try:
-            await _until_shares(spec, {"a": 0.5, "b": 0.5})
-            async with corral.Runtime(
-                cluster=attr_replace(spec, node="caller", types=(corral.ChatReply,))
-            ) as caller:
-                chat = caller.remote("chat")
-                with anyio.fail_after(30):
-                    async with anyio.create_task_group() as tg:
-                        for _ in range(60):
-                            tg.start_soon(chat.ask, HELLO)
-        finally:
-            _reap(*procs)
-        arrivals = sorted(server.stats().arrivals)
+    arrivals = sorted(stats.arrivals)
     refused = arrivals[20]  # the 21st request got the 429
     during = [t for t in arrivals if refused + 0.1 < t < refused + 0.9]
     assert during == [], f"{len(during)} requests went out during the pause"
-    assert len(arrivals) == 61  # every call answered, the refused one retried
+    assert stats.max_in_window(1.0) <= limit + burst
+    # The limit was used, not just respected: after the pause, most of it reached the server.
+    after = [t for t in arrivals if t > refused + 1.0]
+    seconds = after[-1] - after[0]
+    assert len(after) >= 0.6 * limit * seconds, (len(after), seconds)
+    assert done > 0, errors[:3]
 
 
 # --- the multi-node demo ------------------------------------------------------------------

@@ -36,7 +36,7 @@ from .._core._instrument import Instrument
 from .._core._specs import SupervisorEvent, SupervisorEventKind
 from .._version import __version__
 from ._exceptions import ClusterConflict
-from ._records import retrying
+from ._records import retrying, wait_for_leader
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -253,6 +253,7 @@ class Members:
             self._bucket = await js.create_key_value(config)
         except BadRequestError:
             self._bucket = await js.key_value(config.bucket)  # made by another node
+        await wait_for_leader(js, f"KV_{config.bucket}")
         status = await self._bucket.status()
         ttl = status.stream_info.config.max_age or 0.0
         if ttl > 0:

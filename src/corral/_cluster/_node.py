@@ -30,7 +30,7 @@ from .._services._redact import redact_unparsed_url
 from ._calling import PUBLISH_LIMIT, Calling
 from ._exceptions import ClusterUnavailable
 from ._members import Members, status_subject
-from ._records import Records
+from ._records import Records, wait_for_leader
 from ._serving import Serving
 from ._sharing import Sharing, pause_subject
 from ._spec import Cluster, default_node_name
@@ -191,6 +191,7 @@ class ClusterNode:
         try:
             with anyio.fail_after(spec.connect_timeout):
                 await self._ensure_stream(js, config)
+                await wait_for_leader(js, spec.stream)
                 self._records = await Records.open(js, spec, replicas)
                 await self.members.open(js, replicas)
         except TimeoutError:

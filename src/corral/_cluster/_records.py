@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from ._spec import Cluster
 
-__all__ = ["ANNOUNCE_EVERY", "RETRY_FIRST", "RETRY_MOST", "Records", "retrying"]
+__all__ = ["ANNOUNCE_EVERY", "RETRY_FIRST", "RETRY_MOST", "Records", "retrying", "wait_for_leader"]
 
 logger = logging.getLogger("corral.cluster")
 
@@ -69,6 +69,23 @@ async def retrying(
         pause = min(pause * 2, RETRY_MOST)
 
 
+async def wait_for_leader(js: JetStreamContext, stream: str) -> None:
+    """Wait until *stream* (a replicated stream, or a bucket's) has elected its leader.
+
+    A stream just made on a cluster takes requests before it can answer
+    them: a read sent then goes unanswered until the client's timeout (5 s
+    here, every time). Its info is answered by the cluster's meta leader,
+    and says when the stream's own leader is there. Callers bound the wait.
+    """
+    pause = RETRY_FIRST
+    while True:
+        info = await js.stream_info(stream)
+        if info.cluster is None or info.cluster.leader:
+            return
+        await anyio.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
 class Records:
     """The cluster's bucket of answers (``CORRAL_<name>_results``)."""
 
@@ -93,6 +110,7 @@ class Records:
             bucket = await js.create_key_value(config)
         except BadRequestError:
             bucket = await js.key_value(config.bucket)  # made by another node, its way
+        await wait_for_leader(js, f"KV_{config.bucket}")
         return cls(bucket, spec.ack_wait)
 
     async def keep(self, call_id: uuid.UUID, data: bytes, deadline: float | None) -> None:
