@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from corral._cli import main
-from corral.telemetry import read_otlp_json
+from corral._cli import CommandError, main
+from corral.telemetry import TraceFileError, read_otlp_json
 
 CORRAL = [sys.executable, "-c", "import sys; from corral._cli import main; sys.exit(main())"]
 
@@ -54,22 +54,34 @@ def test_demo_runs_and_every_call_has_a_complete_trace(tmp_path: Path) -> None:
         assert request.status == ("error" if send.status == "error" else "unset"), request.name
 
 
-def test_demo_refuses_bad_options_and_an_occupied_port(tmp_path: Path) -> None:
+def _call(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the command in this process: its exit status, stdout and stderr."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse: --help, --version, bad options
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_demo_refuses_bad_options_and_an_occupied_port(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Bad options and a taken port are one line on stderr and exit status 2."""
-    out = run("demo", "--calls", "-1", cwd=tmp_path)
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == ["corral demo: error: --calls must be >= 1, got -1"]
-    out = run("demo", "--fail-rate", "abc", cwd=tmp_path)
-    assert out.returncode == 2
-    assert "invalid float value: 'abc'" in out.stderr
-    assert "Traceback" not in out.stderr
+    code, _, err = _call(capsys, "demo", "--calls", "-1")
+    assert code == 2
+    assert err.strip().splitlines() == ["corral demo: error: --calls must be >= 1, got -1"]
+    code, _, err = _call(capsys, "demo", "--fail-rate", "abc")
+    assert code == 2
+    assert "invalid float value: 'abc'" in err
+    assert "Traceback" not in err
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = run("demo", "--calls", "5", "--port", str(port), cwd=tmp_path)
-    assert out.returncode == 2
-    assert out.stderr.splitlines() == [
+        code, _, err = _call(capsys, "demo", "--calls", "5", "--port", str(port))
+    assert code == 2
+    assert err.splitlines() == [
         f"corral demo: error: cannot listen on 127.0.0.1:{port}: address already in use; "
         "pick another --port, or leave it out to use a free one"
     ]
@@ -99,36 +111,39 @@ def test_trace_lists_and_draws(
     capsys.readouterr()
 
 
-def test_trace_refuses_missing_and_malformed_files(tmp_path: Path) -> None:
+def test_trace_refuses_missing_and_malformed_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An unreadable or malformed file is one clear line and exit status 2; --debug shows more."""
-    out = run("trace", "missing.jsonl", cwd=tmp_path)
-    assert out.returncode == 2
-    assert out.stderr.startswith("corral trace: error: cannot read missing.jsonl")
-    assert "is it an OTLP JSON file" not in out.stderr  # a missing file is just missing
-    assert len(out.stderr.splitlines()) == 1
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _call(capsys, "trace", "missing.jsonl")
+    assert code == 2
+    assert err.startswith("corral trace: error: cannot read missing.jsonl")
+    assert "is it an OTLP JSON file" not in err  # a missing file is just missing
+    assert len(err.splitlines()) == 1
     (tmp_path / "bad.jsonl").write_text("{not json\n")
-    out = run("trace", "bad.jsonl", cwd=tmp_path)
-    assert out.returncode == 2
-    assert "bad.jsonl:1: not JSON" in out.stderr
-    assert "is it an OTLP JSON file" in out.stderr
-    assert "Traceback" not in out.stderr
-    out = run("--debug", "trace", "bad.jsonl", cwd=tmp_path)
-    assert out.returncode != 0
-    assert "Traceback" in out.stderr
-    out = run("trace", "bad.jsonl", "--id", "x", "--slowest", cwd=tmp_path)
-    assert out.returncode == 2
-    assert "not allowed with argument" in out.stderr
+    code, _, err = _call(capsys, "trace", "bad.jsonl")
+    assert code == 2
+    assert "bad.jsonl:1: not JSON" in err
+    assert "is it an OTLP JSON file" in err
+    assert "Traceback" not in err
+    with pytest.raises(CommandError, match="not JSON") as info:
+        main(["--debug", "trace", "bad.jsonl"])  # --debug: the error itself, traceback and all
+    assert isinstance(info.value.__cause__, TraceFileError)
+    code, _, err = _call(capsys, "trace", "bad.jsonl", "--id", "x", "--slowest")
+    assert code == 2
+    assert "not allowed with argument" in err
 
 
-def test_version_and_help_on_every_command(tmp_path: Path) -> None:
-    """--version prints the version; every command has --help."""
-    out = run("--version", cwd=tmp_path)
+def test_version_and_help_on_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the version; every command has --help (the real command once)."""
+    out = run("--version", cwd=Path.cwd())
     assert out.returncode == 0
     assert out.stdout.startswith("corral ")
-    for command in ((), ("demo",), ("bench",), ("trace",)):
-        out = run(*command, "--help", cwd=tmp_path)
-        assert out.returncode == 0, command
-        assert "usage: corral" in out.stdout
+    for command in ((), ("demo",), ("bench",), ("trace",), ("serve",), ("status",)):
+        code, stdout, _ = _call(capsys, *command, "--help")
+        assert code == 0, command
+        assert "usage: corral" in stdout
 
 
 def test_bench_runs_a_workload_and_writes_json(

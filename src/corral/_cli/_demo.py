@@ -222,7 +222,7 @@ async def run_demo(
     trace_file: str = "corral-demo-traces.jsonl",
     otlp: str | None = None,
     port: int = 0,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     live: bool | None = None,
     width: int | None = None,
 ) -> DemoResult:
@@ -238,6 +238,7 @@ async def run_demo(
         raise ValueError(f"--calls must be >= 1, got {calls}")
     if not 0 <= fail_rate <= 1:
         raise ValueError(f"--fail-rate must be between 0 and 1, got {fail_rate}")
+    out = sys.stdout if out is None else out  # the stdout of the call, not of the import
     live = out.isatty() if live is None else live
     with _quiet_corral_logger():
         return await _demo(

@@ -201,7 +201,7 @@ async def run_cluster_demo(
     seed: int = 1,
     fail_rate: float = 0.15,
     trace_file: str = "corral-demo-traces.jsonl",
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     live: bool | None = None,
     width: int | None = None,
 ) -> ClusterDemoResult:
@@ -218,6 +218,7 @@ async def run_cluster_demo(
         nats_server_binary()
     except FileNotFoundError as exc:
         raise CommandError(str(exc)) from None
+    out = sys.stdout if out is None else out  # the stdout of the call, not of the import
     live = out.isatty() if live is None else live
     root = Path(tempfile.mkdtemp(prefix="corral-demo-"))
     path = Path(trace_file)
