@@ -53,23 +53,27 @@ def test_the_same_seed_gives_the_same_table_outcome_and_failures(tmp_path: Path)
     per-actor table, outcome line, and per call the same outcome and retries.
     """
     runs = []
-    for hash_seed in ("1", "2"):
-        out = subprocess.run(
+    procs = {
+        hash_seed: subprocess.Popen(  # both at once
             [
                 *(sys.executable, "-m", "corral", "demo", "--calls", "60", "--seed", "5"),
                 *("--fail-rate", "0.3", "--plain", "--traces", f"t{hash_seed}.jsonl"),
             ],
             cwd=tmp_path,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
             env=_env(PYTHONHASHSEED=hash_seed),
         )
-        assert out.returncode == 0, out.stdout + out.stderr
+        for hash_seed in ("1", "2")
+    }
+    for hash_seed, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stdout + stderr
         calls = {
             t.root: t.label for t in summarise(read_otlp_json(tmp_path / f"t{hash_seed}.jsonl"))
         }
-        runs.append((summary(out.stdout), calls))
+        runs.append((summary(stdout), calls))
     assert runs[0] == runs[1]
     table, calls = runs[0]
     assert len(calls) == 60

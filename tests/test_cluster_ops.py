@@ -279,11 +279,19 @@ async def test_corral_serve_serves_drains_on_sigterm_and_status_json_matches_the
             # A drain: the calls running on a finish there; the rest go to b at once.
             slow = [await work.submit(Work(key=f"slow{i}", ms=600)) for i in range(6)]
             await _until(lambda: sum(1 for r in _ledger(ledger) if r[0] == "start") >= 15 + 4)
-            started = time.monotonic()
+            started, signalled = time.monotonic(), time.time()
             a.send_signal(signal.SIGTERM)
             for future in slow:
                 await future
             assert time.monotonic() - started < 10  # far inside ack_wait (30 s)
+            # The calls not started at the signal started soon after b had room
+            # (its first two end 0.6 s after they started), not after a's ack_wait.
+            starts = {
+                line.split()[1]: float(line.split()[4])
+                for line in ledger.read_text().splitlines()
+                if line.startswith("start slow")
+            }
+            assert max(starts.values()) - signalled < 0.6 + 1.5, starts
             _, err = await anyio.to_thread.run_sync(lambda: a.communicate(timeout=30))
             assert a.returncode == 0, err
             assert "SIGTERM: draining" in err and "drained" in err
