@@ -531,12 +531,18 @@ async def test_a_shared_limit_holds_at_the_server_as_a_node_joins_and_one_is_kil
 
 def test_the_multi_node_demo_loses_no_call_when_a_node_is_killed(tmp_path: Path) -> None:
     """corral demo --nodes 3 --calls 100: a node SIGKILLed midway, every call answered, the
-    ledger checked, a failed-over call drawn, the traces of every process in one file; exit 0,
-    and no process of it left behind."""
+    ledger checked, a failed-over call drawn, the traces of every process in one file and at
+    the OTLP endpoint; exit 0, and no process of it left behind."""
     from corral.telemetry import read_otlp_json
 
+    from .otlp_receiver import otlp_receiver
+
     traces = tmp_path / "traces.jsonl"
-    result = _corral("demo", "--nodes", "3", "--calls", "100", "--plain", "--traces", str(traces))
+    with otlp_receiver() as receiver:
+        result = _corral(
+            *("demo", "--nodes", "3", "--calls", "100", "--plain", "--traces", str(traces)),
+            *("--otlp", receiver.endpoint),
+        )
     out = result.stdout
     assert result.returncode == 0, (result.stderr, out[-3000:])
     assert re.search(r"SIGKILLed node-2 \(pid \d+; its last report: \d+ calls running\)", out)

@@ -75,13 +75,13 @@ def _cluster_demo(args: argparse.Namespace) -> int:
     if args.nodes < 2:
         raise CommandError(f"--nodes must be >= 2 (one of them is killed midway), got {args.nodes}")
     if args.otlp is not None:
-        raise CommandError(
-            "--otlp does not go with --nodes yet: the traces of every process are merged into "
-            "--traces FILE; corral trace draws them"
-        )
+        _check_url(args.otlp, "--otlp")
+    elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        _check_url(os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"], "OTEL_EXPORTER_OTLP_ENDPOINT")
     result = anyio.run(
         lambda: run_cluster_demo(
             nodes=args.nodes,
+            otlp=args.otlp,
             calls=args.calls,
             seed=args.seed,
             fail_rate=args.fail_rate,

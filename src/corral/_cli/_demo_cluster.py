@@ -89,12 +89,16 @@ def node_tree() -> corral.Supervisor:
     """The tree a demo node serves (``corral serve corral._cli._demo_cluster:node_tree``)."""
     env = os.environ
     node = env[_ENV + "NODE"]
+    endpoint = env.get(_ENV + "OTLP")
     configure(
         service_name="corral-demo",
         service_instance_id=node,
-        exporter="file",
+        exporter=["file", "otlp"] if endpoint else "file",
+        endpoint=endpoint,
         trace_file=env[_ENV + "TRACES"],
-        batch=False,  # each span on the file when it ends: the node may be SIGKILLed
+        # Each span on the file when it ends: the node may be SIGKILLed. With OTLP
+        # too, in batches (OTEL_BSP_SCHEDULE_DELAY, set short by the demo).
+        batch=bool(endpoint),
         metrics=False,
     )
     ledger = _Ledger(env[_ENV + "LEDGER"], node)
@@ -201,11 +205,17 @@ async def run_cluster_demo(
     seed: int = 1,
     fail_rate: float = 0.15,
     trace_file: str = "corral-demo-traces.jsonl",
+    otlp: str | None = None,
     out: TextIO | None = None,
     live: bool | None = None,
     width: int | None = None,
 ) -> ClusterDemoResult:
     """Run the demo across *nodes* serving processes, one SIGKILLed midway.
+
+    Every process writes its spans to a file of its own (merged into
+    *trace_file* at the end) and, with *otlp* (or
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``), sends them there too, each with its
+    ``service.instance.id``: one trace per call across the processes.
 
     Raises:
         CommandError: No nats-server binary, or a process that does not start.
@@ -220,6 +230,7 @@ async def run_cluster_demo(
         raise CommandError(str(exc)) from None
     out = sys.stdout if out is None else out  # the stdout of the call, not of the import
     live = out.isatty() if live is None else live
+    endpoint = otlp or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
     root = Path(tempfile.mkdtemp(prefix="corral-demo-"))
     path = Path(trace_file)
     await anyio.Path(path).unlink(missing_ok=True)
@@ -248,6 +259,9 @@ async def run_cluster_demo(
                         _ENV + "LEDGER": str(ledger),
                         _ENV + "TRACES": str(root / f"{name}.jsonl"),
                     }
+                    if endpoint:
+                        # Batches of at most 0.2 s: what a SIGKILL takes with it stays small.
+                        env |= {_ENV + "OTLP": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
                     argv = [sys.executable, "-m", "corral", "serve"]
                     argv += ["corral._cli._demo_cluster:node_tree", "--nats", nats.urls[0]]
                     argv += ["--cluster", _CLUSTER, "--name", name]
@@ -262,6 +276,7 @@ async def run_cluster_demo(
                     calls=calls,
                     seed=seed,
                     caller_traces=root / "caller.jsonl",
+                    otlp=endpoint,
                     out=out,
                     live=live,
                     width=width,
@@ -292,6 +307,7 @@ async def _call(
     calls: int,
     seed: int,
     caller_traces: Path,
+    otlp: str | None,
     out: TextIO,
     live: bool,
     width: int | None,
@@ -302,7 +318,8 @@ async def _call(
     telemetry = configure(
         service_name="corral-demo",
         service_instance_id="caller",
-        exporter="file",
+        exporter=["file", "otlp"] if otlp else "file",
+        endpoint=otlp,
         trace_file=caller_traces,
         set_global=False,
         metrics=False,
