@@ -311,6 +311,9 @@ async def test_corral_serve_serves_drains_on_sigterm_and_status_json_matches_the
             assert b.returncode == 1, err
             assert time.monotonic() - started < 4  # not the call's 20 s, nor its 5 s shutdown
             assert "SIGTERM again: stopping at once" in err
+            # Until its record expires, the view shows it stale (it answers no status request).
+            snapshot = await _snapshot(spec)
+            assert "b" not in {n.node for n in snapshot.nodes} or "b" in snapshot.stale
             await _until_nodes(spec, {"caller"})
     finally:
         _reap(a, b)
@@ -338,6 +341,13 @@ def test_corral_serve_refuses_bad_targets_naming_what_is_wrong(tmp_path: Path) -
     for target, message in cases.items():
         with pytest.raises(CommandError, match=re.escape(message)):
             load_target(target)
+    # A tree file is a TARGET too, exports and all.
+    tree_file = tmp_path / "tree.toml"
+    tree_file.write_text(
+        '[[children]]\nname = "calc"\nactor = "tests.helpers:Calculator"\nexport = true\n'
+    )
+    (calc,) = load_target(str(tree_file)).children
+    assert isinstance(calc, corral.ChildSpec) and calc.export
 
 
 def test_corral_serve_exits_2_on_a_bad_target_and_on_unreachable_nats(

@@ -66,7 +66,15 @@ _RETRY_KEYS = (
     "never_retry_codes",
     "retry_codes",
 )
-_RATE_LIMIT_KEYS = ("requests", "tokens", "per", "burst", "token_burst", "max_concurrency")
+_RATE_LIMIT_KEYS = (
+    "requests",
+    "tokens",
+    "per",
+    "burst",
+    "token_burst",
+    "max_concurrency",
+    "shared",
+)
 _BREAKER_KEYS = ("failure_threshold", "failure_ratio", "window", "cooldown", "name")
 
 

@@ -199,7 +199,18 @@ class StatusReader:
             raise ClusterUnavailable(
                 f"JetStream at {self._servers_text} did not answer within {self.timeout} s"
             ) from None
-        fresh = await self._ask(set(written), wait)
+        except ClusterUnavailable:
+            raise
+        except Exception as exc:  # nats-py's own: a connection lost, an election under way
+            raise ClusterUnavailable(
+                f"JetStream at {self._servers_text} could not be read: {type(exc).__name__}: {exc}"
+            ) from None
+        try:
+            fresh = await self._ask(set(written), wait)
+        except Exception as exc:
+            raise ClusterUnavailable(
+                f"NATS at {self._servers_text} took no status request: {type(exc).__name__}: {exc}"
+            ) from None
         nodes = {**written, **fresh}
         status = ClusterStatus(
             cluster=self.cluster,
