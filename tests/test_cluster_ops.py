@@ -528,7 +528,10 @@ async def test_a_shared_limit_holds_at_the_server_as_a_node_joins_and_one_is_kil
     refused = arrivals[20]  # the 21st request got the 429
     during = [t for t in arrivals if refused + 0.1 < t < refused + 0.9]
     assert during == [], f"{len(during)} requests went out during the pause"
-    assert stats.max_in_window(1.0) <= limit + burst
+    # Any 0.9 s at the server, not 1 s: with five processes on two cores a request can
+    # take up to 0.1 s from its admission to its arrival, which packs admissions that
+    # kept the limit into a shorter window. (Without the sharing: 92 in one second.)
+    assert stats.max_in_window(0.9) <= limit + burst
     # The limit was used, not just respected: after the pause, most of it reached the server.
     after = [t for t in arrivals if t > refused + 1.0]
     seconds = after[-1] - after[0]
