@@ -155,7 +155,8 @@ def limited_tree() -> corral.Supervisor:
     """An exported OpenAIChat behind a rate limit shared across the nodes (settings from the env).
 
     ``CORRAL_TEST_LLM_URL`` is the server's base URL; ``CORRAL_TEST_LIMIT``
-    ``requests,per,burst`` the shared limit (named ``key-1``).
+    ``requests,per,burst`` the shared limit (named ``key-1``); every admitted
+    attempt appends its time to ``CORRAL_TEST_ADMITTED``.
     """
     import os
 
@@ -166,8 +167,17 @@ def limited_tree() -> corral.Supervisor:
         retry=corral.RetryPolicy(max_attempts=3, min_delay=0.01, max_delay=0.05),
     )
     url = os.environ["CORRAL_TEST_LLM_URL"]
+    # Each admission's wall-clock time, appended to a file the nodes share.
+    admitted = Path(os.environ["CORRAL_TEST_ADMITTED"]).open("a", buffering=1)  # noqa: SIM115
+
+    class Chat(corral.OpenAIChat):
+        async def handle(self, msg: corral.ChatRequest) -> corral.ChatReply:
+            # The policy calls the handler right after the limiter admitted the attempt.
+            admitted.write(f"{time.time():.6f}\n")
+            return await super().handle(msg)
+
     child = corral.child(
-        lambda: corral.OpenAIChat(model="fake-model", base_url=url, api_key_env=None),
+        lambda: Chat(model="fake-model", base_url=url, api_key_env=None),
         name="chat",
         export=True,
         max_concurrency=8,
