@@ -18,7 +18,7 @@ import random
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -189,6 +189,112 @@ class _Counters(corral.Instrument):
         self.retries[call.actor_name] += 1
 
 
+class CallRun:
+    """The demo's calls: sent 48 at a time, each under a root span, their outcomes tallied.
+
+    What the single-process demo and ``--nodes`` share; *send* submits one
+    message to the actor it names and returns the call's future.
+    """
+
+    def __init__(
+        self,
+        calls: int,
+        seed: int,
+        tracer: Any,
+        send: Callable[[str, Any], Awaitable[corral.Future[Any]]],
+    ) -> None:
+        self.calls = calls
+        self.seed = seed
+        self._tracer = tracer
+        self._send = send
+        self.done = 0
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        #: Per actor: ``ok`` and ``failed`` as the callers saw them.
+        self.by_actor: dict[str, collections.Counter[str]] = {
+            name: collections.Counter() for name in _ACTORS
+        }
+        self.unexpected: list[str] = []
+        self.futures: list[corral.Future[Any]] = []
+        self.all_done = anyio.Event()
+        self.half_done = anyio.Event()
+        self.elapsed = 0.0
+
+    async def _one(self, i: int, sem: anyio.Semaphore) -> None:
+        kind, msg = demo_call(self.seed, i)
+        async with sem:
+            with self._tracer.start_as_current_span(
+                f"demo request {i}", attributes={"demo.kind": kind}
+            ) as span:
+                fut = await self._send(kind, msg)
+                self.futures.append(fut)
+                await fut.wait()
+                error = fut.exception()
+                if error is not None:
+                    # The request's outcome is the call's: corral trace
+                    # reads a trace's outcome from its root span.
+                    span.set_status(Status(StatusCode.ERROR, str(error)))
+        if error is None:
+            self.outcomes["succeeded"] += 1
+            self.by_actor[kind]["ok"] += 1
+        else:
+            self.by_actor[kind]["failed"] += 1
+            if intended(error):
+                self.outcomes[type(error).__name__] += 1
+            else:
+                self.unexpected.append(f"{kind}: {type(error).__name__}: {error}")
+        self.done += 1
+        if self.done * 2 >= self.calls:
+            self.half_done.set()
+        if self.done == self.calls:
+            self.all_done.set()
+
+    async def run(
+        self,
+        view: View,
+        snapshot: Callable[[], Snapshot],
+        *beside: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        """Send every call, redraw *view*, run *beside* tasks, until every call has ended."""
+        started = time.monotonic()
+        with view:
+            async with anyio.create_task_group() as tg:
+                sem = anyio.Semaphore(48)
+                for i in range(self.calls):
+                    tg.start_soon(self._one, i, sem)
+                for task in beside:
+                    tg.start_soon(task)
+
+                async def refresh() -> None:
+                    while True:
+                        view.update(snapshot())
+                        await anyio.sleep(0.125)
+
+                tg.start_soon(refresh)
+                await self.all_done.wait()
+                self.elapsed = time.monotonic() - started
+                tg.cancel_scope.cancel()
+            view.update(snapshot(), final=True)
+
+    def result(self, telemetry: Telemetry, rows: list[ActorRow], circuit_opened: int) -> DemoResult:
+        """What happened, before the traces are read."""
+        outcomes = collections.Counter(self.outcomes)
+        return DemoResult(
+            calls=self.calls,
+            seed=self.seed,
+            succeeded=outcomes.pop("succeeded", 0),
+            failed=dict(outcomes),
+            unexpected=self.unexpected,
+            pending=sum(1 for f in self.futures if not f.done()) + (self.calls - len(self.futures)),
+            trace_file="",
+            export=telemetry.statistics(),
+            slowest=[],
+            elapsed=self.elapsed,
+            spans=0,
+            circuit_opened=circuit_opened,
+            rows=rows,
+        )
+
+
 @attrs.frozen
 class DemoResult:
     """What the demo did; ``exit_code`` is 0 when every call ended as expected."""
@@ -349,9 +455,6 @@ async def _run(
     width: int | None,
 ) -> DemoResult:
     counters = _Counters()
-    outcomes: collections.Counter[str] = collections.Counter()
-    unexpected: list[str] = []
-    futures: list[corral.Future[Any]] = []
     tracer = telemetry.tracer_provider.get_tracer("corral.demo")
     tree, limiter, breaker = demo_tree(server.base_url, seed, fail_rate)
     columns = Columns.for_run(_ACTORS, calls, _MAX_ATTEMPTS)
@@ -383,76 +486,18 @@ async def _run(
                 waiting=lim.waiting,
                 paused_for=lim.paused_for,
                 circuit=breaker.state.value,
-                done=done,
+                done=run.done,
                 total=calls,
             )
 
-        def make(i: int) -> tuple[str, Callable[[], Any]]:
-            kind, msg = demo_call(seed, i)
-            return kind, lambda: refs[kind].submit(msg, timeout=10)
+        async def send(kind: str, msg: Any) -> corral.Future[Any]:
+            return await refs[kind].submit(msg, timeout=10)
 
-        done = 0
-        all_done = anyio.Event()
-        sem = anyio.Semaphore(48)
-
-        async def one(i: int) -> None:
-            nonlocal done
-            kind, send = make(i)
-            async with sem:
-                with tracer.start_as_current_span(
-                    f"demo request {i}", attributes={"demo.kind": kind}
-                ) as span:
-                    fut = await send()
-                    futures.append(fut)
-                    await fut.wait()
-                    error = fut.exception()
-                    if error is not None:
-                        # The request's outcome is the call's: corral trace
-                        # reads a trace's outcome from its root span.
-                        span.set_status(Status(StatusCode.ERROR, str(error)))
-            if error is None:
-                outcomes["succeeded"] += 1
-            elif intended(error):
-                outcomes[type(error).__name__] += 1
-            else:
-                unexpected.append(f"{kind}: {type(error).__name__}: {error}")
-            done += 1
-            if done == calls:
-                all_done.set()
-
-        started = time.monotonic()
-        with View(out, live, columns, width) as view:
-            async with anyio.create_task_group() as tg:
-                for i in range(calls):
-                    tg.start_soon(one, i)
-
-                async def refresh() -> None:
-                    while True:
-                        view.update(snapshot())
-                        await anyio.sleep(0.125)
-
-                tg.start_soon(refresh)
-                await all_done.wait()
-                elapsed = time.monotonic() - started
-                tg.cancel_scope.cancel()
-            view.update(snapshot(), final=True)
+        run = CallRun(calls, seed, tracer, send)
+        await run.run(View(out, live, columns, width), snapshot)
         final_rows = rows()
     await telemetry.aclose()
-    return DemoResult(
-        calls=calls,
-        seed=seed,
-        succeeded=outcomes.pop("succeeded", 0),
-        failed=dict(outcomes),
-        unexpected=unexpected,
-        pending=sum(1 for f in futures if not f.done()) + (calls - len(futures)),
-        trace_file="",
-        export=telemetry.statistics(),
-        slowest=[],
-        elapsed=elapsed,
-        spans=0,
-        circuit_opened=breaker.status().opened,
-        rows=final_rows,
-    )
+    return run.result(telemetry, final_rows, breaker.status().opened)
 
 
 def summary_table(rows: list[ActorRow]) -> list[str]:

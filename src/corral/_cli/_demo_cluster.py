@@ -28,7 +28,6 @@ from typing import Any, TextIO
 
 import anyio
 import attrs
-from opentelemetry.trace import Status, StatusCode
 
 import corral
 from corral.telemetry import configure, read_otlp_json
@@ -38,15 +37,14 @@ from . import CommandError
 from ._demo import (
     _ACTORS,
     _MAX_ATTEMPTS,
+    CallRun,
     DemoResult,
     FlakyTool,
     ToolCall,
     _quiet_corral_logger,
     _summary,
-    demo_call,
     demo_faults,
     demo_tree,
-    intended,
 )
 from ._view import ActorRow, Columns, Snapshot, View
 from ._waterfall import draw_trace
@@ -326,10 +324,6 @@ async def _call(
         flush_timeout=3.0,
     )
     tracer = telemetry.tracer_provider.get_tracer("corral.demo")
-    outcomes: collections.Counter[str] = collections.Counter()
-    by_actor: dict[str, collections.Counter[str]] = {a: collections.Counter() for a in _ACTORS}
-    unexpected: list[str] = []
-    futures: list[corral.Future[Any]] = []
     # The last counts each node reported (a killed node's stay as they were).
     last: dict[str, dict[str, Any]] = {}
     snapshot_state: dict[str, Any] = {"waiting": 0, "paused": 0.0, "circuit": "closed"}
@@ -341,9 +335,6 @@ async def _call(
         heartbeat=_HEARTBEAT,
         types=(corral.ChatReply, corral.EmbeddingsReply),
     )
-    done = 0
-    all_done = anyio.Event()
-    half = anyio.Event()
     columns = Columns.for_run(_ACTORS, calls, _MAX_ATTEMPTS)
 
     def rows() -> list[ActorRow]:
@@ -355,8 +346,8 @@ async def _call(
                     actor=name,
                     queued=sum(a.queued for a in per_node),
                     running=sum(a.running for a in per_node),
-                    ok=by_actor[name]["ok"],
-                    failed=by_actor[name]["failed"],
+                    ok=run.by_actor[name]["ok"],
+                    failed=run.by_actor[name]["failed"],
                     retries=sum(a.retries for a in per_node),
                     restarts=sum(a.restarts for a in per_node),
                 )
@@ -369,7 +360,7 @@ async def _call(
             waiting=int(snapshot_state["waiting"]),
             paused_for=float(snapshot_state["paused"]),
             circuit=str(snapshot_state["circuit"]),
-            done=done,
+            done=run.done,
             total=calls,
         )
 
@@ -379,33 +370,10 @@ async def _call(
     ):
         refs = {name: rt.remote(name) for name in _ACTORS}
 
-        async def one(i: int, sem: anyio.Semaphore) -> None:
-            nonlocal done
-            kind, msg = demo_call(seed, i)
-            async with sem:
-                with tracer.start_as_current_span(
-                    f"demo request {i}", attributes={"demo.kind": kind}
-                ) as span:
-                    fut = await refs[kind].submit(msg, timeout=15)
-                    futures.append(fut)
-                    await fut.wait()
-                    error = fut.exception()
-                    if error is not None:
-                        span.set_status(Status(StatusCode.ERROR, str(error)))
-            if error is None:
-                outcomes["succeeded"] += 1
-                by_actor[kind]["ok"] += 1
-            else:
-                by_actor[kind]["failed"] += 1
-                if intended(error):
-                    outcomes[type(error).__name__] += 1
-                else:
-                    unexpected.append(f"{kind}: {type(error).__name__}: {error}")
-            done += 1
-            if done * 2 >= calls:
-                half.set()
-            if done == calls:
-                all_done.set()
+        async def send(kind: str, msg: Any) -> corral.Future[Any]:
+            return await refs[kind].submit(msg, timeout=15)
+
+        run = CallRun(calls, seed, tracer, send)
 
         async def watch() -> None:
             while True:
@@ -429,7 +397,7 @@ async def _call(
                 await anyio.sleep(0.25)
 
         async def kill_midway() -> None:
-            await half.wait()
+            await run.half_done.wait()
             # Midway, and while calls run on it (what the kill is about), within reason.
             with anyio.move_on_after(5):
                 while sum(a.running for a in last.get(killed.name, {}).values()) < 3:  # noqa: ASYNC110 - reports of another process
@@ -443,42 +411,10 @@ async def _call(
                 flush=True,
             )
 
-        started = time.monotonic()
-        with View(out, live, columns, width) as view:
-            async with anyio.create_task_group() as tg:
-                sem = anyio.Semaphore(48)
-                for i in range(calls):
-                    tg.start_soon(one, i, sem)
-                tg.start_soon(watch)
-                tg.start_soon(kill_midway)
-
-                async def refresh() -> None:
-                    while True:
-                        view.update(snapshot())
-                        await anyio.sleep(0.125)
-
-                tg.start_soon(refresh)
-                await all_done.wait()
-                elapsed = time.monotonic() - started
-                tg.cancel_scope.cancel()
-            view.update(snapshot(), final=True)
+        await run.run(View(out, live, columns, width), snapshot, watch, kill_midway)
         final_rows = rows()
     await telemetry.aclose()
-    return DemoResult(
-        calls=calls,
-        seed=seed,
-        succeeded=outcomes.pop("succeeded", 0),
-        failed=dict(outcomes),
-        unexpected=unexpected,
-        pending=sum(1 for f in futures if not f.done()) + (calls - len(futures)),
-        trace_file="",
-        export=telemetry.statistics(),
-        slowest=[],
-        elapsed=elapsed,
-        spans=0,
-        circuit_opened=0,
-        rows=final_rows,
-    )
+    return run.result(telemetry, final_rows, circuit_opened=0)
 
 
 def _finish(
