@@ -250,17 +250,10 @@ class _Reader:
     def imported(self, value: Any, key: str) -> Any:
         if not isinstance(value, str) or value.count(":") != 1:
             raise self.error(key, f"should be an import path 'package.module:Name', got {value!r}")
-        module_name, _, attribute = value.partition(":")
         try:
-            obj: Any = importlib.import_module(module_name)
-        except Exception as exc:  # ImportError, or the module's own error on import
-            raise self.error(key, f"cannot import {module_name!r}: {exc}") from None
-        for part in attribute.split("."):
-            try:
-                obj = getattr(obj, part)
-            except AttributeError:
-                raise self.error(key, f"{module_name!r} has no {attribute!r}") from None
-        return obj
+            return import_object(value)
+        except LookupError as exc:
+            raise self.error(key, str(exc)) from None
 
     def factory(self, value: Any, key: str) -> Callable[[], Any]:
         obj = self.imported(value, key)
@@ -273,6 +266,26 @@ class _Reader:
         if not (isinstance(obj, type) and issubclass(obj, BaseException)):
             raise self.error(key, f"{value!r} is not an exception class, but {obj!r}")
         return obj
+
+
+def import_object(path: str) -> Any:
+    """The object that *path* (``package.module:Name``, dots allowed after the colon) names.
+
+    Raises:
+        LookupError: Its module cannot be imported (the error it raised is
+            named), or it has no such name.
+    """
+    module_name, _, attribute = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or the module's own error on import
+        raise LookupError(f"cannot import {module_name!r}: {exc}") from None
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise LookupError(f"{module_name!r} has no {attribute!r}") from None
+    return obj
 
 
 def _join(key: str, name: str) -> str:

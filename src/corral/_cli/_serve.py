@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import signal
@@ -34,6 +33,7 @@ def load_target(target: str) -> corral.Supervisor:
         CommandError: The target cannot be read or is not a tree.
     """
     import corral
+    from corral._tree import import_object
 
     if target.endswith(".toml") or (":" not in target and Path(target).exists()):
         try:
@@ -48,14 +48,9 @@ def load_target(target: str) -> corral.Supervisor:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or the module's own error on import
-        raise CommandError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise CommandError(f"{module_name!r} has no {attribute!r}") from None
+        obj = import_object(target)
+    except LookupError as exc:
+        raise CommandError(str(exc)) from None
     if not isinstance(obj, (corral.Supervisor, type)) and callable(obj):
         try:
             obj = obj()

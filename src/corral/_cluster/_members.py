@@ -24,6 +24,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -162,10 +163,21 @@ def decode_report(data: bytes) -> NodeReport | None:
 
 def protocol_of(ref: ActorRef[Any, Any]) -> dict[str, list[str]]:
     """What crosses the wire to *ref*'s actor: each message type's name and field names."""
+    # Once per class: a node's record is made every period and on every status request.
+    known = _protocols.get(ref.actor_class)
+    if known is None:
+        known = _protocols[ref.actor_class] = _shapes_of(ref.actor_class)
+    return known
+
+
+_protocols: weakref.WeakKeyDictionary[type, dict[str, list[str]]] = weakref.WeakKeyDictionary()
+
+
+def _shapes_of(actor_class: type[Any]) -> dict[str, list[str]]:
     from .._core._actor import message_types
 
     shapes: dict[str, list[str]] = {}
-    for cls in message_types(ref.actor_class):
+    for cls in message_types(actor_class):
         if attrs.has(cls):
             name = f"{cls.__module__}.{cls.__qualname__}"
             shapes[name] = sorted(field.name for field in attrs.fields(cls))

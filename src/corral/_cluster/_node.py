@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from .._core._runtime import Runtime
 
-__all__ = ["ClusterNode", "exported_children", "on_asyncio"]
+__all__ = ["ClusterNode", "connect", "exported_children", "on_asyncio"]
 
 logger = logging.getLogger("corral.cluster")
 
@@ -60,6 +60,37 @@ def exported_children(tree: Supervisor) -> Iterator[ChildSpec]:
             yield from exported_children(spec)
         elif spec.export:
             yield spec
+
+
+async def connect(servers: Sequence[str], timeout: float, name: str, **callbacks: Any) -> Client:
+    """A nats-py connection to *servers* that reconnects for ever once made.
+
+    Raises:
+        ClusterUnavailable: None answered within *timeout* seconds (the
+            servers named, passwords redacted).
+    """
+    import nats
+
+    text = ", ".join(redact_unparsed_url(url) for url in servers)
+    client = None
+    with anyio.move_on_after(timeout):
+        try:
+            client = await nats.connect(
+                servers=list(servers),
+                connect_timeout=timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                name=name,
+                **callbacks,
+            )
+        except Exception as exc:
+            raise ClusterUnavailable(
+                f"cannot connect to NATS at {text}: {type(exc).__name__}: {exc}"
+            ) from None
+    if client is None:
+        raise ClusterUnavailable(f"NATS at {text} did not answer within {timeout} s")
+    return client
 
 
 class ClusterNode:
@@ -131,31 +162,16 @@ class ClusterNode:
             ClusterUnavailable: No server answered within ``connect_timeout``.
             ClusterConflict: A live node has this node's name.
         """
-        import nats
-
         spec = self.spec
         self._tg = tg
         self.now = LoopHooks().clock
-        with anyio.move_on_after(spec.connect_timeout):
-            try:
-                self._nc = await nats.connect(
-                    servers=list(spec.servers),
-                    connect_timeout=spec.connect_timeout,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    name=f"corral {spec.name} {self.members.name}",
-                    error_cb=self._on_error,
-                    reconnected_cb=self._on_reconnected,
-                )
-            except Exception as exc:
-                raise ClusterUnavailable(
-                    f"cannot connect to NATS at {self.servers_text}: {type(exc).__name__}: {exc}"
-                ) from None
-        if self._nc is None:
-            raise ClusterUnavailable(
-                f"NATS at {self.servers_text} did not answer within {spec.connect_timeout} s"
-            )
+        self._nc = await connect(
+            spec.servers,
+            spec.connect_timeout,
+            f"corral {spec.name} {self.members.name}",
+            error_cb=self._on_error,
+            reconnected_cb=self._on_reconnected,
+        )
         try:
             await self._set_up(self._nc)
         except BaseException:

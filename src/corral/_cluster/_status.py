@@ -146,26 +146,9 @@ class StatusReader:
         self._nc: Client | None = None
 
     async def __aenter__(self) -> StatusReader:
-        import nats
+        from ._node import connect
 
-        with anyio.move_on_after(self.timeout):
-            try:
-                self._nc = await nats.connect(
-                    servers=self.servers,
-                    connect_timeout=self.timeout,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    name=f"corral status {self.cluster}",
-                )
-            except Exception as exc:
-                raise ClusterUnavailable(
-                    f"cannot connect to NATS at {self._servers_text}: {type(exc).__name__}: {exc}"
-                ) from None
-        if self._nc is None:
-            raise ClusterUnavailable(
-                f"NATS at {self._servers_text} did not answer within {self.timeout} s"
-            )
+        self._nc = await connect(self.servers, self.timeout, f"corral status {self.cluster}")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
