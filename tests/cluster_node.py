@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
@@ -31,6 +32,8 @@ class Work:
     retry_ms: int | None = None
     #: Raise ValueError after sleeping (a failed call, not a crash).
     fail: bool = False
+    #: Streamed (``stream``): the chunk before which the sleep comes (3 chunks in all).
+    pause_at: int = 0
 
 
 class Worker(corral.Actor[Work, str]):
@@ -54,6 +57,19 @@ class Worker(corral.Actor[Work, str]):
         if msg.fail:
             raise ValueError(f"work {msg.key} fails")
         return f"{self.node}:{call.attempt}"
+
+    @corral.streams(Work)
+    async def chunks(self, msg: Work) -> AsyncIterator[str]:
+        """Three chunks ``node:attempt:index``, sleeping as ``handle`` does before one."""
+        call = corral.current_call()
+        assert call is not None
+        self._log("start", msg, call.attempt)
+        ms = msg.ms if call.attempt == 1 or msg.retry_ms is None else msg.retry_ms
+        for i in range(3):
+            if i == msg.pause_at:
+                await anyio.sleep(ms / 1000)
+            yield f"{self.node}:{call.attempt}:{i}"
+        self._log("done", msg, call.attempt)
 
 
 def served_tree() -> corral.Supervisor:

@@ -207,14 +207,6 @@ async def test_an_oversized_call_is_refused_before_publishing(nats: NatsCluster)
             await caller.remote("calc").submit(Echo("x" * 500))
 
 
-async def test_streaming_from_a_remote_actor_is_refused_clearly(
-    calc: tuple[corral.Runtime, corral.Runtime],
-) -> None:
-    _, caller = calc
-    with pytest.raises(corral.CorralError, match="not supported yet"):
-        caller.remote("calc").stream(Add(a=1, b=1))
-
-
 async def test_unreachable_nats_fails_entry_in_bounded_time_naming_the_servers() -> None:
     port = closed_port()
     spec = corral.Cluster(servers=[f"nats://user:s3cret@127.0.0.1:{port}"], connect_timeout=0.5)

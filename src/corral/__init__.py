@@ -9,6 +9,7 @@ from ._cluster._exceptions import ClusterUnavailable as ClusterUnavailable
 from ._cluster._exceptions import NodeLost as NodeLost
 from ._cluster._exceptions import RemoteError as RemoteError
 from ._cluster._remote import RemoteRef as RemoteRef
+from ._cluster._remote import RemoteStream as RemoteStream
 from ._cluster._spec import Cluster as Cluster
 from ._core._actor import Actor as Actor
 from ._core._actor import handles as handles
@@ -195,6 +196,7 @@ __all__ = [
     "RefusalPart",
     "RemoteError",
     "RemoteRef",
+    "RemoteStream",
     "ResponseFormat",
     "Restart",
     "RetryPolicy",

@@ -14,6 +14,14 @@ instead: the call goes to its direct subject with this node's inbox as the
 reply subject; no node serving it means :class:`ActorNotFound` at once
 (the servers' no-responders status), and a call its node stopped holding
 (no still-alive message for ``ack_wait``) fails with :class:`NodeLost`.
+
+A streamed call (:meth:`RemoteRef.stream`) travels like a request; its
+chunks arrive at the caller's inbox before its final answer (the number of
+chunks), each numbered with its delivery and its index. The caller tells
+the serving node how many it has read, so that node sends at most
+:data:`STREAM_WINDOW` ahead. A chunk missing from the sequence fails the
+call; so do chunks of a later delivery once some of an earlier one were
+read (its node died mid-stream: a stream is not begun again under a reader).
 """
 
 from __future__ import annotations
@@ -45,14 +53,26 @@ from ..telemetry import inject
 from ..telemetry._instrument import tracer_for, tracer_of
 from ._exceptions import ClusterUnavailable, NodeLost
 from ._records import retrying
-from ._wire import ALIVE, MSG_ID, NO_WAIT, REPLY_TO, decode_reply, token
+from ._wire import (
+    ALIVE,
+    CHUNK,
+    CREDIT,
+    MSG_ID,
+    NO_WAIT,
+    REPLY_TO,
+    STREAM,
+    STREAM_WINDOW,
+    decode_reply,
+    token,
+)
 
 if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectSendStream
     from nats.aio.msg import Msg
 
     from ._node import ClusterNode
 
-__all__ = ["Calling"]
+__all__ = ["Calling", "Chunks"]
 
 logger = logging.getLogger("corral.cluster")
 
@@ -62,6 +82,23 @@ _PER_SUBJECT_LIMIT: Final = 10077
 PUBLISH_LIMIT: Final = 30.0
 #: The header value with which the servers say that no one subscribes (no responders).
 _NO_RESPONDERS: Final = "503"
+
+
+@attrs.define(eq=False)
+class Chunks:
+    """The caller's end of a streamed remote call: its chunks in order, and how many were read."""
+
+    #: Where arriving chunks go (its reader holds the receiving end; room for a window).
+    send: MemoryObjectSendStream[Any]
+    #: The call's id, once sent.
+    call_id: uuid.UUID | None = None
+    #: The delivery whose chunks arrived (0 until the first one).
+    attempt: int = 0
+    received: int = 0
+    read: int = 0
+    #: The read count last told to the serving node, and where it takes them.
+    credited: int = 0
+    credit_to: str = ""
 
 
 @attrs.define(eq=False)
@@ -76,6 +113,8 @@ class _Waiting:
     #: Sent over core NATS (``durable=False``): when its node last said it holds it.
     direct: bool = False
     seen: float = 0.0
+    #: A streamed call's chunks (``None`` for a plain request).
+    chunks: Chunks | None = None
 
 
 class _Full(Exception):
@@ -98,14 +137,23 @@ class Calling:
         self._lookups: dict[str, anyio.Event] = {}
         self._refreshing: set[str] = set()
         self._direct = 0
+        self._streams = 0
 
     async def send(
-        self, name: str, msg: object, kind: Kind, timeout: float | None, *, wait: bool
+        self,
+        name: str,
+        msg: object,
+        kind: Kind,
+        timeout: float | None,
+        *,
+        wait: bool,
+        chunks: Chunks | None = None,
     ) -> Future[Any] | None:
         """Publish a call to actor *name*; return its future (``None`` for a one-way message).
 
         With *wait*, a full mailbox is waited out (until the deadline);
-        without, it raises :class:`MailboxFull`.
+        without, it raises :class:`MailboxFull`. With *chunks*, the call is
+        a streamed request whose chunks go there (closed when it resolves).
         """
         node = self._node
         cls = type(msg)
@@ -143,12 +191,16 @@ class Calling:
         now = node.now()
         deadline = None if timeout is None else now + timeout
         if not durable:
-            return await self._send_direct(name, envelope.id, data, kind, deadline, wait, span)
+            return await self._send_direct(
+                name, envelope.id, data, kind, deadline, wait, span, chunks
+            )
         headers = {MSG_ID: str(envelope.id)}
         waiting = None
         if kind is not Kind.ONE_WAY:
             headers[REPLY_TO] = f"{node.inbox}.{envelope.id.hex}"
-            waiting = self._wait(envelope.id, _Waiting(pending(), name), span)
+            if chunks is not None:
+                headers[STREAM] = "1"
+            waiting = self._wait(envelope.id, _Waiting(pending(), name, chunks=chunks), span)
         fut = None if waiting is None else waiting.future
         try:
             seq = await self._publish(name, data, headers, deadline, timeout, wait)
@@ -171,6 +223,11 @@ class Calling:
         if waiting.direct:
             self._direct += 1
         fut = waiting.future
+        chunks = waiting.chunks
+        if chunks is not None:
+            chunks.call_id = call_id
+            self._streams += 1
+            fut.add_done_callback(lambda f: chunks.send.close())  # the reader ends with it
         fut.add_done_callback(lambda f: self._gave_up(call_id, f))
         if span is not None:
             fut.add_done_callback(lambda f: _end_span(span, f.exception()))
@@ -203,6 +260,7 @@ class Calling:
         deadline: float | None,
         wait: bool,
         span: trace.Span | None,
+        chunks: Chunks | None,
     ) -> Future[Any] | None:
         """Send a call over core NATS to the nodes serving *name* ``durable=False``."""
         node = self._node
@@ -211,14 +269,14 @@ class Calling:
         if kind is not Kind.ONE_WAY:
             reply = f"{node.inbox}.{call_id.hex}"
             now = node.now()
-            waiting = _Waiting(pending(), name, sent_at=now, direct=True, seen=now)
+            waiting = _Waiting(pending(), name, sent_at=now, direct=True, seen=now, chunks=chunks)
             fut = self._wait(call_id, waiting, span).future
+        headers = {} if wait else {NO_WAIT: "1"}
+        if chunks is not None:
+            headers[STREAM] = "1"
         try:
             await node.nc.publish(
-                node.spec.direct_subject(name),
-                data,
-                reply=reply,
-                headers=None if wait else {NO_WAIT: "1"},
+                node.spec.direct_subject(name), data, reply=reply, headers=headers or None
             )
         except BaseException as exc:
             self._unsent(call_id, fut, span, exc)
@@ -362,6 +420,8 @@ class Calling:
                 self._seqs.pop(waiting.seq, None)
             if waiting.direct:
                 self._direct -= 1
+            if waiting.chunks is not None:
+                self._streams -= 1
         return waiting
 
     def _gave_up(self, call_id: uuid.UUID, fut: Future[Any]) -> None:
@@ -376,11 +436,102 @@ class Calling:
         if tail == ALIVE:
             self._alive(msg.data)
             return
-        headers = msg.headers
-        if headers and headers.get("Status") == _NO_RESPONDERS:
-            self._unserved(tail)
+        if tail == CREDIT:
+            self._node.serving.on_credit(msg.data)  # a caller read chunks this node streams
             return
+        headers = msg.headers
+        if headers:
+            if headers.get("Status") == _NO_RESPONDERS:
+                self._unserved(tail)
+                return
+            position = headers.get(CHUNK)
+            if position is not None:
+                self._chunk(position, msg.data, msg.reply)
+                return
         self._resolve_from(msg.data)
+
+    def _chunk(self, position: str, data: bytes, credit_to: str) -> None:
+        """One chunk of a streamed call arrived: pass it to its reader, in order."""
+        try:
+            call_id, ok, value = decode_reply(self._node.protocol, data)
+            attempt_text, _, index_text = position.partition(" ")
+            attempt, index = int(attempt_text), int(index_text)
+        except (ProtocolError, ValueError) as exc:
+            logger.warning("dropped a chunk that is not one: %s", exc)
+            return
+        waiting = self._pending.get(call_id)
+        chunks = None if waiting is None else waiting.chunks
+        if waiting is None or chunks is None or attempt < chunks.attempt:
+            return  # given up; or from a delivery that ended (its node died)
+        if attempt > chunks.attempt:
+            if chunks.received:
+                self._fail(
+                    call_id,
+                    NodeLost(
+                        f"the node streaming this call from {waiting.name!r} died after "
+                        f"{chunks.received} chunks, and another node began it again "
+                        f"(attempt {attempt}): a stream is not begun again once chunks arrived"
+                    ),
+                )
+                return
+            chunks.attempt = attempt
+        if index != chunks.received:
+            self._fail(
+                call_id,
+                ClusterUnavailable(
+                    f"chunk {chunks.received} of a stream from {waiting.name!r} was lost on "
+                    "the way (a NATS connection dropped it)"
+                ),
+            )
+            return
+        if not ok:
+            self._fail(call_id, value)  # the chunk could not be sent or read
+            return
+        try:
+            chunks.send.send_nowait(value)
+        except anyio.WouldBlock:
+            self._fail(
+                call_id,
+                ProtocolError(
+                    f"the node streaming from {waiting.name!r} sent more than "
+                    f"{STREAM_WINDOW} chunks ahead of their reader"
+                ),
+            )
+            return
+        chunks.received += 1
+        chunks.credit_to = credit_to
+
+    def credit(self, chunks: Chunks) -> None:
+        """Tell the node streaming a call how many chunks were read, if half a window more."""
+        call_id = chunks.call_id
+        if (
+            call_id is not None
+            and chunks.credit_to
+            and chunks.read - chunks.credited >= STREAM_WINDOW // 2
+        ):
+            chunks.credited = chunks.read
+            self._node.publish_soon(chunks.credit_to, f"{call_id.hex} {chunks.read}".encode())
+
+    async def _credit_all(self) -> None:
+        """Tell each node streaming to this one how many chunks were read (it hears the reader)."""
+        lines: dict[str, list[str]] = {}
+        for call_id, waiting in list(self._pending.items()):
+            chunks = waiting.chunks
+            if chunks is not None and chunks.credit_to:
+                chunks.credited = chunks.read
+                lines.setdefault(chunks.credit_to, []).append(f"{call_id.hex} {chunks.read}")
+        for subject, entries in lines.items():
+            try:
+                await self._node.nc.publish(subject, "\n".join(entries).encode())
+            except Exception as exc:
+                logger.warning("could not tell a node how much of its streams was read: %s", exc)
+
+    def _fail(self, call_id: uuid.UUID, exc: BaseException) -> None:
+        """Fail a waiting call here, and tell the node serving it to stop."""
+        waiting = self._forget(call_id)
+        if waiting is not None:
+            set_exception(waiting.future, exc)
+            self._node.broadcast_cancel(call_id)
 
     def _alive(self, data: bytes) -> None:
         now = self._node.now()
@@ -408,11 +559,17 @@ class Calling:
             )
 
     async def liveness_loop(self) -> None:
-        """Every heartbeat, fail the core NATS calls no node said it held for ``ack_wait``."""
+        """Every heartbeat, fail the core NATS calls no node said it held for ``ack_wait``.
+
+        And tell the nodes streaming to this one how much was read, so that
+        they hear the reader is still there.
+        """
         node = self._node
         ack_wait = node.spec.ack_wait
         while True:
             await anyio.sleep(node.spec.heartbeat)
+            if self._streams:
+                await self._credit_all()
             if not self._direct:
                 continue
             silent_since = node.now() - ack_wait
@@ -437,9 +594,20 @@ class Calling:
         except ProtocolError as exc:
             logger.warning("dropped a reply that is not one: %s", exc)
             return
-        waiting = self._forget(call_id)
+        waiting = self._pending.get(call_id)
         if waiting is None:
             return  # answered already, or given up
+        chunks = waiting.chunks
+        if ok and chunks is not None and value != chunks.received:
+            self._fail(
+                call_id,
+                ClusterUnavailable(
+                    f"a stream from {waiting.name!r} ended after {value} chunks, of which "
+                    f"{chunks.received} arrived (a NATS connection dropped the rest)"
+                ),
+            )
+            return
+        self._forget(call_id)
         if ok:
             set_result(waiting.future, value)
         else:

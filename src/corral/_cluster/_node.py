@@ -27,7 +27,7 @@ from .._core._messages import Kind
 from .._core._specs import ChildSpec, Supervisor
 from .._protocol import Protocol
 from .._services._redact import redact_unparsed_url
-from ._calling import PUBLISH_LIMIT, Calling
+from ._calling import PUBLISH_LIMIT, Calling, Chunks
 from ._exceptions import ClusterUnavailable
 from ._members import Members, status_subject
 from ._records import Records, wait_for_leader
@@ -253,12 +253,19 @@ class ClusterNode:
         await self.serving.serve(spec)
 
     async def send(
-        self, name: str, msg: object, kind: Kind, timeout: float | None, *, wait: bool
+        self,
+        name: str,
+        msg: object,
+        kind: Kind,
+        timeout: float | None,
+        *,
+        wait: bool,
+        chunks: Chunks | None = None,
     ) -> Future[Any] | None:
         """Publish a call to actor *name* (see :meth:`Calling.send`)."""
         if self._nc is None or self._closing:
             raise InvalidStateError("the runtime's cluster connection is closed")
-        return await self.calling.send(name, msg, kind, timeout, wait=wait)
+        return await self.calling.send(name, msg, kind, timeout, wait=wait, chunks=chunks)
 
     def stop_fetching(self) -> None:
         """Take no more calls from the cluster (a graceful stop begins)."""

@@ -15,6 +15,12 @@ answered to the reply subject it came with, nothing acknowledged or
 written down. Every heartbeat the node tells each caller which of its
 calls it still holds, so a caller learns that a node died (its calls fail
 with :class:`NodeLost`) instead of waiting for their deadlines.
+
+A streamed call (either way) runs the actor's streaming handler; one task
+per such call sends its chunks to the caller's inbox, numbered, at most
+:data:`STREAM_WINDOW` ahead of what the caller said it read, and the final
+answer (the number of chunks) after the last. A caller that says nothing
+for ``ack_wait`` while the window is full is gone: its call is cancelled.
 """
 
 from __future__ import annotations
@@ -39,10 +45,23 @@ from .._core._exceptions import (
     UnhandledMessage,
 )
 from .._core._future import Future
+from .._core._ref import STREAM_BUFFER
 from ._records import ANNOUNCE_EVERY, retrying
-from ._wire import ALIVE, NO_WAIT, REPLY_TO, encode_error, encode_reply, token
+from ._wire import (
+    ALIVE,
+    CHUNK,
+    CREDIT,
+    NO_WAIT,
+    REPLY_TO,
+    STREAM,
+    STREAM_WINDOW,
+    encode_error,
+    encode_reply,
+    token,
+)
 
 if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
@@ -66,6 +85,20 @@ _ALIVE_BATCH: Final = 1000
 
 
 @attrs.define(eq=False)
+class _Forward:
+    """The serving end of a streamed call: its chunks on their way, and what its caller read."""
+
+    attempt: int
+    chunks: MemoryObjectReceiveStream[Any]
+    #: How many chunks the caller said it read, and when it last said so (loop clock).
+    read: int = 0
+    heard: float = 0.0
+    room: anyio.Event = attrs.Factory(anyio.Event)
+    done: anyio.Event = attrs.Factory(anyio.Event)
+    scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
+
+
+@attrs.define(eq=False)
 class _Running:
     """A call this node took and has not answered yet (from the stream: not acknowledged)."""
 
@@ -75,6 +108,8 @@ class _Running:
     #: The call's wall-clock deadline (``time.time()``), or ``None``.
     deadline: float | None = None
     future: Future[Any] | None = None
+    #: A streamed call's chunks on their way to the caller.
+    forward: _Forward | None = None
 
 
 @attrs.define(eq=False)
@@ -303,21 +338,50 @@ class Serving:
             envelope = attrs.evolve(envelope, target=served.name)
         record = self._running[envelope.id] = _Running(msg, reply_to, envelope.deadline)
         served.taken += 1
+        chunks = self._streamed(record, headers, attempt)
         try:
-            fut = await node.runtime.deliver(envelope, track=True)
+            fut = await node.runtime.deliver(envelope, track=True, chunks=chunks)
         except (UnhandledMessage, ProtocolError) as exc:
+            self._unstarted(record, chunks)
             self._release(served, envelope.id)
             await self._send(reply_to, envelope.id, encode_error(envelope.id, exc))
             await _settle(msg, "term")
             return
         except (ActorStopped, NotFound):
             # Not served here any more: another node takes it now.
+            self._unstarted(record, chunks)
             self._release(served, envelope.id)
             await _settle(msg, "nak")
             return
+        except BaseException:
+            self._unstarted(record, chunks)
+            raise
+        self._started(served, envelope.id, record, fut)
+
+    def _streamed(
+        self, record: _Running, headers: dict[str, str], attempt: int
+    ) -> MemoryObjectSendStream[Any] | None:
+        """Where a streamed call's handler sends its chunks (``None``: not streamed)."""
+        if STREAM not in headers:
+            return None
+        send, recv = anyio.create_memory_object_stream[Any](STREAM_BUFFER)
+        record.forward = _Forward(attempt, recv, heard=self._node.now())
+        return send
+
+    def _unstarted(self, record: _Running, chunks: MemoryObjectSendStream[Any] | None) -> None:
+        if chunks is not None and record.forward is not None:
+            chunks.close()
+            record.forward.chunks.close()
+            record.forward = None
+
+    def _started(
+        self, served: _Served, call_id: uuid.UUID, record: _Running, fut: Future[Any] | None
+    ) -> None:
+        """The actor took the call: answer when it ends (and send its chunks meanwhile)."""
         assert fut is not None
         record.future = fut
-        call_id = envelope.id
+        if record.forward is not None:
+            self._node.tg.start_soon(self._forward, call_id, record)
         fut.add_done_callback(lambda f: self._finished(served, call_id, f))
 
     async def _take_direct(self, served: _Served, msg: Msg) -> None:
@@ -336,17 +400,22 @@ class Serving:
             return  # its caller has given up already
         if envelope.target != served.name:
             envelope = attrs.evolve(envelope, target=served.name)
-        wait = not (msg.headers and NO_WAIT in msg.headers)
+        headers = msg.headers or {}
         record = self._running[call_id] = _Running(None, reply_to, envelope.deadline)
+        chunks = self._streamed(record, headers, 1)
         try:
-            fut = await node.runtime.deliver(envelope, track=True, wait=wait)
+            fut = await node.runtime.deliver(
+                envelope, track=True, wait=NO_WAIT not in headers, chunks=chunks
+            )
         except (UnhandledMessage, ProtocolError, MailboxFull, ActorStopped, NotFound) as exc:
+            self._unstarted(record, chunks)
             self._running.pop(call_id, None)
             await self._send(reply_to, call_id, encode_error(call_id, exc))
             return
-        assert fut is not None
-        record.future = fut
-        fut.add_done_callback(lambda f: self._finished(served, call_id, f))
+        except BaseException:
+            self._unstarted(record, chunks)
+            raise
+        self._started(served, call_id, record, fut)
 
     async def _refuse(
         self, served: _Served, msg: Msg, reply_to: str | None, exc: ProtocolError
@@ -376,7 +445,8 @@ class Serving:
         record = self._running.get(call_id)
         if record is None:
             return
-        if record.msg is None:  # a core NATS call: answer it, nothing to acknowledge
+        if record.msg is None and record.forward is None:
+            # A core NATS call: answer it, nothing to acknowledge.
             del self._running[call_id]
             data = self._direct_answer(call_id, fut)
             if data is not None and record.reply_to:
@@ -389,10 +459,22 @@ class Serving:
     async def _reply(
         self, served: _Served, call_id: uuid.UUID, record: _Running, fut: Future[Any]
     ) -> None:
-        """Answer and acknowledge a call from the stream (core NATS calls: _direct_answer)."""
+        """Answer a call that ended, once its chunks went; acknowledge it if from the stream.
+
+        Plain core NATS calls are answered from the outbox instead.
+        """
         msg = record.msg
-        assert msg is not None
         try:
+            forward = record.forward
+            if forward is not None:
+                if fut.cancelled():
+                    forward.scope.cancel()
+                await forward.done.wait()
+            if msg is None:  # a streamed core NATS call
+                data = self._direct_answer(call_id, fut)
+                if data is not None:
+                    await self._send(record.reply_to, call_id, data)
+                return
             stopped_here = self._closing and isinstance(fut.exception(), ActorStopped)
             if stopped_here or (fut.cancelled() and call_id not in self._cancelled):
                 # Cut short by this node's stop, not by its caller: another node runs it.
@@ -413,6 +495,56 @@ class Serving:
             self._release(served, call_id)
             self._replying -= 1
             self._replies_done.set()
+
+    async def _forward(self, call_id: uuid.UUID, record: _Running) -> None:
+        """Send a streamed call's chunks to its caller as they come, a window ahead at most."""
+        forward = record.forward
+        assert forward is not None
+        node = self._node
+        silence = node.spec.ack_wait
+        credit_to = f"{node.inbox}.{CREDIT}"
+        try:
+            with forward.scope, forward.chunks:
+                index = 0
+                async for chunk in forward.chunks:
+                    while index - forward.read >= STREAM_WINDOW:
+                        quiet = node.now() - forward.heard
+                        if quiet >= silence:
+                            logger.warning(
+                                "the caller of streamed call %s read nothing for %s s: cancelled",
+                                call_id,
+                                silence,
+                            )
+                            self._cancel(call_id)
+                            return
+                        forward.room = anyio.Event()
+                        with anyio.move_on_after(silence - quiet):
+                            await forward.room.wait()
+                    data = self._encode_reply(call_id, chunk)
+                    position = {CHUNK: f"{forward.attempt} {index}"}
+                    await self._send(record.reply_to, call_id, data, position, credit_to)
+                    index += 1
+        finally:
+            forward.done.set()
+
+    def on_credit(self, data: bytes) -> None:
+        """A caller said how many chunks of its streamed calls it read (lines ``<id> <count>``)."""
+        now = self._node.now()
+        for line in data.split(b"\n"):
+            text, _, count = line.partition(b" ")
+            try:
+                call_id = uuid.UUID(text.decode())
+                read = int(count)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            record = self._running.get(call_id)
+            forward = None if record is None else record.forward
+            if forward is None:
+                continue
+            forward.heard = now
+            if read > forward.read:
+                forward.read = read
+                forward.room.set()
 
     def _encode_reply(self, call_id: uuid.UUID, value: Any) -> bytes:
         # A handler's reply class is known only once it replies: register it
@@ -451,12 +583,19 @@ class Serving:
             served.taken -= 1
             served.slot.set()
 
-    async def _send(self, reply_to: str | None, call_id: uuid.UUID, data: bytes) -> None:
+    async def _send(
+        self,
+        reply_to: str | None,
+        call_id: uuid.UUID,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+        reply: str = "",
+    ) -> None:
         nc = self._node.nc
         if reply_to is None or nc.is_closed:
             return
         try:
-            await nc.publish(reply_to, data)
+            await nc.publish(reply_to, data, reply=reply, headers=headers)
         except Exception as exc:
             logger.warning("could not answer call %s: %s", call_id, exc)
 
@@ -514,6 +653,10 @@ class Serving:
             call_id = uuid.UUID(msg.data.decode())
         except (ValueError, UnicodeDecodeError):
             return
+        self._cancel(call_id)
+
+    def _cancel(self, call_id: uuid.UUID) -> None:
+        """Its caller gave up *call_id*: never run it, stop it if it runs."""
         self._cancelled[call_id] = None
         while len(self._cancelled) > _CANCELLED_KEPT:
             self._cancelled.popitem(last=False)

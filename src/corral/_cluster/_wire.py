@@ -22,9 +22,13 @@ from ._exceptions import RemoteError
 __all__ = [
     "ALIVE",
     "CANCEL",
+    "CHUNK",
+    "CREDIT",
     "MSG_ID",
     "NO_WAIT",
     "REPLY_TO",
+    "STREAM",
+    "STREAM_WINDOW",
     "decode_reply",
     "encode_error",
     "encode_reply",
@@ -42,6 +46,17 @@ NO_WAIT: Final = "Corral-No-Wait"
 #: Inbox tail to which a node serving ``durable=False`` calls sends, every
 #: heartbeat, the ids of that caller's calls it still holds (comma-separated hex).
 ALIVE: Final = "alive"
+#: Header of a streamed call (:meth:`RemoteRef.stream`): run the actor's streaming handler.
+STREAM: Final = "Corral-Stream"
+#: Header of one chunk of a streamed call's reply, sent to the caller's inbox
+#: before its final answer: ``"<attempt> <index>"`` (the index counts from 0).
+CHUNK: Final = "Corral-Chunk"
+#: Inbox tail to which a caller reading streamed calls sends, as it reads and
+#: every heartbeat, how many chunks of each it has read (lines ``<call id hex>
+#: <count>``): the serving node sends at most a window ahead of that.
+CREDIT: Final = "credit"
+#: Chunks of a streamed call its serving node may send ahead of what the caller read.
+STREAM_WINDOW: Final = 32
 
 _SAFE: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 

@@ -390,7 +390,9 @@ def new(
     return call
 
 
-def from_envelope(cell: ActorCell, envelope: Envelope, func: Handler) -> Call:
+def from_envelope(
+    cell: ActorCell, envelope: Envelope, func: Handler, stream: StreamState | None = None
+) -> Call:
     """The call of an envelope that arrived from elsewhere; its wall-clock deadline made local."""
     now = cell.clock()
     deadline = None
@@ -398,6 +400,7 @@ def from_envelope(cell: ActorCell, envelope: Envelope, func: Handler) -> Call:
         deadline = now + (envelope.deadline - time.time())
     call = Call._make(cell, envelope, func, deadline)
     call._enqueued_at = now
+    call._stream = stream
     return call
 
 

@@ -35,11 +35,13 @@ from ._mailbox import DEFAULT_MAILBOX_CAPACITY
 from ._messages import UNSET, Envelope, GetStatus, Kind, Ping, Stop, _Unset
 from ._pile import ActorStatus
 from ._policy import CallPolicy
-from ._ref import ActorRef, SupervisorRef
+from ._ref import ActorRef, StreamState, SupervisorRef, stream_pump
 from ._specs import TEMPORARY, ChildSpec, Restart, Supervisor, child
 from ._supervisor import SupervisorNode
 
 if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectSendStream
+
     from .._cluster._node import ClusterNode
     from .._cluster._remote import RemoteRef
     from .._cluster._spec import Cluster
@@ -384,7 +386,12 @@ class Runtime:
         return {name: cell.status() for name, cell in self._context.cells.items()}
 
     async def deliver(
-        self, envelope: Envelope, *, track: bool = False, wait: bool = True
+        self,
+        envelope: Envelope,
+        *,
+        track: bool = False,
+        wait: bool = True,
+        chunks: MemoryObjectSendStream[Any] | None = None,
     ) -> Future[Any] | None:
         """Deliver an envelope that arrived from elsewhere (another process, a queue).
 
@@ -398,9 +405,15 @@ class Runtime:
         answered at once with the :class:`ActorStatus`. The envelope's
         wall-clock deadline becomes the call's local deadline.
 
+        With *chunks*, the request is a streamed call (as
+        :meth:`ActorRef.stream` sends): the actor's :func:`corral.streams`
+        handler runs and its chunks are sent to *chunks*, which is closed
+        when the call's future resolves (with the number of chunks).
+
         Raises:
             ActorNotFound: No live actor has the target name.
-            UnhandledMessage: The actor does not handle the payload.
+            UnhandledMessage: The actor does not handle the payload (or,
+                with *chunks*, streams no replies to it).
             ActorStopped: The actor is not accepting calls.
             MailboxFull: Without *wait*, the mailbox is full; nothing was queued.
             ValueError: The envelope is a reply (replies go to the caller's future).
@@ -431,7 +444,14 @@ class Runtime:
                     "system messages are Stop, Ping and GetStatus"
                 )
             return done
-        call = calls.from_envelope(cell, envelope, cell.lookup(payload))
+        if chunks is None:
+            call = calls.from_envelope(cell, envelope, cell.lookup(payload))
+        else:
+            if kind is not Kind.REQUEST:
+                raise ValueError("only a request can be a streamed call")
+            state = StreamState(chunks)
+            pump = stream_pump(cell.lookup_stream(payload), state, cell.clock)
+            call = calls.from_envelope(cell, envelope, pump, state)
         if wait:
             await cell.enqueue(call)
         elif not cell.enqueue_nowait(call):
