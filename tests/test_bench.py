@@ -77,8 +77,9 @@ def test_suite_runs_every_workload_at_a_tiny_scale(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
-        check=True,
+        check=False,
     )
+    assert proc.returncode == 0, proc.stderr[-4000:]
     for key in keys:
         assert key in proc.stdout
     assert "corral/floor" in proc.stdout

@@ -107,7 +107,11 @@ async def test_rate_limit_holds_at_the_server() -> None:
                     tg.start_soon(ref.ask, HELLO)
         stats = server.stats()
     assert stats.requests == 60
-    assert stats.max_in_window(1.0) <= 40 + 2
+    # Over any 0.9 s: admissions are spaced exactly (test_resilience checks them
+    # on a manual clock), arrivals are not. A loaded machine delays a request up
+    # to ~0.1 s between its admission and its arrival, packing a second tighter.
+    # Without the limiter, all 60 arrive at once.
+    assert stats.max_in_window(0.9) <= 40 + 2
 
 
 async def test_circuit_opens_fails_fast_and_recovers() -> None:

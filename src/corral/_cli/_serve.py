@@ -108,8 +108,8 @@ def serve(args: argparse.Namespace) -> int:
     """Run the node ``corral serve`` describes; see ``corral serve --help``."""
     need("nats", "cluster", "corral serve")
     import corral
-    from corral._cluster._node import exported_children
     from corral._cluster._spec import default_node_name
+    from corral._core._specs import exported_children
 
     tree = load_target(args.target)
     exported = [spec.name for spec in exported_children(tree)]

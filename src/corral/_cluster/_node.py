@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,7 +24,7 @@ from .._core._exceptions import InvalidStateError
 from .._core._future import Future
 from .._core._loop import LoopHooks
 from .._core._messages import Kind
-from .._core._specs import ChildSpec, Supervisor
+from .._core._specs import ChildSpec
 from .._protocol import Protocol
 from .._services._redact import redact_unparsed_url
 from ._calling import PUBLISH_LIMIT, Calling, Chunks
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from .._core._runtime import Runtime
 
-__all__ = ["ClusterNode", "connect", "exported_children", "on_asyncio"]
+__all__ = ["ClusterNode", "connect", "on_asyncio"]
 
 logger = logging.getLogger("corral.cluster")
 
@@ -51,15 +51,6 @@ def on_asyncio() -> bool:
     """Whether the running event loop is anyio's asyncio backend."""
     backend = anyio.lowlevel.current_token().backend_class
     return backend.__module__.rsplit(".", 1)[-1] == "_asyncio"
-
-
-def exported_children(tree: Supervisor) -> Iterator[ChildSpec]:
-    """Every actor child of *tree* (nested supervisors included) declared ``export=True``."""
-    for spec in tree.children:
-        if isinstance(spec, Supervisor):
-            yield from exported_children(spec)
-        elif spec.export:
-            yield spec
 
 
 async def connect(servers: Sequence[str], timeout: float, name: str, **callbacks: Any) -> Client:
@@ -251,6 +242,10 @@ class ClusterNode:
     async def serve(self, spec: ChildSpec) -> None:
         """Serve the exported actor of *spec* to the cluster from this node."""
         await self.serving.serve(spec)
+
+    async def unserve(self, name: str) -> None:
+        """Serve actor *name* to the cluster no more (it stopped for good)."""
+        await self.serving.unserve(name)
 
     async def send(
         self,

@@ -124,6 +124,11 @@ class _Served:
     keep_records: bool = True
     slot: anyio.Event = attrs.Factory(anyio.Event)
     taken: int = 0
+    #: No longer served (the child stopped for good); its fetch loop ends.
+    stopped: bool = False
+    fetch_done: anyio.Event = attrs.Factory(anyio.Event)
+    #: Its queue subscription (``durable=False``).
+    sub: Subscription | None = None
 
 
 class Serving:
@@ -135,7 +140,6 @@ class Serving:
         self._running: dict[uuid.UUID, _Running] = {}
         self._cancelled: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._served: dict[str, _Served] = {}
-        self._direct: list[Subscription] = []
         # Answers to core NATS calls, sent in order by one task (not a task each).
         self._outbox: deque[tuple[str, uuid.UUID, bytes]] = deque()
         self._outbox_ready = anyio.Event()
@@ -168,12 +172,12 @@ class Serving:
         if spec.durable:
             await self._consume(served)
         else:
-            sub = await node.nc.subscribe(
+            served.sub = await node.nc.subscribe(
                 node.spec.direct_subject(spec.name),
                 queue=token(spec.name),
                 cb=functools.partial(self._take_direct, served),
             )
-            self._direct.append(sub)
+            served.fetch_done.set()  # nothing fetched
         self._served[spec.name] = served
         until = time.time() + node.spec.connect_timeout
         await retrying(lambda: node.records.announce(token(spec.name), durable=spec.durable), until)
@@ -195,6 +199,27 @@ class Serving:
         await node.js.add_consumer(node.spec.stream, config)
         node.tg.start_soon(self._fetch_loop, served, name=f"corral cluster fetch {served.name}")
 
+    async def unserve(self, name: str) -> None:
+        """Take no more calls for *name* (its child stops for good while the node runs).
+
+        The fetch under way ends (what it brings is handed back at once);
+        calls taken already drain with the actor, and those it does not
+        run go back to the stream for other nodes.
+        """
+        served = self._served.pop(name, None)
+        if served is None or self._closing:
+            return
+        served.stopped = True
+        served.slot.set()
+        if served.sub is not None:
+            try:
+                await served.sub.unsubscribe()
+            except Exception as exc:
+                logger.warning("could not stop taking core NATS calls for %r: %s", name, exc)
+        with anyio.move_on_after(self._fetch_wait + 1.0, shield=True):
+            await served.fetch_done.wait()
+        await self._node.members.write_soon()
+
     def stop_fetching(self) -> None:
         """Take no more calls from the cluster (a graceful stop begins).
 
@@ -209,9 +234,11 @@ class Serving:
     async def close(self) -> None:
         """Answer what still runs, hand back what never will."""
         self.stop_fetching()
-        for sub in self._direct:
+        for served in self._served.values():
+            if served.sub is None:
+                continue
             try:
-                await sub.unsubscribe()
+                await served.sub.unsubscribe()
             except Exception as exc:
                 logger.warning("could not stop taking core NATS calls: %s", exc)
         with anyio.move_on_after(self._fetch_wait + 1.0, shield=True):
@@ -234,9 +261,9 @@ class Serving:
                 await self._send(record.reply_to, call_id, _stopped(call_id))
         self._running.clear()
 
-    def _leaving(self) -> bool:
-        # A method, not the field: the flag changes while a fetch awaits.
-        return self._closing
+    def _leaving(self, served: _Served) -> bool:
+        # A method, not the fields: the flags change while a fetch awaits.
+        return self._closing or served.stopped
 
     async def _fetch_loop(self, served: _Served) -> None:
         from nats.errors import TimeoutError as FetchTimeout
@@ -244,7 +271,8 @@ class Serving:
         node = self._node
         scope = anyio.CancelScope()
         self._fetching.append(scope)
-        if self._closing:
+        if self._leaving(served):
+            served.fetch_done.set()
             return
         self._fetchers += 1
         try:
@@ -252,7 +280,7 @@ class Serving:
                 sub = await node.js.pull_subscribe_bind(
                     durable=token(served.name), stream=node.spec.stream
                 )
-                while not self._closing:
+                while not self._leaving(served):
                     free = served.max_concurrency - served.taken
                     if free <= 0:
                         served.slot = anyio.Event()
@@ -265,7 +293,7 @@ class Serving:
                         # pull request itself times out: both mean "nothing came".
                         continue
                     except Exception as exc:  # a connection lost mid-fetch: try again soon
-                        if self._leaving():
+                        if self._leaving(served):
                             break  # the connection closes under the last fetch
                         logger.warning(
                             "fetching calls for %r failed: %s: %s",
@@ -276,7 +304,7 @@ class Serving:
                         await anyio.sleep(_FETCH_RETRY)
                         continue
                     for msg in msgs:
-                        if self._leaving():
+                        if self._leaving(served):
                             await _settle(msg, "nak")  # leaving: another node takes it
                         else:
                             await self._take(served, msg)
@@ -284,6 +312,7 @@ class Serving:
         finally:
             self._fetchers -= 1
             self._fetchers_done.set()
+            served.fetch_done.set()
 
     async def _hand_back(self, sub: Any) -> None:
         """Leaving: hand back the calls the servers sent after the last fetch returned.
@@ -475,7 +504,7 @@ class Serving:
                 if data is not None:
                     await self._send(record.reply_to, call_id, data)
                 return
-            stopped_here = self._closing and isinstance(fut.exception(), ActorStopped)
+            stopped_here = self._leaving(served) and isinstance(fut.exception(), ActorStopped)
             if stopped_here or (fut.cancelled() and call_id not in self._cancelled):
                 # Cut short by this node's stop, not by its caller: another node runs it.
                 await _settle(msg, "nak")

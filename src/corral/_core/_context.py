@@ -8,7 +8,7 @@ it too (``rt.ref``, ``rt.supervisor``, ``rt.status``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._actor import Actor
 from ._cell import ActorCell
@@ -21,7 +21,17 @@ from ._specs import ChildSpec
 if TYPE_CHECKING:
     from ._supervisor import SupervisorNode
 
-__all__ = ["TreeContext"]
+__all__ = ["Exports", "TreeContext"]
+
+
+class Exports(Protocol):
+    """Where a runtime in a cluster serves its actors declared ``export=True`` (its node)."""
+
+    async def serve(self, spec: ChildSpec) -> None:
+        """Serve the actor of *spec* (running in this tree) to the cluster."""
+
+    async def unserve(self, name: str) -> None:
+        """Take no more calls for actor *name* from the cluster (it stops for good)."""
 
 
 class TreeContext:
@@ -32,9 +42,10 @@ class TreeContext:
         instruments: The runtime's instruments, or ``None`` when it has none.
         cells: The live actors' cells by name, in spawn order.
         supervisors: The running supervisors by name.
+        exports: Where exported children started later are served.
     """
 
-    __slots__ = ("cells", "clock", "instruments", "loop", "supervisors")
+    __slots__ = ("cells", "clock", "exports", "instruments", "loop", "supervisors")
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -43,6 +54,9 @@ class TreeContext:
         self.loop: LoopHooks | None = None
         self.cells: dict[str, ActorCell] = {}
         self.supervisors: dict[str, SupervisorNode] = {}
+        #: The runtime's cluster node once the tree is served, for children started
+        #: and stopped later (``None`` without a cluster).
+        self.exports: Exports | None = None
 
     def check_name_free(self, name: str) -> None:
         """Raise :class:`NameTaken` if an actor or a supervisor has *name*."""

@@ -36,7 +36,7 @@ from ._messages import UNSET, Envelope, GetStatus, Kind, Ping, Stop, _Unset
 from ._pile import ActorStatus
 from ._policy import CallPolicy
 from ._ref import ActorRef, StreamState, SupervisorRef, stream_pump
-from ._specs import TEMPORARY, ChildSpec, Restart, Supervisor, child
+from ._specs import TEMPORARY, Restart, Supervisor, child, exported_children
 from ._supervisor import SupervisorNode
 
 if TYPE_CHECKING:
@@ -190,8 +190,10 @@ class Runtime:
         if self._node is not None:
             try:
                 await self._node.started()
-                for spec in _exported(self.tree):
+                for spec in exported_children(self.tree):
                     await self._node.serve(spec)
+                # Children started later are served (and stopped ones no more) as they come.
+                self._context.exports = self._node
             except BaseException as exc:
                 await self.__aexit__(type(exc), exc, exc.__traceback__)
                 raise
@@ -473,9 +475,3 @@ def _join(cluster: Cluster, runtime: Runtime) -> ClusterNode:
             "is asyncio-only); run this runtime with backend='asyncio'"
         )
     return ClusterNode(cluster, runtime)
-
-
-def _exported(tree: Supervisor) -> list[ChildSpec]:
-    from .._cluster._node import exported_children
-
-    return list(exported_children(tree))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -32,6 +32,7 @@ __all__ = [
     "SupervisorEvent",
     "SupervisorEventKind",
     "child",
+    "exported_children",
 ]
 
 
@@ -303,6 +304,19 @@ class ChildInfo:
     restarts: int
     #: ``"ErrorType: message"`` of the child's last crash, or ``None``.
     last_error: str | None
+
+
+def exported_children(spec: ChildSpec | Supervisor) -> Iterator[ChildSpec]:
+    """*spec* if it is an actor child declared ``export=True``; a supervisor's such children.
+
+    Nested supervisors are searched too.
+    """
+    if isinstance(spec, ChildSpec):
+        if spec.export:
+            yield spec
+        return
+    for each in spec.children:
+        yield from exported_children(each)
 
 
 class SupervisorEventKind(enum.Enum):

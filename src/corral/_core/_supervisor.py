@@ -28,6 +28,7 @@ from ._specs import (
     Supervisor,
     SupervisorEvent,
     SupervisorEventKind,
+    exported_children,
 )
 
 if TYPE_CHECKING:
@@ -486,6 +487,13 @@ class SupervisorNode:
 
     async def _finish(self, c: _Child, timeout: float | None = None) -> None:
         """End the child for good: stop it (draining), then fail whatever is left."""
+        exports = self.context.exports if self.context is not None else None
+        if exports is not None:
+            # First out of the cluster's hands: what it fetched drains with the actor.
+            spec = c.spec if c.sup is None else c.sup.spec
+            if spec is not None:
+                for each in exported_children(spec):
+                    await exports.unserve(each.name)
         await c.stop_task(final=True, timeout=timeout)
         c.end()
         self._emit(_EV.CHILD_STOPPED, c)
@@ -557,6 +565,18 @@ class SupervisorNode:
         if error is not None:
             c.end()
             raise error
+        exports = self.context.exports
+        if exports is not None:
+            try:
+                for each in exported_children(spec):
+                    await exports.serve(each)
+            except BaseException:
+                # Not served as declared (a conflict, the cluster gone): nothing of it stays.
+                with anyio.CancelScope(shield=True):
+                    async with self._lock:
+                        if not c.removed:
+                            await self._finish(c, timeout=0)
+                raise
         self._emit(_EV.CHILD_STARTED, c)
         if c.sup is not None:
             return c.sup.handle
