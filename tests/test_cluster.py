@@ -451,6 +451,41 @@ async def test_an_idempotent_actor_keeps_no_answers(nats: NatsCluster) -> None:
     assert await _record(nats, spec, key) is None
 
 
+@pytest.mark.parametrize("actor", [Counter, IdempotentCounter], ids=["kept", "idempotent"])
+async def test_an_answer_lost_on_the_way_is_read_back_or_reported_not_waited_for(
+    nats: NatsCluster, actor: type[Counter]
+) -> None:
+    """The serving node's answer never reaches the caller (core NATS dropped it).
+
+    Kept answers are read from the result record; an idempotent actor keeps
+    none, so the caller hears that the answer was lost within a few
+    ack_wait instead of waiting for its deadline (here none).
+    """
+    spec = cluster(nats, ack_wait=1.0, heartbeat=0.5)
+    counter = actor()
+    tree = serving(corral.child(lambda: counter, name="calc", export=True))
+    async with corral.Runtime(tree, cluster=spec) as server, corral.Runtime(cluster=spec) as caller:
+        serving_side = server._node.serving  # type: ignore[union-attr]
+        send = serving_side._send
+        dropped: list[bytes] = []
+
+        async def lossy(reply_to: Any, call_id: Any, data: bytes, *rest: Any) -> None:
+            if not dropped:
+                dropped.append(data)  # lost on the way
+                return
+            await send(reply_to, call_id, data, *rest)
+
+        serving_side._send = lossy
+        fut = await caller.remote("calc").submit(Add(a=2, b=3))
+        with anyio.fail_after(20):
+            if actor is Counter:
+                assert await fut == 5
+            else:
+                with pytest.raises(corral.ClusterUnavailable, match="answer was lost on the way"):
+                    await fut
+        assert dropped and len(counter.ran) == 1
+
+
 async def test_a_redelivered_call_with_an_answer_is_answered_without_running_again(
     nats: NatsCluster,
 ) -> None:

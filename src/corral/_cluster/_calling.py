@@ -115,6 +115,8 @@ class _Waiting:
     seen: float = 0.0
     #: A streamed call's chunks (``None`` for a plain request).
     chunks: Chunks | None = None
+    #: Found gone from the stream, unanswered, at the last look (see Calling.recover).
+    gone: bool = False
 
 
 class _Full(Exception):
@@ -626,21 +628,55 @@ class Calling:
             await self.recover(older_than=self._node.now() - ack_wait)
 
     async def recover(self, older_than: float = math.inf) -> None:
-        """Read the kept answers of the calls still waiting (all of them after a reconnect).
+        """Resolve waiting calls whose answers were lost on the way (all, after a reconnect).
 
         Answers travel over core NATS, which drops what is sent to a
         connection while it reconnects (a server of the cluster died). A
-        call answered in that window has its answer in its result record
-        (written before the answer was sent): read it from there. Calls to
-        idempotent actors keep no record; theirs wait for their deadline.
+        call that left the stream (its node acknowledged it) was answered:
+        its answer is in its result record (written before the
+        acknowledgement), read from there. A call to an actor that keeps no
+        records (``idempotent``) that left the stream without its answer
+        reaching here fails with :class:`ClusterUnavailable` (after one
+        more look, an answer may be on its way), rather than wait for a
+        deadline it may not have.
         """
         for call_id, waiting in list(self._pending.items()):
-            if waiting.seq is None or waiting.future.done() or waiting.sent_at > older_than:
+            seq = waiting.seq
+            if seq is None or waiting.future.done() or waiting.sent_at > older_than:
                 continue
+            if await self._in_stream(seq):
+                waiting.gone = False
+                continue  # queued, or running: its node holds it
             data = await self._node.records.read(call_id, None)
-            if data is None or self._pending.get(call_id) is not waiting:
-                continue
-            self._resolve_from(data)
+            if self._pending.get(call_id) is not waiting:
+                continue  # answered meanwhile
+            if data is not None:
+                self._resolve_from(data)
+            elif not waiting.gone:
+                waiting.gone = True
+            else:
+                self._fail(
+                    call_id,
+                    ClusterUnavailable(
+                        f"the call to {waiting.name!r} was answered, but its answer was lost on "
+                        f"the way (a NATS connection dropped it), and {waiting.name!r} keeps no "
+                        "answers (it is idempotent): send it again"
+                    ),
+                )
+
+    async def _in_stream(self, seq: int) -> bool:
+        """Whether the call stored at *seq* is still in the stream (unacknowledged)."""
+        from nats.js.errors import NotFoundError
+
+        node = self._node
+        try:
+            await node.js.get_msg(node.spec.stream, seq)
+        except NotFoundError:
+            return False
+        except Exception as exc:  # cannot tell now: look again next time
+            logger.debug("could not look up call %s in the stream: %s", seq, exc)
+            return True
+        return True
 
     async def on_lost(self, msg: Msg) -> None:
         """The servers gave up redelivering a call (its MaxDeliver advisory)."""
