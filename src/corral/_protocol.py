@@ -375,7 +375,7 @@ class Protocol:
 
     # --- reply values ----------------------------------------------------------------
 
-    def unstructure_value(self, value: Any) -> dict[str, Any]:
+    def unstructure_value(self, value: Any, *, check: bool = True) -> dict[str, Any]:
         """Return a reply *value* as ``{"type": name, "value": data}`` of JSON types.
 
         A registered attrs class travels with its name and is rebuilt by
@@ -383,6 +383,9 @@ class Protocol:
         strings, lists and dicts of them) travel as they are (``type``
         ``None``); anything else the converter can flatten (tuples, enums)
         arrives as its JSON form.
+
+        With ``check=False``, whether the result has a JSON form is left to
+        the caller, which encodes it anyway (and learns it then).
 
         Raises:
             ProtocolError: An attrs class that is not registered, or a value
@@ -395,7 +398,8 @@ class Protocol:
             )
         try:
             data = self._converter.unstructure(value)
-            json.dumps(data, allow_nan=False)
+            if check:
+                json.dumps(data, allow_nan=False)
         except Exception as exc:
             raise ProtocolError(
                 f"a {type(value).__qualname__} reply has no JSON form: {exc}"

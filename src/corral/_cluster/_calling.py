@@ -82,6 +82,12 @@ _PER_SUBJECT_LIMIT: Final = 10077
 PUBLISH_LIMIT: Final = 30.0
 #: The header value with which the servers say that no one subscribes (no responders).
 _NO_RESPONDERS: Final = "503"
+#: JetStream's per-message TTL header (servers 2.11 and newer), in seconds.
+_MSG_TTL: Final = "Nats-TTL"
+#: Inbox tails of the stream's acknowledgements of publishes (``p<n>``; call ids are hex).
+_ACK: Final = "p"
+#: How often publishes waiting for their acknowledgement are checked for time up (s).
+_ACK_TICK: Final = 0.1
 
 
 @attrs.define(eq=False)
@@ -123,6 +129,21 @@ class _Full(Exception):
     """The actor's mailbox in the stream is full (a publish to retry, or to refuse)."""
 
 
+class _Refused(Exception):
+    """The stream did not take a call (no leader yet, no stream): a publish to retry."""
+
+
+@attrs.define(eq=False, slots=True)
+class _Acked:
+    """A publish waiting for the stream's acknowledgement, until *until* (loop clock)."""
+
+    until: float
+    done: anyio.Event = attrs.Factory(anyio.Event)
+    data: bytes = b""
+    no_stream: bool = False
+    timed_out: bool = False
+
+
 class Calling:
     """The calls one node sent to actors served in the cluster, until each is answered."""
 
@@ -140,6 +161,11 @@ class Calling:
         self._refreshing: set[str] = set()
         self._direct = 0
         self._streams = 0
+        # Publishes waiting for the stream's acknowledgement, by inbox tail.
+        self._acks: dict[str, _Acked] = {}
+        self._ack_ids = itertools.count()
+        self._acks_waiting = anyio.Event()
+        self._closed = False
 
     async def send(
         self,
@@ -336,6 +362,57 @@ class Calling:
             self._refreshing.discard(name)
         self._modes[name] = (True if durable is None else durable, node.now())
 
+    async def _stored(
+        self, subject: str, data: bytes, headers: dict[str, str], timeout: float
+    ) -> dict[str, Any]:
+        """Publish to the stream and wait for its acknowledgement (the PubAck, as JSON).
+
+        JetStream's publish, on this node's own inbox: a request of
+        nats-py's own costs a random token, a future and a timer task per
+        call, a fair part of a remote call's time.
+
+        Raises:
+            TimeoutError: No acknowledgement within *timeout*.
+            _Refused: No stream takes the subject (the servers' no-responders).
+        """
+        node = self._node
+        token = f"{_ACK}{next(self._ack_ids)}"
+        waiter = self._acks[token] = _Acked(node.now() + timeout)
+        if len(self._acks) == 1:
+            self._acks_waiting.set()
+        try:
+            await node.nc.publish(subject, data, reply=f"{node.inbox}.{token}", headers=headers)
+            # Not a cancel scope each (their timers cost more than the rest):
+            # ack_timeout_loop wakes the publishes whose time is up.
+            await waiter.done.wait()
+        finally:
+            del self._acks[token]
+        if waiter.timed_out:
+            raise TimeoutError(f"the stream did not acknowledge a call within {timeout:.3g} s")
+        if waiter.no_stream:
+            raise _Refused(f"no stream takes {subject!r} (no responders)")
+        try:
+            answer = json.loads(waiter.data)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise _Refused(f"the stream's acknowledgement is not JSON: {waiter.data[:80]!r}")
+        return answer
+
+    async def ack_timeout_loop(self) -> None:
+        """Wake the publishes the stream did not acknowledge in time (checked every 0.1 s)."""
+        node = self._node
+        while True:
+            if not self._acks:
+                self._acks_waiting = anyio.Event()
+                await self._acks_waiting.wait()
+            await anyio.sleep(_ACK_TICK)
+            now = node.now()
+            for waiter in list(self._acks.values()):
+                if waiter.until <= now and not waiter.done.is_set():
+                    waiter.timed_out = True
+                    waiter.done.set()
+
     async def _publish(
         self,
         name: str,
@@ -346,34 +423,34 @@ class Calling:
         wait: bool,
     ) -> int:
         """Publish until the stream takes it (the same id each time), or time is up."""
-        from nats.js.errors import APIError
-
         node = self._node
         subject = node.spec.subject(name)
         limit = node.now() + PUBLISH_LIMIT if deadline is None else deadline
-        ttl = max(1.0, timeout) if node.msg_ttl and timeout is not None else None
+        if node.msg_ttl and timeout is not None:
+            # Dropped by the servers too once its caller gave up (2.11 and newer).
+            headers[_MSG_TTL] = str(int(max(1.0, timeout)))
 
         async def attempt() -> int:
+            if self._closed:
+                raise ActorStopped(f"the runtime closed before the cluster took a call to {name!r}")
             left = max(0.001, limit - node.now())
-            try:
-                ack = await node.js.publish(
-                    subject, data, timeout=min(left, 2.0), headers=headers, msg_ttl=ttl
+            answer = await self._stored(subject, data, headers, min(left, 2.0))
+            error = answer.get("error")
+            if error is None:
+                return int(answer["seq"])
+            if not isinstance(error, dict) or error.get("err_code") != _PER_SUBJECT_LIMIT:
+                raise _Refused(f"the stream refused the call: {error}")
+            if not wait:
+                raise MailboxFull(
+                    f"mailbox of remote actor {name!r} is full "
+                    f"({node.spec.mailbox} calls in the cluster)"
                 )
-            except APIError as exc:
-                if exc.err_code != _PER_SUBJECT_LIMIT:
-                    raise
-                if not wait:
-                    raise MailboxFull(
-                        f"mailbox of remote actor {name!r} is full "
-                        f"({node.spec.mailbox} calls in the cluster)"
-                    ) from None
-                raise _Full from None
-            return int(ack.seq)
+            raise _Full
 
         try:
             # No leader yet, timeouts, reconnecting, a full mailbox: the same id again.
-            return await retrying(attempt, limit, MailboxFull, clock=node.now)
-        except MailboxFull:
+            return await retrying(attempt, limit, (MailboxFull, ActorStopped), clock=node.now)
+        except (MailboxFull, ActorStopped):
             raise
         except Exception as exc:
             logger.debug("publish to %s failed: %s", subject, exc)
@@ -408,6 +485,10 @@ class Calling:
 
     def close(self) -> None:
         """Fail every call still waiting: this runtime is leaving."""
+        self._closed = True
+        for waiter in self._acks.values():  # publishes: no acknowledgement will come now
+            waiter.timed_out = True
+            waiter.done.set()
         for call_id in list(self._pending):
             waiting = self._forget(call_id)
             if waiting is not None:
@@ -435,6 +516,14 @@ class Calling:
         """An answer arrived at this node's inbox (or a still-alive list, or no-responders)."""
         subject = msg.subject
         tail = subject[subject.rfind(".") + 1 :]
+        if tail[:1] == _ACK:
+            waiter = self._acks.get(tail)
+            if waiter is not None:
+                headers = msg.headers
+                waiter.no_stream = bool(headers and headers.get("Status") == _NO_RESPONDERS)
+                waiter.data = msg.data
+                waiter.done.set()
+            return
         if tail == ALIVE:
             self._alive(msg.data)
             return

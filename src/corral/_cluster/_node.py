@@ -220,6 +220,7 @@ class ClusterNode:
         tg.start_soon(self.serving.outbox_loop, name="corral cluster core NATS answers")
         tg.start_soon(calling.recheck_loop, name="corral cluster answers lost on the way")
         tg.start_soon(calling.liveness_loop, name="corral cluster core NATS calls alive")
+        tg.start_soon(calling.ack_timeout_loop, name="corral cluster publishes unacknowledged")
         tg.start_soon(self.members.loop, name="corral cluster node record")
 
     async def _ensure_stream(self, js: JetStreamContext, config: Any) -> None:

@@ -100,7 +100,10 @@ def _error_data(exc: BaseException) -> dict[str, Any]:
 def encode_reply(protocol: Protocol, call_id: uuid.UUID, value: Any) -> bytes:
     """The reply to call *call_id*: *value*, or the error that it cannot be sent."""
     try:
-        body: dict[str, Any] = {"id": str(call_id), "ok": protocol.unstructure_value(value)}
+        body: dict[str, Any] = {
+            "id": str(call_id),
+            "ok": protocol.unstructure_value(value, check=False),
+        }
         return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     except (ProtocolError, TypeError, ValueError) as exc:
         error = ProtocolError(f"the reply ({type(value).__qualname__}) cannot be sent: {exc}")

@@ -421,6 +421,17 @@ class Runtime:
             ValueError: The envelope is a reply (replies go to the caller's future).
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
+        return await self._deliver(envelope, track=track, wait=wait, chunks=chunks)
+
+    async def _deliver(
+        self,
+        envelope: Envelope,
+        *,
+        track: bool = False,
+        wait: bool = True,
+        chunks: MemoryObjectSendStream[Any] | None = None,
+    ) -> Future[Any] | None:
+        """:meth:`deliver` for a caller that just checked its cancellation (a cluster node)."""
         cell = self._cell(envelope.target)
         payload = envelope.payload
         kind = envelope.kind
