@@ -201,6 +201,59 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# One encoder and one decoder (json.dumps and json.loads with options make new ones each call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+_WIRE_KEYS = frozenset(attrs.fields_dict(_Wire))
+
+
+def _finite(value: object) -> float | None:
+    """*value* as a float if it is a finite JSON number, else ``None``."""
+    if (type(value) is float or type(value) is int) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _fast_wire(data: dict[str, Any]) -> _Wire | None:
+    """*data* as a :class:`_Wire` if it has exactly the shape :meth:`Protocol.dumps` writes.
+
+    Checks the same types as the converter, in a fraction of its time;
+    ``None`` for anything else, which then goes the converter's way (and
+    gets its error messages).
+    """
+    if data.keys() != _WIRE_KEYS:
+        return None
+    id_, kind, target, type_ = data["id"], data["kind"], data["target"], data["type"]
+    payload, reply_to, attempt = data["payload"], data["reply_to"], data["attempt"]
+    trace_context = data["trace_context"]
+    if not (
+        type(id_) is str
+        and type(kind) is str
+        and type(target) is str
+        and type(type_) is str
+        and type(payload) is dict
+        and (reply_to is None or type(reply_to) is str)
+        and type(attempt) is int
+        and type(trace_context) is dict
+    ):
+        return None
+    for key, value in trace_context.items():
+        if type(key) is not str or type(value) is not str:
+            return None
+    deadline = data["deadline"]
+    if deadline is not None:
+        deadline = _finite(deadline)
+        if deadline is None:
+            return None
+    created_at = _finite(data["created_at"])
+    if created_at is None:
+        return None
+    return _Wire(
+        id_, kind, target, type_, payload, reply_to, deadline, attempt, trace_context, created_at
+    )
+
+
 #: Message types every Protocol knows: system messages and their replies.
 _BUILTIN: tuple[tuple[type, str], ...] = (
     (Stop, "corral.Stop"),
@@ -325,10 +378,12 @@ class Protocol:
         """
         if not isinstance(data, dict):
             raise ProtocolError(f"expected an object, got {type(data).__name__} @ $")
-        try:
-            wire = self._converter.structure(data, _Wire)
-        except Exception as exc:
-            raise _translate(exc, "$") from exc
+        wire = _fast_wire(data)
+        if wire is None:
+            try:
+                wire = self._converter.structure(data, _Wire)
+            except Exception as exc:
+                raise _translate(exc, "$") from exc
         try:
             envelope_id = uuid.UUID(wire.id)
         except ValueError:
@@ -440,7 +495,7 @@ class Protocol:
         """
         data = self.unstructure(envelope, trace_context=trace_context)
         try:
-            text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            text = _ENCODER.encode(data)
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"envelope is not representable as JSON: {exc} @ $") from exc
         return text.encode()
@@ -452,7 +507,7 @@ class Protocol:
             ProtocolError: Not valid JSON, or malformed; the message names the field path.
         """
         try:
-            obj = json.loads(data, parse_constant=_reject_constant)
+            obj = _DECODER.decode(data if isinstance(data, str) else data.decode())
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"not valid JSON: {exc} @ $") from exc
         return self.structure(obj)

@@ -138,10 +138,15 @@ class _Acked:
     """A publish waiting for the stream's acknowledgement, until *until* (loop clock)."""
 
     until: float
-    done: anyio.Event = attrs.Factory(anyio.Event)
+    #: The event loop's future its publisher awaits (an Event costs more, per call).
+    done: Any
     data: bytes = b""
     no_stream: bool = False
     timed_out: bool = False
+
+    def wake(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 class Calling:
@@ -377,14 +382,14 @@ class Calling:
         """
         node = self._node
         token = f"{_ACK}{next(self._ack_ids)}"
-        waiter = self._acks[token] = _Acked(node.now() + timeout)
+        waiter = self._acks[token] = _Acked(node.now() + timeout, node.new_waiter())
         if len(self._acks) == 1:
             self._acks_waiting.set()
         try:
             await node.nc.publish(subject, data, reply=f"{node.inbox}.{token}", headers=headers)
             # Not a cancel scope each (their timers cost more than the rest):
             # ack_timeout_loop wakes the publishes whose time is up.
-            await waiter.done.wait()
+            await waiter.done
         finally:
             del self._acks[token]
         if waiter.timed_out:
@@ -409,9 +414,9 @@ class Calling:
             await anyio.sleep(_ACK_TICK)
             now = node.now()
             for waiter in list(self._acks.values()):
-                if waiter.until <= now and not waiter.done.is_set():
+                if waiter.until <= now and not waiter.done.done():
                     waiter.timed_out = True
-                    waiter.done.set()
+                    waiter.wake()
 
     async def _publish(
         self,
@@ -488,7 +493,7 @@ class Calling:
         self._closed = True
         for waiter in self._acks.values():  # publishes: no acknowledgement will come now
             waiter.timed_out = True
-            waiter.done.set()
+            waiter.wake()
         for call_id in list(self._pending):
             waiting = self._forget(call_id)
             if waiting is not None:
@@ -522,7 +527,7 @@ class Calling:
                 headers = msg.headers
                 waiter.no_stream = bool(headers and headers.get("Status") == _NO_RESPONDERS)
                 waiter.data = msg.data
-                waiter.done.set()
+                waiter.wake()
             return
         if tail == ALIVE:
             self._alive(msg.data)

@@ -61,6 +61,9 @@ class LocalNats:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.size = size
+        # A name of its own: should another local cluster get one of its route
+        # ports (they are picked free, then bound), the servers refuse its routes.
+        self.cluster_name = f"corral-local-{os.getpid()}-{id(self):x}"
         ports = _free_ports(3 * size)
         self.client_ports = ports[:size]
         self.route_ports = ports[size : 2 * size]
@@ -85,7 +88,7 @@ class LocalNats:
         )
         if self.size > 1:
             text += (
-                "cluster {\n  name: corral-test\n"
+                f"cluster {{\n  name: {self.cluster_name}\n"
                 f"  listen: 127.0.0.1:{self.route_ports[i]}\n"
                 f"  routes: [{routes}]\n}}\n"
             )

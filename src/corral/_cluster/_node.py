@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .._core._exceptions import InvalidStateError
 from .._core._future import Future
@@ -51,6 +52,10 @@ def on_asyncio() -> bool:
     """Whether the running event loop is anyio's asyncio backend."""
     backend = anyio.lowlevel.current_token().backend_class
     return backend.__module__.rsplit(".", 1)[-1] == "_asyncio"
+
+
+def _no_loop() -> Any:
+    raise InvalidStateError("the cluster node is not open")
 
 
 async def connect(servers: Sequence[str], timeout: float, name: str, **callbacks: Any) -> Client:
@@ -100,6 +105,9 @@ class ClusterNode:
         self.servers_text = ", ".join(redact_unparsed_url(url) for url in spec.servers)
         #: The loop's clock (set at open: anyio.current_time() finds the backend each call).
         self.now: Callable[[], float] = anyio.current_time
+        #: Makes a bare future of the event loop (asyncio's; set at open): the
+        #: cheapest thing to await, for waits of one task on one event.
+        self.new_waiter: Callable[[], Any] = _no_loop
         #: The subject this node's answers arrive on (``<inbox>.<call id>``).
         self.inbox = ""
         self.max_payload = 0
@@ -156,6 +164,8 @@ class ClusterNode:
         spec = self.spec
         self._tg = tg
         self.now = LoopHooks().clock
+        loop: Any = anyio.lowlevel.current_token().native_token  # asyncio's: checked at entry
+        self.new_waiter = loop.create_future
         self._nc = await connect(
             spec.servers,
             spec.connect_timeout,

@@ -10,6 +10,7 @@ an error message was careful to leave out).
 
 from __future__ import annotations
 
+import functools
 import json
 import traceback
 import uuid
@@ -58,9 +59,13 @@ CREDIT: Final = "credit"
 #: Chunks of a streamed call its serving node may send ahead of what the caller read.
 STREAM_WINDOW: Final = 32
 
+#: One encoder for every reply (json.dumps with options makes a new one each call).
+_COMPACT: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
 _SAFE: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
+@functools.lru_cache(maxsize=4096)
 def token(name: str) -> str:
     """*name* as one NATS subject token (and consumer name): reversible, readable.
 
@@ -104,7 +109,7 @@ def encode_reply(protocol: Protocol, call_id: uuid.UUID, value: Any) -> bytes:
             "id": str(call_id),
             "ok": protocol.unstructure_value(value, check=False),
         }
-        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        return _COMPACT.encode(body).encode()
     except (ProtocolError, TypeError, ValueError) as exc:
         error = ProtocolError(f"the reply ({type(value).__qualname__}) cannot be sent: {exc}")
         return encode_error(call_id, error)
