@@ -123,3 +123,31 @@ def _fields(spec: corral.Cluster) -> dict[str, Any]:
     import attrs
 
     return attrs.asdict(spec, recurse=False)
+
+
+async def test_a_remote_futures_event_wakes_every_waiter_but_a_cancelled_one() -> None:
+    """The cheap event remote futures wait on: one waiter cancelled cancels no other."""
+    import anyio
+    import anyio.lowlevel
+
+    from corral._cluster._node import LoopEvent
+
+    event = LoopEvent(anyio.lowlevel.current_token().native_token.create_future)
+    woken: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await event.wait()
+        woken.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, "a")
+        tg.start_soon(waiter, "b")
+        await anyio.wait_all_tasks_blocked()
+        async with anyio.create_task_group() as inner:
+            inner.start_soon(waiter, "cancelled")
+            await anyio.wait_all_tasks_blocked()
+            inner.cancel_scope.cancel()
+        event.set()
+    assert sorted(woken) == ["a", "b"]
+    await event.wait()  # set: returns at once
+    assert event.is_set()

@@ -233,7 +233,9 @@ class Calling:
             headers[REPLY_TO] = f"{node.inbox}.{envelope.id.hex}"
             if chunks is not None:
                 headers[STREAM] = "1"
-            waiting = self._wait(envelope.id, _Waiting(pending(), name, chunks=chunks), span)
+            waiting = self._wait(
+                envelope.id, _Waiting(pending(node.new_event), name, chunks=chunks), span
+            )
         fut = None if waiting is None else waiting.future
         try:
             seq = await self._publish(name, data, headers, deadline, timeout, wait)
@@ -302,7 +304,9 @@ class Calling:
         if kind is not Kind.ONE_WAY:
             reply = f"{node.inbox}.{call_id.hex}"
             now = node.now()
-            waiting = _Waiting(pending(), name, sent_at=now, direct=True, seen=now, chunks=chunks)
+            waiting = _Waiting(
+                pending(node.new_event), name, sent_at=now, direct=True, seen=now, chunks=chunks
+            )
             fut = self._wait(call_id, waiting, span).future
         headers = {} if wait else {NO_WAIT: "1"}
         if chunks is not None:

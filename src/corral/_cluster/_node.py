@@ -58,6 +58,47 @@ def _no_loop() -> Any:
     raise InvalidStateError("the cluster node is not open")
 
 
+class LoopEvent:
+    """An event of the event loop's own futures: what :class:`anyio.Event` does, cheaper.
+
+    asyncio's ``Event`` (under anyio's) checks its loop under a lock on
+    every wait; a remote call's future is waited on once, by one task, in
+    the loop this node runs in. Each waiter gets a future of its own, so
+    one cancelled waiter cancels no other.
+    """
+
+    __slots__ = ("_is_set", "_new", "_waiters")
+
+    def __init__(self, new_future: Callable[[], Any]) -> None:
+        self._new = new_future
+        self._waiters: list[Any] = []
+        self._is_set = False
+
+    async def wait(self) -> None:
+        if self._is_set:
+            await anyio.lowlevel.checkpoint()
+            return
+        fut = self._new()
+        self._waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if not self._is_set:
+                self._waiters.remove(fut)
+
+    def set(self) -> None:
+        if self._is_set:
+            return
+        self._is_set = True
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+
 async def connect(servers: Sequence[str], timeout: float, name: str, **callbacks: Any) -> Client:
     """A nats-py connection to *servers* that reconnects for ever once made.
 
@@ -125,6 +166,10 @@ class ClusterNode:
         self.members = Members(self, spec.node or default_node_name())
         #: Its parts of the rate limits shared across the cluster.
         self.sharing = Sharing(self)
+
+    def new_event(self) -> LoopEvent:
+        """An event for a remote call's future (its waiters wait in this node's loop)."""
+        return LoopEvent(self.new_waiter)
 
     @property
     def nc(self) -> Client:

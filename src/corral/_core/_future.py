@@ -6,7 +6,7 @@ import enum
 import logging
 from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
 
 import anyio
 
@@ -15,10 +15,18 @@ from ._exceptions import CallCancelled, InvalidStateError
 if TYPE_CHECKING:
     from ._calls import Call
 
-__all__ = ["Future", "pending", "set_cancelled", "set_exception", "set_result"]
+__all__ = ["Future", "Waitable", "pending", "set_cancelled", "set_exception", "set_result"]
 
 T = TypeVar("T")
 logger = logging.getLogger("corral")
+
+
+class Waitable(Protocol):
+    """What a future's waiters wait on: an :class:`anyio.Event`, or as cheap a thing."""
+
+    async def wait(self) -> Any: ...
+
+    def set(self) -> None: ...
 
 
 class _State(enum.Enum):
@@ -66,11 +74,11 @@ class Future(Generic[T]):
     _result: Any
     _exc: BaseException | None
     _tb: TracebackType | None
-    _event: anyio.Event | None
+    _event: Waitable | None
     _callbacks: list[Callable[[Future[T]], object]] | None
     _call: Call | None
     _deadline: float | None
-    _new_event: Callable[[], anyio.Event]
+    _new_event: Callable[[], Waitable]
 
     def __init__(self) -> None:
         raise TypeError(
@@ -82,7 +90,7 @@ class Future(Generic[T]):
         cls,
         call: Call | None = None,
         deadline: float | None = None,
-        new_event: Callable[[], anyio.Event] = anyio.Event,
+        new_event: Callable[[], Waitable] = anyio.Event,
     ) -> Future[Any]:
         """A pending future, of *call* if given (the runtime's constructor).
 
@@ -261,15 +269,18 @@ class Future(Generic[T]):
 # --- making and resolving (the call's transitions, and layers that resolve their own) ---
 
 
-def pending() -> Future[Any]:
+def pending(new_event: Callable[[], Waitable] = anyio.Event) -> Future[Any]:
     """A pending future of no local call: whoever makes it resolves it.
+
+    Its waiters wait on events from *new_event* (a cheaper one than
+    :class:`anyio.Event` where the caller knows its event loop).
 
     The runtime answers system messages with one; the cluster layer gives
     one to each remote call and resolves it when the answer arrives (or
     the deadline passes) with :func:`set_result`, :func:`set_exception` or
     :func:`set_cancelled`.
     """
-    return Future._make()
+    return Future._make(new_event=new_event)
 
 
 def set_result(fut: Future[Any], value: Any) -> bool:
