@@ -501,6 +501,7 @@ class Serving:
                 # Nothing to write down first: answered and acknowledged in order
                 # by the outbox's task, not by a task of its own.
                 data, how = self._outcome(served, call_id, fut)
+                self._replying += 1  # a stop waits for it, as for an answer task
                 self._outbox.append(
                     _Answer(record.reply_to, call_id, data, record.msg, how, served)
                 )
@@ -636,9 +637,13 @@ class Serving:
             if answer.data is not None:
                 await self._send(answer.reply_to, answer.call_id, answer.data)
             if answer.msg is not None:
-                await _settle(answer.msg, answer.how)
-                if answer.served is not None:
-                    self._release(answer.served, answer.call_id)
+                try:
+                    await _settle(answer.msg, answer.how)
+                finally:
+                    if answer.served is not None:
+                        self._release(answer.served, answer.call_id)
+                    self._replying -= 1
+                    self._replies_done.set()
 
     def _release(self, served: _Served, call_id: uuid.UUID) -> None:
         if self._running.pop(call_id, None) is not None and served.durable:
