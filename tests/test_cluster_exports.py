@@ -151,3 +151,28 @@ async def test_a_remote_futures_event_wakes_every_waiter_but_a_cancelled_one() -
     assert sorted(woken) == ["a", "b"]
     await event.wait()  # set: returns at once
     assert event.is_set()
+
+
+def test_pull_requests_are_counted_oldest_first_and_forgotten_after_expiry() -> None:
+    """What a serving node asked its consumer for and has not had yet (it asks for the rest)."""
+    from corral._cluster._serving import _Pulls
+
+    pulls = _Pulls()
+    pulls.add(3, expires_at=1.0)
+    pulls.add(2, expires_at=2.0)
+    assert pulls.asked == 5
+    for _ in range(3):
+        pulls.came()  # the servers fill the oldest first
+    assert pulls.asked == 2
+    pulls.end_oldest()  # the second one expired (408) with both still to come
+    assert pulls.asked == 0
+    pulls.came()  # a call beyond what was counted (a status mixed up): never below zero
+    assert pulls.asked == 0
+    pulls.add(4, expires_at=3.0)
+    pulls.expire(now=3.1)  # its status may still come: kept a while
+    assert pulls.asked == 4
+    pulls.expire(now=10.0)  # its status was lost: forgotten, so the node asks again
+    assert pulls.asked == 0
+    pulls.add(1, expires_at=11.0)
+    pulls.clear()  # 409: a new leader dropped every request
+    assert pulls.asked == 0

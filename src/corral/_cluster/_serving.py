@@ -80,6 +80,8 @@ _FETCH_WAIT: Final = 1.0
 _FETCH_RETRY: Final = 1.0
 #: How long the servers' side of a fetch may outlive the client's (a round trip, with room).
 _LINGER: Final = 0.05
+#: Under the node's inbox, where a served actor's pull requests bring its calls.
+_PULL: Final = "pull"
 #: Call ids per still-alive message (33 bytes each).
 _ALIVE_BATCH: Final = 1000
 
@@ -110,6 +112,43 @@ class _Running:
     future: Future[Any] | None = None
     #: A streamed call's chunks on their way to the caller.
     forward: _Forward | None = None
+
+
+class _Pulls:
+    """A served actor's open pull requests, oldest first: calls asked for and not come yet."""
+
+    __slots__ = ("_open", "asked")
+
+    def __init__(self) -> None:
+        self._open: deque[list[float]] = deque()  # [calls not come yet, expiry]
+        self.asked = 0
+
+    def add(self, batch: int, expires_at: float) -> None:
+        self._open.append([batch, expires_at])
+        self.asked += batch
+
+    def came(self) -> None:
+        """One call came: it fills the oldest request (the servers fill them in order)."""
+        if not self._open:
+            return
+        oldest = self._open[0]
+        oldest[0] -= 1
+        self.asked -= 1
+        if oldest[0] <= 0:
+            self._open.popleft()
+
+    def end_oldest(self) -> None:
+        if self._open:
+            self.asked -= int(self._open.popleft()[0])
+
+    def clear(self) -> None:
+        self._open.clear()
+        self.asked = 0
+
+    def expire(self, now: float) -> None:
+        """Forget the requests past their expiry by a margin (their end status was lost)."""
+        while self._open and self._open[0][1] + _LINGER * 10 < now:
+            self.end_oldest()
 
 
 @attrs.define(eq=False, slots=True)
@@ -280,8 +319,17 @@ class Serving:
         return self._closing or served.stopped
 
     async def _fetch_loop(self, served: _Served) -> None:
-        from nats.errors import TimeoutError as FetchTimeout
+        """Ask the actor's consumer for as many calls as it has free slots, as slots free up.
 
+        corral's own pull requests, on a subscription of this node's: the
+        calls come to a callback (nats-py's ``fetch`` makes a task and a
+        uuid per message, and waits for a batch to end before the next).
+        Requests are open at once; each asks for the slots free and not
+        asked for yet, and expires after ``min(1 s, heartbeat)``. The
+        servers fill them in the order they were made, and end each one
+        that expires with a status, so the calls asked for and not come are
+        counted; a status lost on the way is made up for at expiry.
+        """
         node = self._node
         scope = anyio.CancelScope()
         self._fetching.append(scope)
@@ -289,26 +337,32 @@ class Serving:
             served.fetch_done.set()
             return
         self._fetchers += 1
+        pulls = _Pulls()
+        expires = self._fetch_wait
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{node.spec.stream}.{token(served.name)}"
+        # Two tokens under the inbox: not the answers' ``<inbox>.*``.
+        inbox = f"{node.inbox}.{_PULL}.{token(served.name)}"
+        sub = None
         try:
             with scope:
-                sub = await node.js.pull_subscribe_bind(
-                    durable=token(served.name), stream=node.spec.stream
+                sub = await node.nc.subscribe(
+                    inbox, cb=functools.partial(self._pulled, served, pulls)
                 )
                 while not self._leaving(served):
-                    free = served.max_concurrency - served.taken
-                    if free <= 0:
+                    now = node.now()
+                    pulls.expire(now)
+                    want = served.max_concurrency - served.taken - pulls.asked
+                    if want <= 0:
                         served.slot = anyio.Event()
-                        await served.slot.wait()
+                        with anyio.move_on_after(expires):
+                            await served.slot.wait()
                         continue
+                    request = b'{"batch":%d,"expires":%d}' % (want, int(expires * 1e9))
                     try:
-                        msgs = await sub.fetch(batch=free, timeout=self._fetch_wait)
-                    except (FetchTimeout, TimeoutError):
-                        # nats-py raises its own, or the builtin one when the
-                        # pull request itself times out: both mean "nothing came".
-                        continue
-                    except Exception as exc:  # a connection lost mid-fetch: try again soon
+                        await node.nc.publish(subject, request, reply=inbox)
+                    except Exception as exc:  # a connection lost: try again soon
                         if self._leaving(served):
-                            break  # the connection closes under the last fetch
+                            break
                         logger.warning(
                             "fetching calls for %r failed: %s: %s",
                             served.name,
@@ -317,33 +371,44 @@ class Serving:
                         )
                         await anyio.sleep(_FETCH_RETRY)
                         continue
-                    for msg in msgs:
-                        if self._leaving(served):
-                            await _settle(msg, "nak")  # leaving: another node takes it
-                        else:
-                            await self._take(served, msg)
-                await self._hand_back(sub)
+                    pulls.add(want, now + expires)
+                # Leaving: the open requests may still bring calls (handed back
+                # at once by _pulled) until they expire.
+                with anyio.move_on_after(expires + _LINGER):
+                    while pulls.asked:
+                        served.slot = anyio.Event()
+                        with anyio.move_on_after(_LINGER):
+                            await served.slot.wait()
+                        pulls.expire(node.now())
         finally:
+            if sub is not None:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await sub.unsubscribe()
+                    except Exception:
+                        pass  # the connection is closing
             self._fetchers -= 1
             self._fetchers_done.set()
             served.fetch_done.set()
 
-    async def _hand_back(self, sub: Any) -> None:
-        """Leaving: hand back the calls the servers sent after the last fetch returned.
-
-        The servers' side of a fetch lingers until its expiry, a round trip
-        after the client's: what they send meanwhile waits in the
-        subscription's queue, where no fetch would read it again, and would
-        otherwise wait for ``ack_wait`` before another node got it.
-        """
-        await anyio.sleep(_LINGER)
-        while sub.pending_msgs:
-            try:
-                msgs = await sub.fetch(batch=sub.pending_msgs + 1, timeout=_LINGER)
-            except Exception:
-                return
-            for msg in msgs:
-                await _settle(msg, "nak")
+    async def _pulled(self, served: _Served, pulls: _Pulls, msg: Msg) -> None:
+        """A call (or a status) came for one of the actor's pull requests."""
+        headers = msg.headers
+        status = headers.get("Status") if headers else None
+        if status is not None and not msg.data:
+            if status == "100":
+                return  # an idle heartbeat
+            if status == "409":
+                pulls.clear()  # a new leader, the consumer gone: every request with them
+            else:
+                pulls.end_oldest()  # 408: it expired; 404: nothing there
+            served.slot.set()
+            return
+        pulls.came()
+        if self._leaving(served):
+            await _settle(msg, "nak")  # leaving: another node takes it now
+            return
+        await self._take(served, msg)
 
     async def _take(self, served: _Served, msg: Msg) -> None:
         node = self._node
