@@ -236,6 +236,38 @@ async def test_an_actor_served_with_other_messages_is_refused(nats: NatsCluster)
             pass  # the same messages: fine
 
 
+@corral.message(name="ops.Job")
+class _JobHere:
+    n: int
+
+
+@corral.message(name="ops.Job")
+class _JobThere:  # the same message in another process's module (``__main__``, say)
+    n: int
+
+
+class _Here(corral.Actor[_JobHere, int]):
+    async def handle(self, msg: _JobHere) -> int:
+        return msg.n
+
+
+class _There(corral.Actor[_JobThere, int]):
+    async def handle(self, msg: _JobThere) -> int:
+        return msg.n
+
+
+async def test_the_same_messages_from_other_modules_are_no_conflict(nats: NatsCluster) -> None:
+    """Nodes compare message wire names and fields, not where the classes were defined."""
+    spec = _spec(nats)
+    here = corral.Supervisor(children=[corral.child(_Here, name="job", export=True)])
+    there = corral.Supervisor(children=[corral.child(_There, name="job", export=True)])
+    async with (
+        corral.Runtime(here, cluster=attr_replace(spec, node="here")),
+        corral.Runtime(there, cluster=attr_replace(spec, node="there")),
+    ):
+        pass
+
+
 async def test_corral_serve_serves_drains_on_sigterm_and_status_json_matches_the_ledger(
     nats: NatsCluster, tmp_path: Path
 ) -> None:

@@ -179,7 +179,11 @@ def _shapes_of(actor_class: type[Any]) -> dict[str, list[str]]:
     shapes: dict[str, list[str]] = {}
     for cls in message_types(actor_class):
         if attrs.has(cls):
-            name = f"{cls.__module__}.{cls.__qualname__}"
+            # Its wire name, as the protocol registers it: the module path may
+            # differ between processes (``__main__`` in one, the module in another).
+            name = getattr(cls, "__corral_message_name__", None) or (
+                f"{cls.__module__}.{cls.__qualname__}"
+            )
             shapes[name] = sorted(field.name for field in attrs.fields(cls))
     return dict(sorted(shapes.items()))
 
