@@ -448,7 +448,7 @@ class Serving:
         served.taken += 1
         chunks = self._streamed(record, headers, attempt)
         try:
-            fut = await node.runtime._deliver(envelope, track=True, chunks=chunks)
+            fut = await node.runtime.deliver(envelope, track=True, chunks=chunks, checkpoint=False)
         except (UnhandledMessage, ProtocolError) as exc:
             self._unstarted(record, chunks)
             self._release(served, envelope.id)
@@ -512,8 +512,8 @@ class Serving:
         record = self._running[call_id] = _Running(None, reply_to, envelope.deadline)
         chunks = self._streamed(record, headers, 1)
         try:
-            fut = await node.runtime._deliver(
-                envelope, track=True, wait=NO_WAIT not in headers, chunks=chunks
+            fut = await node.runtime.deliver(
+                envelope, track=True, wait=NO_WAIT not in headers, chunks=chunks, checkpoint=False
             )
         except (UnhandledMessage, ProtocolError, MailboxFull, ActorStopped, NotFound) as exc:
             self._unstarted(record, chunks)
