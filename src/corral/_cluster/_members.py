@@ -25,8 +25,8 @@ import socket
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import attrs
@@ -37,7 +37,7 @@ from .._core._instrument import Instrument
 from .._core._specs import SupervisorEvent, SupervisorEventKind
 from .._version import __version__
 from ._exceptions import ClusterConflict
-from ._records import retrying, wait_for_leader
+from ._records import bounded, retrying, wait_for_leader
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -206,18 +206,6 @@ class _Counters(Instrument):
 #: Seconds one try of an entry-time bucket operation may take before it is tried again.
 TRY_FOR: Final = 1.0
 
-T = TypeVar("T")
-
-
-def _bounded(attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
-    """*attempt*, failing with TimeoutError after :data:`TRY_FOR` seconds."""
-
-    async def bounded() -> T:
-        with anyio.fail_after(TRY_FOR):
-            return await attempt()
-
-    return bounded
-
 
 def _process_alive(pid: int) -> bool:
     try:
@@ -278,7 +266,7 @@ class Members:
         # A bucket just made on a cluster may not answer until its leader is elected
         # (a request may then go unanswered): each try is bounded, and tried again.
         until = time.time() + spec.connect_timeout
-        await retrying(_bounded(self._claim_name), until, final=ClusterConflict)
+        await retrying(bounded(self._claim_name, TRY_FOR), until, final=ClusterConflict)
         self._sample()
         await self.write_soon()
 
@@ -311,7 +299,7 @@ class Members:
         """
         mine = protocol_of(ref)
         until = time.time() + self._node.spec.connect_timeout
-        for other in await retrying(_bounded(self.read_all), until):
+        for other in await retrying(bounded(self.read_all, TRY_FOR), until):
             if other.node == self.name:
                 continue
             for actor in other.actors:
@@ -414,7 +402,7 @@ class Members:
         At entry: a bucket just made on a cluster may not have elected
         its leader yet (the servers answer "no responders").
         """
-        await retrying(_bounded(self.write), time.time() + self._node.spec.connect_timeout)
+        await retrying(bounded(self.write, TRY_FOR), time.time() + self._node.spec.connect_timeout)
 
     async def loop(self) -> None:
         """Every period: recompute the shared limits, take a sample for the rates, write the record.

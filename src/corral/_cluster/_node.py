@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
@@ -31,7 +31,7 @@ from .._services._redact import redact_unparsed_url
 from ._calling import PUBLISH_LIMIT, Calling, Chunks
 from ._exceptions import ClusterUnavailable
 from ._members import Members, status_subject
-from ._records import Records, retrying, wait_for_leader
+from ._records import Records, bounded, retrying, wait_for_leader
 from ._serving import Serving
 from ._sharing import Sharing, pause_subject
 from ._spec import Cluster, default_node_name
@@ -56,18 +56,6 @@ def on_asyncio() -> bool:
 
 #: Longest one try of a set-up step may take before it is made again (s).
 _SET_UP_TRY: Final = 2.0
-
-T = TypeVar("T")
-
-
-async def _again(step: Callable[[], Awaitable[T]], until: float, clock: Callable[[], float]) -> T:
-    """``await step()``, each try at most :data:`_SET_UP_TRY`, again until *until*."""
-
-    async def bounded() -> T:
-        with anyio.fail_after(_SET_UP_TRY):
-            return await step()
-
-    return await retrying(bounded, until, clock=clock)
 
 
 def _no_loop() -> Any:
@@ -271,11 +259,12 @@ class ClusterNode:
                 # Each step bounded and tried again: a request the servers drop
                 # (a new cluster's first leader change) would else wait it all.
                 until = self.now() + spec.connect_timeout
-                await _again(lambda: self._ensure_stream(js, config), until, self.now)
-                await _again(lambda: wait_for_leader(js, spec.stream), until, self.now)
-                self._records = await _again(
-                    lambda: Records.open(js, spec, replicas), until, self.now
-                )
+                ensure = bounded(lambda: self._ensure_stream(js, config), _SET_UP_TRY)
+                await retrying(ensure, until, clock=self.now)
+                leader = bounded(lambda: wait_for_leader(js, spec.stream), _SET_UP_TRY)
+                await retrying(leader, until, clock=self.now)
+                records = bounded(lambda: Records.open(js, spec, replicas), _SET_UP_TRY)
+                self._records = await retrying(records, until, clock=self.now)
                 await self.members.open(js, replicas)
         except TimeoutError:
             raise ClusterUnavailable(

@@ -69,6 +69,20 @@ async def retrying(
         pause = min(pause * 2, RETRY_MOST)
 
 
+def bounded(attempt: Callable[[], Awaitable[T]], limit: float) -> Callable[[], Awaitable[T]]:
+    """*attempt*, failing with TimeoutError after *limit* seconds (a try for :func:`retrying`).
+
+    A request the servers drop (a leader change) would otherwise wait out
+    the client's whole timeout on one try.
+    """
+
+    async def one_try() -> T:
+        with anyio.fail_after(limit):
+            return await attempt()
+
+    return one_try
+
+
 async def wait_for_leader(js: JetStreamContext, stream: str) -> None:
     """Wait until *stream* (a replicated stream, or a bucket's) has elected its leader.
 
